@@ -1,0 +1,23 @@
+//! `ts_financial_transactions` (seed 004): money movements in cents.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "ts_financial_transactions")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    pub user_id: i32,
+    pub money: i32,
+    pub order_id: Option<String>,
+    pub title: Option<String>,
+    pub deployment_uuid: Option<String>,
+    pub time: DateTimeUtc,
+    pub transaction_type: i32,
+    pub pay_type: Option<i32>,
+    pub is_cash: i32,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,23 @@
+//! `mjk_point_batches`: every recharge or grant is a batch that consumes draw
+//! from and refunds return to; `remaining` reaches 0 by consumption or expiry.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "mjk_point_batches")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub user_id: i32,
+    pub kind: String,
+    pub amount: i64,
+    pub remaining: i64,
+    pub expires_at: Option<DateTimeUtc>,
+    #[sea_orm(unique)]
+    pub order_id: String,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,20 @@
+//! Schema migrations for the points gateway.
+//!
+//! The five tables from the seed documents keep their exact names and columns
+//! (an existing platform reads them); the supporting tables (`ts_users`,
+//! batches, allocations) are ours. Everything here must behave identically on
+//! SQLite and PostgreSQL, so only portable types, CHECKs and partial indexes
+//! (supported by both engines) are used.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,7 @@
+//! Who is calling: bearer JWTs (HS256) and the authorization policy.
+
+mod policy;
+mod token;
+
+pub use policy::{AuthzError, Caller};
+pub use token::{AuthError, Role, TokenKeys};

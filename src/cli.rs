@@ -1,0 +1,139 @@
+//! The `points-gateway` command line: `serve` (default), `migrate`, `token`,
+//! `schema`, `verify`, `seed-demo`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::auth::{Role, TokenKeys};
+use crate::config::Settings;
+use crate::startup::Application;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "points-gateway",
+    version,
+    about = "GraphQL gateway over a points billing database"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the API (the default); applies migrations first.
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Mint a bearer token with the configured secret.
+    Token {
+        #[arg(long)]
+        role: Role,
+        /// The user id (required for `--role user`).
+        #[arg(long)]
+        user: Option<i32>,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: i64,
+    },
+    /// Print the GraphQL SDL.
+    Schema,
+    /// Check every ledger invariant; exit 1 if any is violated.
+    Verify,
+    /// Fill the database with realistic demo data (applies migrations).
+    SeedDemo {
+        #[arg(long, default_value_t = 300)]
+        users: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command.unwrap_or(Command::Serve) {
+        // The SDL needs no configuration (and must not create a secret file).
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(ExitCode::SUCCESS)
+        }
+        command => run_configured(command, Settings::from_env()?).await,
+    }
+}
+
+async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    init_tracing(settings.log_json);
+    match command {
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => {
+            let keys = TokenKeys::new(&settings.jwt_secret);
+            let app = Application::build(settings).await?;
+            let token = keys.mint(Role::Admin, None, chrono::Duration::hours(24))?;
+            println!(
+                "points-gateway listening on http://127.0.0.1:{}",
+                app.port()
+            );
+            println!("GraphiQL: http://127.0.0.1:{}/graphql", app.port());
+            println!("admin token (24h), send as `Authorization: Bearer <token>`:\n{token}");
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let (db, _) = crate::db::connect(&settings.database_url, 2).await?;
+            crate::db::migrate(&db).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { role, user, hours } => {
+            let keys = TokenKeys::new(&settings.jwt_secret);
+            println!("{}", keys.mint(role, user, chrono::Duration::hours(hours))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify => {
+            let (db, _) = crate::db::connect(&settings.database_url, 2).await?;
+            let (checked, violations) = crate::domain::verify::verify(&db)
+                .await
+                .context("verify could not read the database")?;
+            for v in &violations {
+                println!("{v}");
+            }
+            println!(
+                "checked {} users, {} ledger rows, {} batches: {} violation(s)",
+                checked.users,
+                checked.ledger_rows,
+                checked.batches,
+                violations.len()
+            );
+            Ok(if violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::SeedDemo { users, seed } => {
+            let (db, _) = crate::db::connect(&settings.database_url, 4).await?;
+            crate::db::migrate(&db).await?;
+            let r = crate::seed::seed_demo(&db, users, seed).await?;
+            println!(
+                "seeded {} users, {} ledger rows, {} fal accounts, {} fal tasks",
+                r.users, r.ledger_rows, r.accounts, r.tasks
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

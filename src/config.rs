@@ -1,0 +1,170 @@
+//! Configuration from the environment (DESIGN.md section 6), each variable
+//! with a default so `cargo run --release` needs nothing set.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rand::RngCore;
+
+/// Default SQLite file, in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://points-gateway.sqlite?mode=rwc";
+
+/// The HS256 secret. Wrapped so it cannot end up in a `{:?}` or a log line.
+#[derive(Clone)]
+pub struct JwtSecret(Vec<u8>);
+
+impl JwtSecret {
+    pub fn new(bytes: Vec<u8>) -> anyhow::Result<JwtSecret> {
+        if bytes.len() < 32 {
+            bail!("GATEWAY_JWT_SECRET must be at least 32 bytes");
+        }
+        Ok(JwtSecret(bytes))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtSecret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DATABASE_URL`: `sqlite://FILE?mode=rwc` or `postgres://...`.
+    pub database_url: String,
+    /// `GATEWAY_BIND`: listen address; port 0 picks a free port.
+    pub bind: String,
+    /// `GATEWAY_JWT_SECRET`.
+    pub jwt_secret: JwtSecret,
+    /// `FAL_API_BASE_URL`.
+    pub fal_api_base_url: String,
+    /// `FAL_TIMEOUT_MS`.
+    pub fal_timeout_ms: u64,
+    /// `POINTS_PER_USD`: how many points one US dollar buys, for margins.
+    pub points_per_usd: f64,
+    /// `EXPIRY_SWEEP_SECS`: interval of the background expiry sweep; 0 turns it off.
+    pub expiry_sweep_secs: u64,
+    /// `DB_MAX_CONNECTIONS`.
+    pub db_max_connections: u32,
+    /// `LOG_FORMAT=json` switches logs to JSON lines.
+    pub log_json: bool,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={v:?} is invalid: {e}")),
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> anyhow::Result<Settings> {
+        let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let jwt_secret = match var("GATEWAY_JWT_SECRET") {
+            Some(s) => JwtSecret::new(s.into_bytes())?,
+            None => secret_beside_sqlite(&database_url)?,
+        };
+        let points_per_usd: f64 = parsed("POINTS_PER_USD", 100.0)?;
+        if !(points_per_usd.is_finite() && points_per_usd > 0.0) {
+            bail!("POINTS_PER_USD must be a positive number");
+        }
+        Ok(Settings {
+            database_url,
+            bind: var("GATEWAY_BIND").unwrap_or_else(|| "127.0.0.1:8000".to_owned()),
+            jwt_secret,
+            fal_api_base_url: var("FAL_API_BASE_URL")
+                .unwrap_or_else(|| "https://api.fal.ai".to_owned()),
+            fal_timeout_ms: parsed("FAL_TIMEOUT_MS", 10_000)?,
+            points_per_usd,
+            expiry_sweep_secs: parsed("EXPIRY_SWEEP_SECS", 60)?,
+            db_max_connections: parsed("DB_MAX_CONNECTIONS", 16)?,
+            log_json: var("LOG_FORMAT").is_some_and(|v| v == "json"),
+        })
+    }
+}
+
+/// The file beside a SQLite database that keeps its generated secret.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// With SQLite and no configured secret, one is generated on first start and
+/// kept next to the database (mode 0600), so tokens survive restarts. With
+/// PostgreSQL several instances must share a secret: it has to be configured.
+fn secret_beside_sqlite(database_url: &str) -> anyhow::Result<JwtSecret> {
+    let Some(db) = sqlite_path(database_url) else {
+        bail!("GATEWAY_JWT_SECRET must be set when DATABASE_URL is not a SQLite file");
+    };
+    let file = secret_file_for(&db);
+    if let Ok(existing) = std::fs::read_to_string(&file) {
+        let bytes = hex::decode(existing.trim())
+            .with_context(|| format!("{} is not a hex secret", file.display()))?;
+        return JwtSecret::new(bytes);
+    }
+    let mut bytes = vec![0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    write_private(&file, &hex::encode(&bytes))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    JwtSecret::new(bytes)
+}
+
+pub fn secret_file_for(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".jwt-secret");
+    db.with_file_name(name)
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(content.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths_are_found_in_urls() {
+        assert_eq!(
+            sqlite_path("sqlite://a/b.db?mode=rwc"),
+            Some(PathBuf::from("a/b.db"))
+        );
+        assert_eq!(sqlite_path("sqlite:x.db"), Some(PathBuf::from("x.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://h/db"), None);
+    }
+
+    #[test]
+    fn short_secrets_are_refused_and_never_printed() {
+        assert!(JwtSecret::new(b"short".to_vec()).is_err());
+        let s = JwtSecret::new(vec![b'k'; 32]).unwrap();
+        assert!(!format!("{s:?}").contains("kkkk"));
+    }
+}

@@ -1,0 +1,409 @@
+//! Validated inputs: every ledger operation takes these, never raw numbers
+//! or strings, so a value that reaches the database has already been checked.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::code::{Code, Coded};
+use super::source::{RechargeKind, SourceType};
+
+/// The largest balance a user may hold. The public API speaks 32-bit GraphQL
+/// `Int`, so a balance above this could not be shown; recharges that would
+/// pass it are refused rather than silently wrapped.
+pub const MAX_BALANCE: i64 = i32::MAX as i64;
+
+/// Longest billed duration accepted (one year of seconds): anything larger is
+/// a unit mistake by the caller, not a job.
+pub const MAX_DURATION_SECS: f64 = 31_536_000.0;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+impl Coded for InputError {
+    fn code(&self) -> Code {
+        Code::InvalidInput
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> InputError {
+    InputError(msg.into())
+}
+
+/// A strictly positive number of points that fits the public `Int`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Amount(i64);
+
+impl Amount {
+    pub fn new(value: i64) -> Result<Amount, InputError> {
+        if value <= 0 {
+            return Err(invalid(format!("amount must be positive, got {value}")));
+        }
+        if value > MAX_BALANCE {
+            return Err(invalid(format!(
+                "amount must be at most {MAX_BALANCE}, got {value}"
+            )));
+        }
+        Ok(Amount(value))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// An idempotency key or external reference: `source_id`, `order_id`, refund
+/// key. Bounded by the 64-character column it is stored in; printable only,
+/// so a key can be logged and compared without surprises.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key(String);
+
+impl Key {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn new(what: &str, value: &str) -> Result<Key, InputError> {
+        if value.trim().is_empty() {
+            return Err(invalid(format!("{what} must not be empty")));
+        }
+        if value.chars().count() > Self::MAX_LEN {
+            return Err(invalid(format!(
+                "{what} must be at most {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "{what} must not contain control characters"
+            )));
+        }
+        Ok(Key(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A free-text note appended to a description (or a refund reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note(String);
+
+impl Note {
+    pub const MAX_LEN: usize = 200;
+
+    pub fn new(value: &str) -> Result<Note, InputError> {
+        if value.chars().count() > Self::MAX_LEN {
+            return Err(invalid(format!(
+                "note must be at most {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(invalid("note must not contain control characters"));
+        }
+        Ok(Note(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Seconds billed for a TTS or video job: finite, non-negative, bounded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BilledDuration(f64);
+
+impl BilledDuration {
+    pub fn new(secs: f64) -> Result<BilledDuration, InputError> {
+        if !secs.is_finite() {
+            return Err(invalid("duration must be a finite number of seconds"));
+        }
+        if secs < 0.0 {
+            return Err(invalid("duration must not be negative"));
+        }
+        if secs > MAX_DURATION_SECS {
+            return Err(invalid(format!(
+                "duration must be at most {MAX_DURATION_SECS} seconds"
+            )));
+        }
+        Ok(BilledDuration(secs))
+    }
+
+    pub fn secs(self) -> f64 {
+        self.0
+    }
+}
+
+/// A user display name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn new(value: &str) -> Result<UserName, InputError> {
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            return Err(invalid("name must not be empty"));
+        }
+        if trimmed.chars().count() > 100 || trimmed.chars().any(char::is_control) {
+            return Err(invalid("name must be at most 100 printable characters"));
+        }
+        Ok(UserName(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Hex SHA-256 of the canonical form of a request: two requests with one
+/// idempotency key are "the same" exactly when their fingerprints match.
+fn fingerprint(parts: &[String]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| format!("some:{}", x.to_string()))
+        .unwrap_or_else(|| "none".to_owned())
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumeRequest {
+    pub user_id: i32,
+    pub amount: Amount,
+    pub source_type: SourceType,
+    pub source_id: Key,
+    pub duration: Option<BilledDuration>,
+    pub note: Option<Note>,
+}
+
+impl ConsumeRequest {
+    /// Builds a consume, enforcing that billed-by-the-second sources carry a
+    /// duration and the others do not.
+    pub fn new(
+        user_id: i32,
+        amount: i64,
+        source_type: SourceType,
+        source_id: &str,
+        duration: Option<f64>,
+        note: Option<&str>,
+    ) -> Result<ConsumeRequest, InputError> {
+        let amount = Amount::new(amount)?;
+        let source_id = Key::new("sourceId", source_id)?;
+        let duration = match (source_type.billed_by_duration(), duration) {
+            (true, Some(d)) => Some(BilledDuration::new(d)?),
+            (true, None) => {
+                return Err(invalid(format!(
+                    "duration is required for {source_type} consumes"
+                )))
+            }
+            (false, Some(_)) => {
+                return Err(invalid(format!(
+                    "duration is only accepted for tts and video consumes, not {source_type}"
+                )))
+            }
+            (false, None) => None,
+        };
+        let note = note.map(Note::new).transpose()?;
+        Ok(ConsumeRequest {
+            user_id,
+            amount,
+            source_type,
+            source_id,
+            duration,
+            note,
+        })
+    }
+
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&[
+            "consume".into(),
+            self.user_id.to_string(),
+            self.amount.get().to_string(),
+            self.source_type.as_str().into(),
+            self.source_id.as_str().into(),
+            opt(self.duration.map(|d| d.secs().to_bits())),
+            opt(self.note.as_ref().map(|n| n.as_str())),
+        ])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub source_type: SourceType,
+    pub source_id: Key,
+    pub refund_key: Key,
+    /// `None` refunds whatever of the consume is not refunded yet.
+    pub amount: Option<Amount>,
+    pub reason: Option<Note>,
+}
+
+impl RefundRequest {
+    pub fn new(
+        source_type: SourceType,
+        source_id: &str,
+        refund_key: &str,
+        amount: Option<i64>,
+        reason: Option<&str>,
+    ) -> Result<RefundRequest, InputError> {
+        Ok(RefundRequest {
+            source_type,
+            source_id: Key::new("sourceId", source_id)?,
+            refund_key: Key::new("refundKey", refund_key)?,
+            amount: amount.map(Amount::new).transpose()?,
+            reason: reason.map(Note::new).transpose()?,
+        })
+    }
+
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&[
+            "refund".into(),
+            self.source_type.as_str().into(),
+            self.source_id.as_str().into(),
+            self.refund_key.as_str().into(),
+            opt(self.amount.map(|a| a.get())),
+            opt(self.reason.as_ref().map(|n| n.as_str())),
+        ])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RechargeRequest {
+    pub user_id: i32,
+    pub amount: Amount,
+    pub order_id: Key,
+    pub kind: RechargeKind,
+    /// What the user paid, in cents; required for paid recharges.
+    pub money_cents: Option<i32>,
+    pub pay_type: Option<i32>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl RechargeRequest {
+    pub fn new(
+        user_id: i32,
+        amount: i64,
+        order_id: &str,
+        kind: RechargeKind,
+        money_cents: Option<i32>,
+        pay_type: Option<i32>,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<RechargeRequest, InputError> {
+        let amount = Amount::new(amount)?;
+        let order_id = Key::new("orderId", order_id)?;
+        match (kind, money_cents) {
+            (RechargeKind::Paid, None) => {
+                return Err(invalid("moneyCents is required for a paid recharge"))
+            }
+            (RechargeKind::Paid, Some(m)) if m < 0 => {
+                return Err(invalid("moneyCents must not be negative"))
+            }
+            (RechargeKind::Gift, Some(_)) => {
+                return Err(invalid("moneyCents is only accepted for a paid recharge"))
+            }
+            _ => {}
+        }
+        if let Some(at) = expires_at {
+            if at <= now {
+                return Err(invalid("expiresAt must be in the future"));
+            }
+        }
+        Ok(RechargeRequest {
+            user_id,
+            amount,
+            order_id,
+            kind,
+            money_cents,
+            pay_type,
+            // Stored at microsecond precision on both engines; keep the
+            // fingerprint of a retry equal to the original's.
+            expires_at: expires_at.map(crate::time::truncate_micros),
+        })
+    }
+
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&[
+            "recharge".into(),
+            self.user_id.to_string(),
+            self.amount.get().to_string(),
+            self.order_id.as_str().into(),
+            self.kind.as_str().into(),
+            opt(self.money_cents),
+            opt(self.pay_type),
+            opt(self.expires_at.map(|t| t.timestamp_micros())),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amount_must_be_positive_and_fit_an_int() {
+        assert!(Amount::new(0).is_err());
+        assert!(Amount::new(-5).is_err());
+        assert!(Amount::new(MAX_BALANCE + 1).is_err());
+        assert_eq!(Amount::new(MAX_BALANCE).unwrap().get(), MAX_BALANCE);
+        assert_eq!(Amount::new(1).unwrap().get(), 1);
+    }
+
+    #[test]
+    fn keys_are_bounded_printable_and_non_empty() {
+        assert!(Key::new("k", "").is_err());
+        assert!(Key::new("k", "   ").is_err());
+        assert!(Key::new("k", &"x".repeat(65)).is_err());
+        assert!(Key::new("k", "a\u{0}b").is_err());
+        assert!(Key::new("k", &"字".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn durations_must_be_finite_and_non_negative() {
+        assert!(BilledDuration::new(f64::NAN).is_err());
+        assert!(BilledDuration::new(f64::INFINITY).is_err());
+        assert!(BilledDuration::new(-0.5).is_err());
+        assert!(BilledDuration::new(MAX_DURATION_SECS * 2.0).is_err());
+        assert_eq!(BilledDuration::new(0.0).unwrap().secs(), 0.0);
+        assert_eq!(BilledDuration::new(12.5).unwrap().secs(), 12.5);
+    }
+
+    #[test]
+    fn duration_is_required_for_tts_and_refused_for_script() {
+        assert!(ConsumeRequest::new(1, 5, SourceType::Tts, "t", None, None).is_err());
+        assert!(ConsumeRequest::new(1, 5, SourceType::Tts, "t", Some(3.0), None).is_ok());
+        assert!(ConsumeRequest::new(1, 5, SourceType::Script, "s", Some(3.0), None).is_err());
+        assert!(ConsumeRequest::new(1, 5, SourceType::Script, "s", None, None).is_ok());
+    }
+
+    #[test]
+    fn fingerprints_differ_when_any_field_differs() {
+        let a = ConsumeRequest::new(1, 5, SourceType::Tts, "t", Some(3.0), None).unwrap();
+        let b = ConsumeRequest::new(1, 5, SourceType::Tts, "t", Some(3.5), None).unwrap();
+        let c = ConsumeRequest::new(1, 6, SourceType::Tts, "t", Some(3.0), None).unwrap();
+        let a2 = ConsumeRequest::new(1, 5, SourceType::Tts, "t", Some(3.0), None).unwrap();
+        assert_eq!(a.fingerprint(), a2.fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn paid_recharges_need_money_and_gifts_refuse_it() {
+        let now = Utc::now();
+        let r = |kind, money| RechargeRequest::new(1, 10, "o", kind, money, None, None, now);
+        assert!(r(RechargeKind::Paid, None).is_err());
+        assert!(r(RechargeKind::Paid, Some(-1)).is_err());
+        assert!(r(RechargeKind::Paid, Some(100)).is_ok());
+        assert!(r(RechargeKind::Gift, Some(100)).is_err());
+        assert!(r(RechargeKind::Gift, None).is_ok());
+        let past = now - chrono::Duration::seconds(1);
+        assert!(
+            RechargeRequest::new(1, 10, "o", RechargeKind::Gift, None, None, Some(past), now)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! Spending points: draw from live batches, soonest expiry first.
+
+use chrono::{DateTime, Utc};
+use entity::point_transaction::{self, Column};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, Statement,
+};
+
+use super::writer::{NewRow, UserRef, Writer};
+use super::{Applied, ConsumeError, Entry};
+use crate::db::{begin_write, is_unique_violation};
+use crate::domain::input::ConsumeRequest;
+use crate::domain::source::{describe, SourceType, TxType};
+
+/// Consumes in its own transaction. A retry with the same source and the
+/// same payload returns the original row; a race between two requests with
+/// one key is settled by the unique index and resolved the same way.
+pub async fn consume(
+    db: &DatabaseConnection,
+    req: &ConsumeRequest,
+) -> Result<Applied, ConsumeError> {
+    let hash = req.fingerprint();
+    let txn = begin_write(db).await?;
+    match consume_in(&txn, req, &hash, crate::time::now()).await {
+        Ok(applied) => {
+            txn.commit().await?;
+            Ok(applied)
+        }
+        Err(ConsumeError::Internal(e)) if is_unique_violation(&e) => {
+            txn.rollback().await?;
+            let existing = find_consume(db, req.source_type, req.source_id.as_str())
+                .await?
+                .ok_or(ConsumeError::Internal(e))?;
+            replay(existing, &hash, req)
+        }
+        Err(e) => {
+            txn.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
+/// Consumes inside a transaction the caller owns (and commits).
+pub async fn consume_in(
+    txn: &DatabaseTransaction,
+    req: &ConsumeRequest,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> Result<Applied, ConsumeError> {
+    let mut w = Writer::lock(txn, UserRef::Id(req.user_id), now)
+        .await?
+        .ok_or(ConsumeError::UserNotFound(req.user_id))?;
+    // Checked under the user lock, so an identical request that committed
+    // while we waited is seen here and replayed instead of written twice.
+    if let Some(existing) = find_consume(txn, req.source_type, req.source_id.as_str()).await? {
+        return replay(existing, hash, req);
+    }
+    w.expire_due().await?;
+    let requested = req.amount.get();
+    if w.balance < requested {
+        return Err(ConsumeError::InsufficientBalance {
+            available: w.balance,
+            requested,
+        });
+    }
+    let parts = draw(txn, w.user_id, now, requested).await?;
+    let mut row = NewRow::new(
+        TxType::Consume,
+        requested,
+        describe(
+            req.source_type.label(),
+            req.note.as_ref().map(|n| n.as_str()),
+        ),
+        "consume",
+    );
+    row.source_type = Some(req.source_type.as_str().to_owned());
+    row.source_id = Some(req.source_id.as_str().to_owned());
+    row.batch_id = parts.first().map(|p| p.0);
+    row.duration = req.duration.map(|d| d.secs());
+    row.request_hash = Some(hash.to_owned());
+    row.mirror_order = Some(req.source_id.as_str().to_owned());
+    let entry = w.append(row).await?;
+    w.allocate(entry.id, &parts).await?;
+    for &(batch_id, amount) in &parts {
+        w.adjust_batch(batch_id, -amount).await?;
+    }
+    let written = w.finish().await?;
+    Ok(Applied {
+        entry,
+        written,
+        replayed: false,
+    })
+}
+
+/// Picks `(batch_id, amount)` parts covering `amount`, in the published
+/// order: soonest `expires_at` first, never-expiring last, then oldest.
+/// Batches past their expiry are excluded even if not swept yet.
+async fn draw(
+    txn: &DatabaseTransaction,
+    user_id: i32,
+    now: DateTime<Utc>,
+    amount: i64,
+) -> Result<Vec<(i64, i64)>, DbErr> {
+    let backend = txn.get_database_backend();
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT id, remaining FROM mjk_point_batches \
+             WHERE user_id = $1 AND remaining > 0 AND (expires_at IS NULL OR expires_at > $2) \
+             ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id",
+            [user_id.into(), now.into()],
+        ))
+        .await?;
+    let mut need = amount;
+    let mut parts = Vec::new();
+    for r in rows {
+        if need == 0 {
+            break;
+        }
+        let id: i64 = r.try_get("", "id")?;
+        let remaining: i64 = r.try_get("", "remaining")?;
+        let take = remaining.min(need);
+        parts.push((id, take));
+        need -= take;
+    }
+    if need != 0 {
+        // The cached balance said there was enough: batches and balance
+        // disagree, which `verify` reports. Refuse rather than overdraw.
+        return Err(DbErr::Custom(format!(
+            "user {user_id}: batches hold {} points less than the cached balance",
+            need
+        )));
+    }
+    Ok(parts)
+}
+
+pub(super) async fn find_consume<C: ConnectionTrait>(
+    conn: &C,
+    source_type: SourceType,
+    source_id: &str,
+) -> Result<Option<Entry>, DbErr> {
+    point_transaction::Entity::find()
+        .filter(Column::Type.eq(TxType::Consume.as_str()))
+        .filter(Column::SourceType.eq(source_type.as_str()))
+        .filter(Column::SourceId.eq(source_id))
+        .one(conn)
+        .await
+}
+
+fn replay(existing: Entry, hash: &str, req: &ConsumeRequest) -> Result<Applied, ConsumeError> {
+    if existing.request_hash.as_deref() == Some(hash) {
+        Ok(Applied {
+            entry: existing,
+            written: Vec::new(),
+            replayed: true,
+        })
+    } else {
+        Err(ConsumeError::IdempotencyConflict(format!(
+            "{}:{}",
+            req.source_type,
+            req.source_id.as_str()
+        )))
+    }
+}

@@ -1,0 +1,229 @@
+//! The locked user and the only code that appends ledger rows.
+//!
+//! Holding the user's row lock for the whole transaction is what makes the
+//! chain `balance_before == previous balance_after` hold under any number of
+//! concurrent writers and gateway instances: every movement of one user is
+//! serialised on that lock, and the in-memory balance here is the truth for
+//! the rest of the transaction.
+
+use chrono::{DateTime, Utc};
+use entity::{point_transaction, points_detail};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::NotSet, ConnectionTrait, DatabaseTransaction, DbErr, Set,
+    Statement,
+};
+use uuid::Uuid;
+
+use super::Entry;
+use crate::db::for_update;
+use crate::domain::source::{TxType, EXPIRE_LABEL};
+
+/// Which user to lock: the ts_* tables name users by int id, the ledger by uuid.
+pub(super) enum UserRef {
+    Id(i32),
+    Uuid(Uuid),
+}
+
+/// A ledger row about to be written; the writer fills in the balances.
+pub(super) struct NewRow {
+    pub tx: TxType,
+    pub amount: i64,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    pub batch_id: Option<i64>,
+    pub duration: Option<f64>,
+    pub description: String,
+    pub refund_key: Option<String>,
+    pub refund_of: Option<i64>,
+    pub request_hash: Option<String>,
+    /// `ts_points_detail.source_type`: recharge / gift / consume / refund / expire.
+    pub mirror_source: &'static str,
+    /// `ts_points_detail.order_id`: the order, source id or refund key.
+    pub mirror_order: Option<String>,
+}
+
+impl NewRow {
+    pub fn new(tx: TxType, amount: i64, description: String, mirror_source: &'static str) -> Self {
+        NewRow {
+            tx,
+            amount,
+            source_type: None,
+            source_id: None,
+            batch_id: None,
+            duration: None,
+            description,
+            refund_key: None,
+            refund_of: None,
+            request_hash: None,
+            mirror_source,
+            mirror_order: None,
+        }
+    }
+}
+
+pub(super) struct Writer<'t> {
+    txn: &'t DatabaseTransaction,
+    pub user_id: i32,
+    pub user_uuid: Uuid,
+    /// The balance as of the last row this writer appended.
+    pub balance: i64,
+    pub now: DateTime<Utc>,
+    written: Vec<Entry>,
+}
+
+impl<'t> Writer<'t> {
+    /// Locks the user row for the rest of the transaction; `None` when the
+    /// user does not exist.
+    pub async fn lock(
+        txn: &'t DatabaseTransaction,
+        user: UserRef,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Writer<'t>>, DbErr> {
+        let backend = txn.get_database_backend();
+        let (column, value): (&str, sea_orm::Value) = match user {
+            UserRef::Id(id) => ("id", id.into()),
+            UserRef::Uuid(u) => ("uuid", u.into()),
+        };
+        let sql = format!(
+            "SELECT id, uuid, balance FROM ts_users WHERE {column} = $1{}",
+            for_update(backend)
+        );
+        let row = txn
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, [value]))
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Writer {
+            txn,
+            user_id: row.try_get("", "id")?,
+            user_uuid: row.try_get("", "uuid")?,
+            balance: row.try_get("", "balance")?,
+            now,
+            written: Vec::new(),
+        }))
+    }
+
+    /// Appends one ledger row and its `ts_points_detail` mirror, moving the
+    /// in-memory balance. The CHECK constraints refuse a row that would
+    /// break the chain arithmetic or go negative, as a last line of defence.
+    pub async fn append(&mut self, row: NewRow) -> Result<Entry, DbErr> {
+        let before = self.balance;
+        let after = before + row.tx.sign() * row.amount;
+        let entry = point_transaction::ActiveModel {
+            id: NotSet,
+            user_id: Set(self.user_uuid),
+            r#type: Set(row.tx.as_str().to_owned()),
+            amount: Set(row.amount),
+            balance_before: Set(before),
+            balance_after: Set(after),
+            source_type: Set(row.source_type),
+            source_id: Set(row.source_id),
+            batch_id: Set(row.batch_id),
+            duration: Set(row.duration),
+            description: Set(Some(row.description.clone())),
+            refund_key: Set(row.refund_key),
+            refund_of: Set(row.refund_of),
+            request_hash: Set(row.request_hash),
+            created_at: Set(self.now),
+            updated_at: Set(self.now),
+        }
+        .insert(self.txn)
+        .await?;
+        points_detail::ActiveModel {
+            id: NotSet,
+            user_id: Set(self.user_id),
+            points: Set(to_i32(row.tx.sign() * row.amount)?),
+            order_id: Set(row.mirror_order),
+            title: Set(Some(row.description)),
+            source_type: Set(Some(row.mirror_source.to_owned())),
+            balance_before: Set(to_i32(before)?),
+            balance_after: Set(to_i32(after)?),
+            created_at: Set(self.now),
+            ledger_id: Set(Some(entry.id)),
+        }
+        .insert(self.txn)
+        .await?;
+        self.balance = after;
+        self.written.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Writes an `expire` row for every batch of this user past its expiry
+    /// with points left. Runs at the start of every operation (so an expired
+    /// batch is never spent) and after a refund (points returned into an
+    /// expired batch expire again at once).
+    pub async fn expire_due(&mut self) -> Result<(), DbErr> {
+        let backend = self.txn.get_database_backend();
+        let due = self
+            .txn
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT id, remaining FROM mjk_point_batches \
+                 WHERE user_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2 \
+                 ORDER BY expires_at, id",
+                [self.user_id.into(), self.now.into()],
+            ))
+            .await?;
+        for b in due {
+            let batch_id: i64 = b.try_get("", "id")?;
+            let remaining: i64 = b.try_get("", "remaining")?;
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    "UPDATE mjk_point_batches SET remaining = 0 WHERE id = $1",
+                    [batch_id.into()],
+                ))
+                .await?;
+            let mut row = NewRow::new(TxType::Expire, remaining, EXPIRE_LABEL.to_owned(), "expire");
+            row.batch_id = Some(batch_id);
+            row.mirror_order = Some(format!("batch-{batch_id}"));
+            self.append(row).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves `delta` points into (+) or out of (-) one batch.
+    pub async fn adjust_batch(&self, batch_id: i64, delta: i64) -> Result<(), DbErr> {
+        let backend = self.txn.get_database_backend();
+        self.txn
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                "UPDATE mjk_point_batches SET remaining = remaining + $1 WHERE id = $2",
+                [delta.into(), batch_id.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn allocate(&self, entry_id: i64, parts: &[(i64, i64)]) -> Result<(), DbErr> {
+        for &(batch_id, amount) in parts {
+            entity::point_allocation::ActiveModel {
+                id: NotSet,
+                entry_id: Set(entry_id),
+                batch_id: Set(batch_id),
+                amount: Set(amount),
+            }
+            .insert(self.txn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the cached balance; returns every row appended, in order.
+    pub async fn finish(self) -> Result<Vec<Entry>, DbErr> {
+        if !self.written.is_empty() {
+            let backend = self.txn.get_database_backend();
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    "UPDATE ts_users SET balance = $1, updated_at = $2 WHERE id = $3",
+                    [self.balance.into(), self.now.into(), self.user_id.into()],
+                ))
+                .await?;
+        }
+        Ok(self.written)
+    }
+}
+
+fn to_i32(v: i64) -> Result<i32, DbErr> {
+    i32::try_from(v).map_err(|_| DbErr::Custom(format!("{v} does not fit ts_points_detail")))
+}

@@ -1,0 +1,44 @@
+//! The GraphQL schema: one instance serves every transport.
+
+pub mod context;
+pub mod error;
+mod loaders;
+mod mutation;
+mod query;
+pub mod types;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
+
+use crate::state::AppState;
+pub use loaders::{AccountByKeyLoader, UserLoader};
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Deepest query accepted (the API itself needs about 6).
+pub const MAX_DEPTH: usize = 12;
+/// Highest complexity accepted; connection fields multiply by their page size.
+pub const MAX_COMPLEXITY: usize = 5_000;
+
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// The schema the server runs, with its state and dataloaders.
+pub fn build_schema(state: AppState) -> AppSchema {
+    let db = state.db.clone();
+    builder()
+        .data(DataLoader::new(UserLoader(db.clone()), tokio::spawn))
+        .data(DataLoader::new(AccountByKeyLoader(db), tokio::spawn))
+        .data(state)
+        .finish()
+}
+
+/// The SDL committed as `schema.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}

@@ -1,0 +1,144 @@
+//! Write resolvers: authorize, parse into domain requests, call the ledger.
+
+use async_graphql::{Context, InputObject, Object};
+use chrono::{DateTime, Utc};
+
+use super::context::{caller, state};
+use super::error::GqlResult;
+use super::types::*;
+use crate::domain::input::{ConsumeRequest, RechargeRequest, RefundRequest, UserName};
+use crate::domain::ledger::{self, CreateUser};
+
+#[derive(InputObject)]
+pub struct ConsumeInput {
+    pub user_id: i32,
+    /// Points to spend (> 0).
+    pub amount: i32,
+    pub source_type: SourceTypeGql,
+    /// With `sourceType`, the idempotency key of this consume.
+    pub source_id: String,
+    /// Billed seconds: required for TTS and VIDEO, refused otherwise.
+    pub duration: Option<f64>,
+    /// Appended to the description label.
+    pub note: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct RefundInput {
+    pub source_type: SourceTypeGql,
+    pub source_id: String,
+    /// The idempotency key of this refund.
+    pub refund_key: String,
+    /// Points to return; omitted = everything not refunded yet.
+    pub amount: Option<i32>,
+    pub reason: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct RechargeInput {
+    pub user_id: i32,
+    pub amount: i32,
+    /// The idempotency key of this recharge.
+    pub order_id: String,
+    #[graphql(default)]
+    pub kind: RechargeKindGql,
+    /// What the user paid, in cents (required for PAID).
+    pub money_cents: Option<i32>,
+    pub pay_type: Option<i32>,
+    /// When the points of this batch expire; never when omitted.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(InputObject)]
+pub struct CreateUserInput {
+    pub name: String,
+    /// Generated when omitted; creating the same uuid and name twice returns the user.
+    pub uuid: Option<uuid::Uuid>,
+}
+
+#[derive(Default)]
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateUserInput,
+    ) -> async_graphql::Result<User> {
+        caller(ctx)?.may_mutate().gql()?;
+        let req = CreateUser {
+            name: UserName::new(&input.name).gql()?,
+            uuid: input.uuid,
+        };
+        let u = ledger::create_user(&state(ctx)?.db, &req).await.gql()?;
+        Ok(User(u))
+    }
+
+    async fn recharge(
+        &self,
+        ctx: &Context<'_>,
+        input: RechargeInput,
+    ) -> async_graphql::Result<UsageDetail> {
+        caller(ctx)?.may_mutate().gql()?;
+        let req = RechargeRequest::new(
+            input.user_id,
+            input.amount.into(),
+            &input.order_id,
+            input.kind.into(),
+            input.money_cents,
+            input.pay_type,
+            input.expires_at,
+            crate::time::now(),
+        )
+        .gql()?;
+        let applied = ledger::recharge(&state(ctx)?.db, &req).await.gql()?;
+        Ok(UsageDetail(applied.entry))
+    }
+
+    async fn consume(
+        &self,
+        ctx: &Context<'_>,
+        input: ConsumeInput,
+    ) -> async_graphql::Result<UsageDetail> {
+        caller(ctx)?.may_mutate().gql()?;
+        let req = ConsumeRequest::new(
+            input.user_id,
+            input.amount.into(),
+            input.source_type.into(),
+            &input.source_id,
+            input.duration,
+            input.note.as_deref(),
+        )
+        .gql()?;
+        let applied = ledger::consume(&state(ctx)?.db, &req).await.gql()?;
+        Ok(UsageDetail(applied.entry))
+    }
+
+    async fn refund(
+        &self,
+        ctx: &Context<'_>,
+        input: RefundInput,
+    ) -> async_graphql::Result<UsageDetail> {
+        caller(ctx)?.may_mutate().gql()?;
+        let req = RefundRequest::new(
+            input.source_type.into(),
+            &input.source_id,
+            &input.refund_key,
+            input.amount.map(Into::into),
+            input.reason.as_deref(),
+        )
+        .gql()?;
+        let applied = ledger::refund(&state(ctx)?.db, &req).await.gql()?;
+        Ok(UsageDetail(applied.entry))
+    }
+
+    /// Runs the expiry sweep now (admins).
+    async fn expire_points(&self, ctx: &Context<'_>) -> async_graphql::Result<ExpireReportGql> {
+        caller(ctx)?.must_be_admin().gql()?;
+        let report = ledger::expire_due(&state(ctx)?.db, crate::time::now())
+            .await
+            .gql()?;
+        Ok(ExpireReportGql(report))
+    }
+}

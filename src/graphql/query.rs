@@ -1,0 +1,204 @@
+//! Read resolvers: authorize, parse, call the read models.
+
+use async_graphql::{Context, InputObject, Object};
+use chrono::{DateTime, Utc};
+
+use super::context::{caller, state};
+use super::error::{coded, to_gql, GqlResult};
+use super::types::*;
+use crate::domain::Code;
+use crate::queries::{self, Cursor, Page};
+
+#[derive(InputObject, Default)]
+pub struct UsageFilter {
+    pub types: Option<Vec<TransactionTypeGql>>,
+    pub source_types: Option<Vec<SourceTypeGql>>,
+    /// Inclusive.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(InputObject, Default)]
+pub struct FalTaskFilter {
+    pub user_id: Option<i32>,
+    pub account_id: Option<i32>,
+    pub status: Option<String>,
+    pub app_name: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub refunded: Option<bool>,
+}
+
+fn check_range(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> async_graphql::Result<()> {
+    match (from, to) {
+        (Some(f), Some(t)) if f > t => {
+            Err(coded(Code::InvalidInput, "`from` must not be after `to`"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[derive(Default)]
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// The caller's own user (user tokens).
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        let who = caller(ctx)?;
+        let Some(id) = who.user_id else {
+            return Ok(None);
+        };
+        let u = queries::users::by_id(&state(ctx)?.db, id).await.gql()?;
+        Ok(u.map(User))
+    }
+
+    async fn user(&self, ctx: &Context<'_>, id: i32) -> async_graphql::Result<Option<User>> {
+        caller(ctx)?.may_read_user(id).gql()?;
+        let u = queries::users::by_id(&state(ctx)?.db, id).await.gql()?;
+        Ok(u.map(User))
+    }
+
+    /// The UsageDetail page: newest first, keyset-paginated.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn usage_details(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<i32>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<UsageFilter>,
+    ) -> async_graphql::Result<UsageDetailConnection> {
+        let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
+        let page = Page::new(first, after.as_deref()).gql()?;
+        let f = filter.unwrap_or_default();
+        check_range(f.from, f.to)?;
+        let db = &state(ctx)?.db;
+        let user = queries::users::by_id(db, uid)
+            .await
+            .gql()?
+            .ok_or_else(|| coded(Code::UserNotFound, format!("user {uid} does not exist")))?;
+        let filter = queries::ledger::UsageFilter {
+            user_uuid: user.uuid,
+            types: f.types.map(|v| v.into_iter().map(Into::into).collect()),
+            source_types: f
+                .source_types
+                .map(|v| v.into_iter().map(Into::into).collect()),
+            from: f.from,
+            to: f.to,
+        };
+        let (rows, more) = queries::ledger::usage_page(db, &filter, &page)
+            .await
+            .gql()?;
+        Ok(connection(
+            rows,
+            more,
+            TotalCount::Usage(filter),
+            |r| Cursor {
+                at: r.created_at,
+                id: r.id,
+            },
+            UsageDetail,
+        ))
+    }
+
+    /// The older platform's signed points statement.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn points_statement(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<i32>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<PointsDetailConnection> {
+        let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
+        let page = Page::new(first, after.as_deref()).gql()?;
+        let (rows, more) = queries::ledger::statement_page(&state(ctx)?.db, uid, &page)
+            .await
+            .gql()?;
+        Ok(connection(
+            rows,
+            more,
+            TotalCount::Statement(uid),
+            |r| Cursor {
+                at: r.created_at,
+                id: r.id as i64,
+            },
+            PointsDetail,
+        ))
+    }
+
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn financial_transactions(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<i32>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<FinancialTransactionConnection> {
+        let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
+        let page = Page::new(first, after.as_deref()).gql()?;
+        let (rows, more) = queries::ledger::financial_page(&state(ctx)?.db, uid, &page)
+            .await
+            .gql()?;
+        Ok(connection(
+            rows,
+            more,
+            TotalCount::Financial(uid),
+            |r| Cursor {
+                at: r.time,
+                id: r.id as i64,
+            },
+            FinancialTransaction,
+        ))
+    }
+
+    /// The fal key pool (admins).
+    async fn fal_accounts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FalAccount>> {
+        caller(ctx)?.must_be_admin().gql()?;
+        let rows = queries::fal::accounts(&state(ctx)?.db).await.gql()?;
+        Ok(rows.into_iter().map(FalAccount).collect())
+    }
+
+    /// Jobs run on fal; users see only their own.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn fal_tasks(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<FalTaskFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<FalTaskConnection> {
+        let f = filter.unwrap_or_default();
+        let who = caller(ctx)?;
+        let user_id = who.fal_task_scope(f.user_id).map_err(to_gql)?;
+        let page = Page::new(first, after.as_deref()).gql()?;
+        check_range(f.from, f.to)?;
+        let filter = queries::fal::TaskFilter {
+            user_id,
+            account_id: f.account_id,
+            status: f.status,
+            app_name: f.app_name,
+            from: f.from,
+            to: f.to,
+            refunded: f.refunded,
+        };
+        let (rows, more) = queries::fal::task_page(&state(ctx)?.db, &filter, &page)
+            .await
+            .gql()?;
+        Ok(connection(
+            rows,
+            more,
+            TotalCount::Tasks(filter),
+            |r| Cursor {
+                at: r.created_at,
+                id: r.id as i64,
+            },
+            FalTask,
+        ))
+    }
+}

@@ -1,0 +1,16 @@
+//! GraphQL object types; each wraps a row and resolves only what is asked.
+
+mod enums;
+mod fal;
+mod ledger;
+mod page;
+mod user;
+
+pub use enums::{RechargeKindGql, SourceTypeGql, TransactionTypeGql};
+pub use fal::{FalAccount, FalTask};
+pub use ledger::{ExpireReportGql, FinancialTransaction, PointsDetail, UsageDetail};
+pub use page::{
+    connection, FalTaskConnection, FinancialTransactionConnection, PointsDetailConnection,
+    TotalCount, UsageDetailConnection,
+};
+pub use user::User;

@@ -1,0 +1,67 @@
+//! Relay connections with keyset cursors; `totalCount` runs its COUNT only
+//! when a client selects it.
+
+use async_graphql::connection::{Connection, CursorType, Edge};
+use async_graphql::{Context, Object, OutputType};
+
+use super::{FalTask, FinancialTransaction, PointsDetail, UsageDetail};
+use crate::graphql::context::state;
+use crate::graphql::error::GqlResult;
+use crate::queries::{self, Cursor, CursorError};
+
+impl CursorType for Cursor {
+    type Error = CursorError;
+
+    fn decode_cursor(s: &str) -> Result<Self, Self::Error> {
+        Cursor::decode(s)
+    }
+
+    fn encode_cursor(&self) -> String {
+        self.encode()
+    }
+}
+
+/// What `totalCount` counts: the same filter as the page, without the cursor.
+pub enum TotalCount {
+    Usage(queries::ledger::UsageFilter),
+    Statement(i32),
+    Financial(i32),
+    Tasks(queries::fal::TaskFilter),
+}
+
+#[Object]
+impl TotalCount {
+    /// Rows matching the filter across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        let db = &state(ctx)?.db;
+        let n = match self {
+            TotalCount::Usage(f) => queries::ledger::usage_count(db, f).await,
+            TotalCount::Statement(u) => queries::ledger::statement_count(db, *u).await,
+            TotalCount::Financial(u) => queries::ledger::financial_count(db, *u).await,
+            TotalCount::Tasks(f) => queries::fal::task_count(db, f).await,
+        }
+        .gql()?;
+        Ok(n as i64)
+    }
+}
+
+pub type UsageDetailConnection = Connection<Cursor, UsageDetail, TotalCount>;
+pub type PointsDetailConnection = Connection<Cursor, PointsDetail, TotalCount>;
+pub type FinancialTransactionConnection = Connection<Cursor, FinancialTransaction, TotalCount>;
+pub type FalTaskConnection = Connection<Cursor, FalTask, TotalCount>;
+
+/// Builds a connection from a fetched page; `key` gives each row's cursor.
+pub fn connection<R, N: OutputType>(
+    rows: Vec<R>,
+    has_next: bool,
+    total: TotalCount,
+    key: impl Fn(&R) -> Cursor,
+    node: impl Fn(R) -> N,
+) -> Connection<Cursor, N, TotalCount> {
+    let mut c = Connection::with_additional_fields(false, has_next, total);
+    c.edges = rows
+        .into_iter()
+        .map(|r| Edge::new(key(&r), node(r)))
+        .collect();
+    c
+}

@@ -1,0 +1,251 @@
+//! The HTTP surface: `/graphql` (POST, GET, GraphiQL), `/healthz`, `/readyz`.
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{BatchRequest, BatchResponse, ParseRequestError, ServerError};
+use async_graphql_axum::GraphQLBatchRequest;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+
+use crate::auth::{AuthError, Caller};
+use crate::domain::{Code, Coded};
+use crate::graphql::AppSchema;
+use crate::state::AppState;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Most operations in one batched request.
+pub const MAX_BATCH: usize = 10;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub app: AppState,
+    pub schema: AppSchema,
+}
+
+pub fn router(app: AppState, schema: AppSchema) -> Router {
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(HttpState { app, schema })
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    match s.app.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "database not reachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+fn error_body(code: Code, message: &str) -> serde_json::Value {
+    json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
+}
+
+fn json_error(status: StatusCode, code: Code, message: &str) -> Response {
+    let mut r = (status, axum::Json(error_body(code, message))).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Request bodies that cannot be read as GraphQL get a GraphQL-shaped error.
+pub struct BadRequest(ParseRequestError);
+
+impl From<ParseRequestError> for BadRequest {
+    fn from(e: ParseRequestError) -> Self {
+        BadRequest(e)
+    }
+}
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        match self.0 {
+            ParseRequestError::PayloadTooLarge => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::LimitExceeded,
+                "request body too large",
+            ),
+            e => json_error(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidInput,
+                &format!("malformed GraphQL request: {e}"),
+            ),
+        }
+    }
+}
+
+/// `None` for an anonymous request; an error for a bad or expired token.
+fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, AuthError> {
+    match headers.get(header::AUTHORIZATION) {
+        None => Ok(None),
+        Some(v) => {
+            let v = v.to_str().map_err(|_| AuthError::Malformed)?;
+            app.keys.verify_header(v).map(Some)
+        }
+    }
+}
+
+fn wants_graphql_response(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/graphql-response+json"))
+}
+
+async fn graphql_post(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    req: Result<GraphQLBatchRequest<BadRequest>, BadRequest>,
+) -> Response {
+    let batch = match req {
+        Ok(r) => r.into_inner(),
+        Err(e) => return e.into_response(),
+    };
+    execute(&s, &headers, batch).await
+}
+
+async fn graphql_get(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    req: Result<GraphQLBatchRequest<BadRequest>, BadRequest>,
+) -> Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if browser && !uri.query().unwrap_or_default().contains("query=") {
+        return Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response();
+    }
+    let batch = match req {
+        Ok(r) => r.into_inner(),
+        Err(e) => return e.into_response(),
+    };
+    // A mutation over GET would let any page a browser visits spend points.
+    if let BatchRequest::Single(r) = &batch {
+        if is_mutation(&r.query, r.operation_name.as_deref()) {
+            let mut resp = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Code::InvalidInput,
+                "mutations must be sent with POST",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return resp;
+        }
+    }
+    execute(&s, &headers, batch).await
+}
+
+fn is_mutation(query: &str, operation: Option<&str>) -> bool {
+    let Ok(doc) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    match doc.operations {
+        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
+        DocumentOperations::Multiple(ops) => ops.iter().any(|(name, op)| {
+            operation.is_none_or(|o| o == name.as_str()) && op.node.ty == OperationType::Mutation
+        }),
+    }
+}
+
+async fn execute(s: &HttpState, headers: &HeaderMap, batch: BatchRequest) -> Response {
+    let caller = match authenticate(&s.app, headers) {
+        Ok(c) => c,
+        Err(e) => return json_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
+    };
+    if let BatchRequest::Batch(v) = &batch {
+        if v.len() > MAX_BATCH {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                Code::LimitExceeded,
+                &format!("at most {MAX_BATCH} operations per batch"),
+            );
+        }
+    }
+    let is_admin = caller
+        .as_ref()
+        .is_some_and(|c| c.role == crate::auth::Role::Admin);
+    let batch = match batch {
+        BatchRequest::Single(r) => BatchRequest::Single(prepare(r, &caller, is_admin)),
+        BatchRequest::Batch(v) => BatchRequest::Batch(
+            v.into_iter()
+                .map(|r| prepare(r, &caller, is_admin))
+                .collect(),
+        ),
+    };
+    let mut resp = s.schema.execute_batch(batch).await;
+    let request_error = match &mut resp {
+        BatchResponse::Single(r) => assign_codes(r),
+        BatchResponse::Batch(v) => v.iter_mut().fold(false, |acc, r| assign_codes(r) || acc),
+    };
+    let graphql_media = wants_graphql_response(headers);
+    let status = if graphql_media && request_error {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::to_string(&resp)
+        .unwrap_or_else(|_| error_body(Code::Internal, "internal error").to_string());
+    let content_type = if graphql_media {
+        "application/graphql-response+json"
+    } else {
+        "application/json"
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+fn prepare(
+    mut r: async_graphql::Request,
+    caller: &Option<Caller>,
+    is_admin: bool,
+) -> async_graphql::Request {
+    if let Some(c) = caller {
+        r = r.data(c.clone());
+    }
+    if !is_admin {
+        r = r.disable_introspection();
+    }
+    r
+}
+
+/// Gives every error a code. Errors raised before execution (syntax,
+/// validation, variable coercion, limits) carry none from async-graphql;
+/// they are the client's fault. Returns whether the request failed before
+/// execution (no `data`).
+fn assign_codes(r: &mut async_graphql::Response) -> bool {
+    let request_error = matches!(r.data, async_graphql::Value::Null) && !r.errors.is_empty();
+    for e in &mut r.errors {
+        if has_code(e) {
+            continue;
+        }
+        let code = if e.message.contains("nested too deep") || e.message.contains("too complex") {
+            Code::LimitExceeded
+        } else if request_error {
+            Code::InvalidInput
+        } else {
+            Code::Internal
+        };
+        e.extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code.as_str());
+    }
+    request_error
+}
+
+fn has_code(e: &ServerError) -> bool {
+    e.extensions
+        .as_ref()
+        .is_some_and(|x| x.get("code").is_some())
+}

@@ -1,0 +1,14 @@
+//! The points gateway: a GraphQL API over a points billing database.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod graphql;
+pub mod http;
+pub mod queries;
+pub mod seed;
+pub mod startup;
+pub mod state;
+pub mod time;

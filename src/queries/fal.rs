@@ -1,0 +1,107 @@
+//! fal accounts and tasks.
+
+use chrono::{DateTime, Utc};
+use entity::{fal_account, fal_task};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, Select,
+};
+
+use super::Page;
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub user_id: Option<i32>,
+    pub account_id: Option<i32>,
+    pub status: Option<String>,
+    pub app_name: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub refunded: Option<bool>,
+}
+
+impl TaskFilter {
+    fn select(&self) -> Select<fal_task::Entity> {
+        let mut cond = Condition::all();
+        if let Some(u) = self.user_id {
+            cond = cond.add(fal_task::Column::UserId.eq(u));
+        }
+        if let Some(a) = self.account_id {
+            // Tasks name their account by key; the key never leaves SQL.
+            cond = cond.add(
+                fal_task::Column::ApiKey.in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(fal_account::Column::ApiKey)
+                        .from(fal_account::Entity)
+                        .and_where(fal_account::Column::Id.eq(a))
+                        .to_owned(),
+                ),
+            );
+        }
+        if let Some(s) = &self.status {
+            cond = cond.add(fal_task::Column::Status.eq(s.as_str()));
+        }
+        if let Some(a) = &self.app_name {
+            cond = cond.add(fal_task::Column::AppName.eq(a.as_str()));
+        }
+        if let Some(from) = self.from {
+            cond = cond.add(fal_task::Column::CreatedAt.gte(crate::time::truncate_micros(from)));
+        }
+        if let Some(to) = self.to {
+            cond = cond.add(fal_task::Column::CreatedAt.lt(crate::time::truncate_micros(to)));
+        }
+        if let Some(r) = self.refunded {
+            cond = cond.add(fal_task::Column::IsRefund.eq(if r { 1 } else { 0 }));
+        }
+        fal_task::Entity::find().filter(cond)
+    }
+}
+
+pub async fn accounts(db: &DatabaseConnection) -> Result<Vec<fal_account::Model>, DbErr> {
+    fal_account::Entity::find()
+        .order_by_asc(fal_account::Column::Id)
+        .all(db)
+        .await
+}
+
+pub async fn task_page(
+    db: &DatabaseConnection,
+    filter: &TaskFilter,
+    page: &Page,
+) -> Result<(Vec<fal_task::Model>, bool), DbErr> {
+    let rows = page
+        .apply(
+            filter.select(),
+            fal_task::Column::CreatedAt,
+            fal_task::Column::Id,
+        )
+        .all(db)
+        .await?;
+    Ok(page.finish(rows))
+}
+
+pub async fn task_count(db: &DatabaseConnection, filter: &TaskFilter) -> Result<u64, DbErr> {
+    filter.select().count(db).await
+}
+
+/// `…` and the last four characters: enough to tell keys apart, never
+/// enough to use one.
+pub fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "…".to_owned();
+    }
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_key;
+
+    #[test]
+    fn keys_are_masked_to_their_last_four_characters() {
+        assert_eq!(mask_key("fal-key-0123456789abcdef"), "…cdef");
+        assert_eq!(mask_key("short"), "…");
+    }
+}

@@ -1,0 +1,31 @@
+//! The one application state shared by HTTP handlers and the GraphQL schema.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::auth::TokenKeys;
+use crate::config::Settings;
+use crate::db::StatementCounter;
+
+/// Cheap to clone; everything behind one `Arc`.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+pub struct App {
+    /// The pool every request and background task uses.
+    pub db: DatabaseConnection,
+    /// Configuration as loaded at start-up.
+    pub settings: Settings,
+    /// Keys derived once from the JWT secret.
+    pub keys: TokenKeys,
+    /// Statements run so far; read by `/metrics` and by tests (no N+1).
+    pub statements: Arc<StatementCounter>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

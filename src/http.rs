@@ -178,17 +178,24 @@ async fn execute(s: &HttpState, headers: &HeaderMap, batch: BatchRequest) -> Res
         .as_ref()
         .is_some_and(|c| c.role == crate::auth::Role::Admin);
     let batch = match batch {
-        BatchRequest::Single(r) => BatchRequest::Single(prepare(r, &caller, is_admin)),
+        BatchRequest::Single(r) => BatchRequest::Single(prepare(&s.app, r, &caller, is_admin)),
         BatchRequest::Batch(v) => BatchRequest::Batch(
             v.into_iter()
-                .map(|r| prepare(r, &caller, is_admin))
+                .map(|r| prepare(&s.app, r, &caller, is_admin))
                 .collect(),
         ),
     };
     let mut resp = s.schema.execute_batch(batch).await;
     let request_error = match &mut resp {
         BatchResponse::Single(r) => assign_codes(r),
-        BatchResponse::Batch(v) => v.iter_mut().fold(false, |acc, r| assign_codes(r) || acc),
+        BatchResponse::Batch(v) => {
+            // Every response gets its codes; no short-circuit.
+            let mut any = false;
+            for r in v.iter_mut() {
+                any |= assign_codes(r);
+            }
+            any
+        }
     };
     let graphql_media = wants_graphql_response(headers);
     let status = if graphql_media && request_error {
@@ -207,10 +214,12 @@ async fn execute(s: &HttpState, headers: &HeaderMap, batch: BatchRequest) -> Res
 }
 
 fn prepare(
-    mut r: async_graphql::Request,
+    app: &AppState,
+    r: async_graphql::Request,
     caller: &Option<Caller>,
     is_admin: bool,
 ) -> async_graphql::Request {
+    let mut r = crate::graphql::request_loaders(app, r);
     if let Some(c) = caller {
         r = r.data(c.clone());
     }
@@ -225,14 +234,23 @@ fn prepare(
 /// they are the client's fault. Returns whether the request failed before
 /// execution (no `data`).
 fn assign_codes(r: &mut async_graphql::Response) -> bool {
-    let request_error = matches!(r.data, async_graphql::Value::Null) && !r.errors.is_empty();
+    // Errors of a request that never executed have no path; an execution
+    // error that nulls `data` (a failed non-null root field) has one.
+    let request_error = matches!(r.data, async_graphql::Value::Null)
+        && !r.errors.is_empty()
+        && r.errors.iter().all(|e| e.path.is_empty());
     for e in &mut r.errors {
         if has_code(e) {
             continue;
         }
         let code = if e.message.contains("nested too deep") || e.message.contains("too complex") {
             Code::LimitExceeded
-        } else if request_error {
+        } else if request_error
+            || e.message.starts_with("Failed to parse")
+            || e.message.starts_with("Invalid value")
+        {
+            // Input coercion of variables happens when the field runs, so
+            // these carry a path; they are still the client's input.
             Code::InvalidInput
         } else {
             Code::Internal

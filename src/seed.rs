@@ -13,7 +13,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sea_orm::{ActiveValue::NotSet, DatabaseConnection, EntityTrait, Set};
 
-use crate::domain::input::{ConsumeRequest, RechargeRequest, RefundRequest, UserName};
+use crate::domain::input::{
+    ConsumeRequest, RechargeDraft, RechargeRequest, RefundRequest, UserName,
+};
 use crate::domain::ledger::{self, ConsumeError, CreateUser};
 use crate::domain::source::{RechargeKind, SourceType};
 
@@ -93,16 +95,17 @@ pub async fn seed_demo(
         let mut recharge =
             |t: DateTime<Utc>, kind: RechargeKind, amount: i64, expires: Option<DateTime<Utc>>| {
                 order += 1;
-                RechargeRequest::new(
-                    user.id,
+                let order_id = format!("demo-{run:08x}-{}-{order}", user.id);
+                let draft = RechargeDraft {
+                    user_id: user.id,
                     amount,
-                    &format!("demo-{run:08x}-{}-{order}", user.id),
+                    order_id: &order_id,
                     kind,
-                    (kind == RechargeKind::Paid).then_some(amount as i32),
-                    (kind == RechargeKind::Paid).then_some(1),
-                    expires,
-                    t,
-                )
+                    money_cents: (kind == RechargeKind::Paid).then_some(amount as i32),
+                    pay_type: (kind == RechargeKind::Paid).then_some(1),
+                    expires_at: expires,
+                };
+                RechargeRequest::new(draft, t)
             };
         let first = recharge(t, RechargeKind::Paid, rng.gen_range(20..200) * 100, None)?;
         ledger::recharge_in(&txn, &first, &first.fingerprint(), t).await?;
@@ -195,7 +198,7 @@ pub async fn seed_demo(
                     st,
                     &source_id,
                     &format!("refund-{source_id}"),
-                    partial.then(|| amount / 2),
+                    partial.then_some(amount / 2),
                     Some(if failed {
                         "任务失败"
                     } else {

@@ -283,17 +283,33 @@ pub struct RechargeRequest {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// A recharge as a caller sent it, before validation.
+#[derive(Debug, Clone)]
+pub struct RechargeDraft<'a> {
+    pub user_id: i32,
+    pub amount: i64,
+    pub order_id: &'a str,
+    pub kind: RechargeKind,
+    pub money_cents: Option<i32>,
+    pub pay_type: Option<i32>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 impl RechargeRequest {
+    /// Validates a draft; `now` decides whether `expires_at` is in the future.
     pub fn new(
-        user_id: i32,
-        amount: i64,
-        order_id: &str,
-        kind: RechargeKind,
-        money_cents: Option<i32>,
-        pay_type: Option<i32>,
-        expires_at: Option<DateTime<Utc>>,
+        draft: RechargeDraft<'_>,
         now: DateTime<Utc>,
     ) -> Result<RechargeRequest, InputError> {
+        let RechargeDraft {
+            user_id,
+            amount,
+            order_id,
+            kind,
+            money_cents,
+            pay_type,
+            expires_at,
+        } = draft;
         let amount = Amount::new(amount)?;
         let order_id = Key::new("orderId", order_id)?;
         match (kind, money_cents) {
@@ -394,16 +410,22 @@ mod tests {
     #[test]
     fn paid_recharges_need_money_and_gifts_refuse_it() {
         let now = Utc::now();
-        let r = |kind, money| RechargeRequest::new(1, 10, "o", kind, money, None, None, now);
+        let draft = |kind, money_cents, expires_at| RechargeDraft {
+            user_id: 1,
+            amount: 10,
+            order_id: "o",
+            kind,
+            money_cents,
+            pay_type: None,
+            expires_at,
+        };
+        let r = |kind, money| RechargeRequest::new(draft(kind, money, None), now);
         assert!(r(RechargeKind::Paid, None).is_err());
         assert!(r(RechargeKind::Paid, Some(-1)).is_err());
         assert!(r(RechargeKind::Paid, Some(100)).is_ok());
         assert!(r(RechargeKind::Gift, Some(100)).is_err());
         assert!(r(RechargeKind::Gift, None).is_ok());
         let past = now - chrono::Duration::seconds(1);
-        assert!(
-            RechargeRequest::new(1, 10, "o", RechargeKind::Gift, None, None, Some(past), now)
-                .is_err()
-        );
+        assert!(RechargeRequest::new(draft(RechargeKind::Gift, None, Some(past)), now).is_err());
     }
 }

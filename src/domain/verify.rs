@@ -108,7 +108,7 @@ pub async fn verify(db: &DatabaseConnection) -> Result<(Checked, Vec<Violation>)
     for r in all(
         db,
         "SELECT u.id AS id, u.uuid AS uuid, u.balance AS balance, \
-         COALESCE((SELECT SUM(b.remaining) FROM mjk_point_batches b WHERE b.user_id = u.id), 0) AS in_batches \
+         CAST(COALESCE((SELECT SUM(b.remaining) FROM mjk_point_batches b WHERE b.user_id = u.id), 0) AS BIGINT) AS in_batches \
          FROM ts_users u ORDER BY u.id",
     )
     .await?
@@ -138,11 +138,11 @@ pub async fn verify(db: &DatabaseConnection) -> Result<(Checked, Vec<Violation>)
     for r in all(
         db,
         "SELECT b.id AS id, b.amount AS amount, b.remaining AS remaining, \
-         COALESCE((SELECT SUM(CASE WHEN t.type = 'consume' THEN -a.amount ELSE a.amount END) \
+         CAST(COALESCE((SELECT SUM(CASE WHEN t.type = 'consume' THEN -a.amount ELSE a.amount END) \
                    FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
-                   WHERE a.batch_id = b.id), 0) AS moved, \
-         COALESCE((SELECT SUM(t.amount) FROM mjk_point_transactions t \
-                   WHERE t.type = 'expire' AND t.batch_id = b.id), 0) AS expired \
+                   WHERE a.batch_id = b.id), 0) AS BIGINT) AS moved, \
+         CAST(COALESCE((SELECT SUM(t.amount) FROM mjk_point_transactions t \
+                   WHERE t.type = 'expire' AND t.batch_id = b.id), 0) AS BIGINT) AS expired \
          FROM mjk_point_batches b ORDER BY b.id",
     )
     .await?
@@ -173,7 +173,7 @@ pub async fn verify(db: &DatabaseConnection) -> Result<(Checked, Vec<Violation>)
     for r in all(
         db,
         "SELECT t.id AS id, t.type AS type, t.amount AS amount, \
-         COALESCE((SELECT SUM(a.amount) FROM mjk_point_allocations a WHERE a.entry_id = t.id), 0) AS allocated \
+         CAST(COALESCE((SELECT SUM(a.amount) FROM mjk_point_allocations a WHERE a.entry_id = t.id), 0) AS BIGINT) AS allocated \
          FROM mjk_point_transactions t WHERE t.type IN ('consume', 'refund') \
          AND t.amount <> COALESCE((SELECT SUM(a.amount) FROM mjk_point_allocations a WHERE a.entry_id = t.id), 0)",
     )
@@ -189,7 +189,7 @@ pub async fn verify(db: &DatabaseConnection) -> Result<(Checked, Vec<Violation>)
     // 5. Refund caps, per consume and per (consume, batch).
     for r in all(
         db,
-        "SELECT c.id AS id, c.amount AS amount, SUM(r.amount) AS refunded \
+        "SELECT c.id AS id, c.amount AS amount, CAST(SUM(r.amount) AS BIGINT) AS refunded \
          FROM mjk_point_transactions c JOIN mjk_point_transactions r ON r.refund_of = c.id \
          GROUP BY c.id, c.amount HAVING SUM(r.amount) > c.amount",
     )
@@ -206,9 +206,9 @@ pub async fn verify(db: &DatabaseConnection) -> Result<(Checked, Vec<Violation>)
     }
     for r in all(
         db,
-        "SELECT t.refund_of AS consume_id, a.batch_id AS batch_id, SUM(a.amount) AS back, \
-         COALESCE((SELECT SUM(d.amount) FROM mjk_point_allocations d \
-                   WHERE d.entry_id = t.refund_of AND d.batch_id = a.batch_id), 0) AS drawn \
+        "SELECT t.refund_of AS consume_id, a.batch_id AS batch_id, CAST(SUM(a.amount) AS BIGINT) AS back, \
+         CAST(COALESCE((SELECT SUM(d.amount) FROM mjk_point_allocations d \
+                   WHERE d.entry_id = t.refund_of AND d.batch_id = a.batch_id), 0) AS BIGINT) AS drawn \
          FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
          WHERE t.type = 'refund' GROUP BY t.refund_of, a.batch_id",
     )

@@ -7,7 +7,7 @@ mod mutation;
 mod query;
 pub mod types;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
 
 use crate::state::AppState;
@@ -28,14 +28,25 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
         .limit_complexity(MAX_COMPLEXITY)
 }
 
-/// The schema the server runs, with its state and dataloaders.
+/// The schema the server runs, with its state.
 pub fn build_schema(state: AppState) -> AppSchema {
-    let db = state.db.clone();
-    builder()
-        .data(DataLoader::new(UserLoader(db.clone()), tokio::spawn))
-        .data(DataLoader::new(AccountByKeyLoader(db), tokio::spawn))
-        .data(state)
-        .finish()
+    builder().data(state).finish()
+}
+
+/// Dataloaders for one request (or one WebSocket operation). Per request so
+/// their cache never serves one request's rows to a later one.
+pub fn request_loaders(state: &AppState, req: async_graphql::Request) -> async_graphql::Request {
+    let db = &state.db;
+    req.data(DataLoader::with_cache(
+        UserLoader(db.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    ))
+    .data(DataLoader::with_cache(
+        AccountByKeyLoader(db.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    ))
 }
 
 /// The SDL committed as `schema.graphql`.

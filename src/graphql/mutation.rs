@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use super::context::{caller, state};
 use super::error::GqlResult;
 use super::types::*;
-use crate::domain::input::{ConsumeRequest, RechargeRequest, RefundRequest, UserName};
+use crate::domain::input::{
+    ConsumeRequest, RechargeDraft, RechargeRequest, RefundRequest, UserName,
+};
 use crate::domain::ledger::{self, CreateUser};
 
 #[derive(InputObject)]
@@ -81,17 +83,16 @@ impl MutationRoot {
         input: RechargeInput,
     ) -> async_graphql::Result<UsageDetail> {
         caller(ctx)?.may_mutate().gql()?;
-        let req = RechargeRequest::new(
-            input.user_id,
-            input.amount.into(),
-            &input.order_id,
-            input.kind.into(),
-            input.money_cents,
-            input.pay_type,
-            input.expires_at,
-            crate::time::now(),
-        )
-        .gql()?;
+        let draft = RechargeDraft {
+            user_id: input.user_id,
+            amount: input.amount.into(),
+            order_id: &input.order_id,
+            kind: input.kind.into(),
+            money_cents: input.money_cents,
+            pay_type: input.pay_type,
+            expires_at: input.expires_at,
+        };
+        let req = RechargeRequest::new(draft, crate::time::now()).gql()?;
         let applied = ledger::recharge(&state(ctx)?.db, &req).await.gql()?;
         Ok(UsageDetail(applied.entry))
     }

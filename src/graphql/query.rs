@@ -1,11 +1,13 @@
 //! Read resolvers: authorize, parse, call the read models.
 
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, InputObject, Object};
 use chrono::{DateTime, Utc};
 
 use super::context::{caller, state};
 use super::error::{coded, to_gql, GqlResult};
 use super::types::*;
+use super::{AccountByKeyLoader, UserLoader};
 use crate::domain::Code;
 use crate::queries::{self, Cursor, Page};
 
@@ -40,6 +42,38 @@ fn check_range(
         }
         _ => Ok(()),
     }
+}
+
+/// Loads the accounts and users of a page of tasks in one batch each (when
+/// selected), so the per-row resolvers are served from the request's
+/// dataloader cache: a fixed number of statements whatever the page size.
+async fn prefetch_task_relations(
+    ctx: &Context<'_>,
+    rows: &[entity::fal_task::Model],
+) -> async_graphql::Result<()> {
+    let selected = |field: &str| {
+        let la = ctx.look_ahead();
+        la.field("nodes").field(field).exists()
+            || la.field("edges").field("node").field(field).exists()
+    };
+    let db_err = |e: std::sync::Arc<sea_orm::DbErr>| sea_orm::DbErr::Custom(e.to_string());
+    if selected("account") {
+        let loader = ctx.data::<DataLoader<AccountByKeyLoader, HashMapCache>>()?;
+        loader
+            .load_many(rows.iter().map(|r| r.api_key.clone()))
+            .await
+            .map_err(db_err)
+            .gql()?;
+    }
+    if selected("user") {
+        let loader = ctx.data::<DataLoader<UserLoader, HashMapCache>>()?;
+        loader
+            .load_many(rows.iter().map(|r| r.user_id))
+            .await
+            .map_err(db_err)
+            .gql()?;
+    }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -190,6 +224,7 @@ impl QueryRoot {
         let (rows, more) = queries::fal::task_page(&state(ctx)?.db, &filter, &page)
             .await
             .gql()?;
+        prefetch_task_relations(ctx, &rows).await?;
         Ok(connection(
             rows,
             more,

@@ -22,7 +22,7 @@ pub async fn live_balance(
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             backend,
-            "SELECT COALESCE(SUM(remaining), 0) AS due FROM mjk_point_batches \
+            "SELECT CAST(COALESCE(SUM(remaining), 0) AS BIGINT) AS due FROM mjk_point_batches \
              WHERE user_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2",
             [user.id.into(), now.into()],
         ))

@@ -74,7 +74,7 @@ pub async fn refund_in(
     let returned_rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             backend,
-            "SELECT a.batch_id AS batch_id, SUM(a.amount) AS amount \
+            "SELECT a.batch_id AS batch_id, CAST(SUM(a.amount) AS BIGINT) AS amount \
              FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
              WHERE t.refund_of = $1 GROUP BY a.batch_id",
             [consume.id.into()],

@@ -1,4 +1,7 @@
-use async_graphql::{dataloader::DataLoader, Context, Object};
+use async_graphql::{
+    dataloader::{DataLoader, HashMapCache},
+    Context, Object,
+};
 use chrono::{DateTime, Utc};
 use entity::{fal_account, fal_task};
 
@@ -90,7 +93,7 @@ impl FalTask {
         if who.role == crate::auth::Role::User {
             return Err(to_gql(crate::auth::AuthzError::Forbidden(who.role)));
         }
-        let loader = ctx.data::<DataLoader<AccountByKeyLoader>>()?;
+        let loader = ctx.data::<DataLoader<AccountByKeyLoader, HashMapCache>>()?;
         let a = loader
             .load_one(self.0.api_key.clone())
             .await
@@ -99,7 +102,7 @@ impl FalTask {
         Ok(a.map(FalAccount))
     }
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
-        let loader = ctx.data::<DataLoader<UserLoader>>()?;
+        let loader = ctx.data::<DataLoader<UserLoader, HashMapCache>>()?;
         let u = loader
             .load_one(self.0.user_id)
             .await

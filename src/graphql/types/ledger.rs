@@ -1,4 +1,7 @@
-use async_graphql::{dataloader::DataLoader, Context, Object, ID};
+use async_graphql::{
+    dataloader::{DataLoader, HashMapCache},
+    Context, Object, ID,
+};
 use chrono::{DateTime, Utc};
 use entity::{financial_transaction, point_transaction, points_detail};
 
@@ -58,7 +61,7 @@ impl UsageDetail {
         self.0.batch_id.map(|b| ID(b.to_string()))
     }
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        let loader = ctx.data::<DataLoader<UserLoader>>()?;
+        let loader = ctx.data::<DataLoader<UserLoader, HashMapCache>>()?;
         let u = loader
             .load_one(self.0.user_id)
             .await

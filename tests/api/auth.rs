@@ -1,0 +1,125 @@
+//! Tokens and transport rules.
+
+use points_gateway::auth::{Role, TokenKeys};
+use points_gateway::config::JwtSecret;
+use serde_json::{json, Value};
+
+use crate::helpers::{code, spawn_app, Engine};
+
+async fn post(app: &crate::helpers::TestApp, auth: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = app.client.post(format!("{}/graphql", app.url)).json(&body);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn missing_expired_forged_and_malformed_tokens_are_unauthenticated() {
+    let app = spawn_app(Engine::Sqlite).await;
+    let q = json!({ "query": "{ me { id } }" });
+    let (status, body) = post(&app, None, q.clone()).await;
+    assert_eq!((status, code(&body)), (200, Some("UNAUTHENTICATED")));
+
+    let expired = app
+        .keys
+        .mint(Role::Admin, None, chrono::Duration::seconds(-5))
+        .unwrap();
+    let forged = TokenKeys::new(&JwtSecret::new(vec![9u8; 32]).unwrap())
+        .mint(Role::Admin, None, chrono::Duration::hours(1))
+        .unwrap();
+    for header in [
+        format!("Bearer {expired}"),
+        format!("Bearer {forged}"),
+        "Bearer not-a-token".to_owned(),
+        format!("Basic {}", app.admin),
+    ] {
+        let (status, body) = post(&app, Some(&header), q.clone()).await;
+        assert_eq!(
+            (status, code(&body)),
+            (401, Some("UNAUTHENTICATED")),
+            "{header}"
+        );
+        assert!(body["data"].is_null());
+    }
+    let (status, body) = post(
+        &app,
+        Some(&format!("Bearer {}", app.admin)),
+        json!({ "query": "{ falAccounts { id } }" }),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({ "data": { "falAccounts": [] } }))
+    );
+}
+
+#[tokio::test]
+async fn mutations_over_get_are_refused_and_queries_work() {
+    let app = spawn_app(Engine::Sqlite).await;
+    let resp = app
+        .client
+        .get(format!("{}/graphql", app.url))
+        .query(&[("query", "mutation { expirePoints { batchesExpired } }")])
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let resp = app
+        .client
+        .get(format!("{}/graphql", app.url))
+        .query(&[("query", "{ falAccounts { id } }")])
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // A browser gets GraphiQL.
+    let page = app
+        .client
+        .get(format!("{}/graphql", app.url))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("graphiql"), "GraphiQL page");
+    for path in ["/healthz", "/readyz"] {
+        let s = app
+            .client
+            .get(format!("{}{path}", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(s.as_u16(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn introspection_is_for_admins_and_deep_queries_are_limited() {
+    let app = spawn_app(Engine::Sqlite).await;
+    let q = json!({ "query": "{ __schema { queryType { name } } }" });
+    let (_, body) = post(&app, Some(&format!("Bearer {}", app.admin)), q.clone()).await;
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "QueryRoot");
+    let (_, body) = post(&app, Some(&format!("Bearer {}", app.service)), q).await;
+    assert!(body["data"]["__schema"].is_null(), "{body}");
+
+    let mut deep = "name".to_owned();
+    for _ in 0..15 {
+        deep = format!("ofType {{ {deep} }}");
+    }
+    let q = format!("{{ __schema {{ types {{ fields {{ type {{ {deep} }} }} }} }} }}");
+    let (_, body) = post(
+        &app,
+        Some(&format!("Bearer {}", app.admin)),
+        json!({ "query": q }),
+    )
+    .await;
+    assert_eq!(code(&body), Some("LIMIT_EXCEEDED"), "{body}");
+}

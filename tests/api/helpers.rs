@@ -1,0 +1,283 @@
+//! `spawn_app` and typed request helpers.
+
+use std::sync::Arc;
+
+use points_gateway::auth::{Role, TokenKeys};
+use points_gateway::config::{JwtSecret, Settings};
+use points_gateway::db::StatementCounter;
+use points_gateway::startup::Application;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub keys: TokenKeys,
+    pub admin: String,
+    pub service: String,
+    pub db: DatabaseConnection,
+    pub statements: Arc<StatementCounter>,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs a test body once on SQLite and once on PostgreSQL.
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(crate::helpers::spawn_app(crate::helpers::Engine::Sqlite).await).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(crate::helpers::spawn_app(crate::helpers::Engine::Postgres).await).await
+                }
+            }
+        )*
+    };
+}
+
+pub const SECRET: [u8; 32] = [7u8; 32];
+
+/// A fresh PostgreSQL database on the cluster named by TEST_DATABASE_URL.
+/// Missing configuration is a failure, never a silent skip.
+pub async fn fresh_postgres_url() -> String {
+    let admin_url = std::env::var("TEST_DATABASE_URL")
+        .expect("TEST_DATABASE_URL must point at a PostgreSQL server (scripts/test.sh starts one)");
+    let name = format!("gw_{}", uuid::Uuid::new_v4().simple());
+    let admin = Database::connect(&admin_url)
+        .await
+        .expect("connect to TEST_DATABASE_URL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b.to_owned(), format!("?{q}")),
+        None => (admin_url.clone(), String::new()),
+    };
+    let base = base
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(base);
+    format!("{base}/{name}{query}")
+}
+
+pub fn settings(database_url: &str) -> Settings {
+    Settings {
+        database_url: database_url.to_owned(),
+        bind: "127.0.0.1:0".to_owned(),
+        jwt_secret: JwtSecret::new(SECRET.to_vec()).unwrap(),
+        fal_api_base_url: "http://127.0.0.1:9".to_owned(),
+        fal_timeout_ms: 2_000,
+        points_per_usd: 100.0,
+        expiry_sweep_secs: 0,
+        db_max_connections: 10,
+        log_json: false,
+    }
+}
+
+pub async fn database_url(engine: Engine, dir: &tempfile::TempDir) -> String {
+    match engine {
+        Engine::Sqlite => format!("sqlite://{}/gw.sqlite?mode=rwc", dir.path().display()),
+        Engine::Postgres => fresh_postgres_url().await,
+    }
+}
+
+pub async fn spawn_app(engine: Engine) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(engine, &dir).await;
+    spawn_on(engine, url, dir).await
+}
+
+/// Spawns a gateway instance on an existing database.
+pub async fn spawn_on(_engine: Engine, database_url: String, dir: tempfile::TempDir) -> TestApp {
+    let app = Application::build(settings(&database_url))
+        .await
+        .expect("application builds");
+    let port = app.port();
+    let statements = app.state().statements.clone();
+    let db = app.state().db.clone();
+    tokio::spawn(app.run_until(std::future::pending()));
+    let keys = TokenKeys::new(&JwtSecret::new(SECRET.to_vec()).unwrap());
+    let admin = keys
+        .mint(Role::Admin, None, chrono::Duration::hours(1))
+        .unwrap();
+    let service = keys
+        .mint(Role::Service, None, chrono::Duration::hours(1))
+        .unwrap();
+    TestApp {
+        url: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        keys,
+        admin,
+        service,
+        db,
+        statements,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn user_token(&self, user: i32) -> String {
+        self.keys
+            .mint(Role::User, Some(user), chrono::Duration::hours(1))
+            .unwrap()
+    }
+
+    /// POSTs one GraphQL operation and returns the JSON body.
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.client
+            .post(format!("{}/graphql", self.url))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    pub async fn create_user(&self, name: &str) -> i32 {
+        let r = self
+            .gql(
+                &self.service,
+                "mutation($n: String!) { createUser(input: { name: $n }) { id } }",
+                json!({ "n": name }),
+            )
+            .await;
+        r["data"]["createUser"]["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{r}")) as i32
+    }
+
+    pub async fn recharge(
+        &self,
+        user: i32,
+        amount: i64,
+        order: &str,
+        expires_at: Option<&str>,
+    ) -> Value {
+        self.gql(
+            &self.service,
+            "mutation($u: Int!, $a: Int!, $o: String!, $e: DateTime) { recharge(input: { userId: $u, amount: $a, orderId: $o, moneyCents: $a, expiresAt: $e }) { id amount balanceBefore balanceAfter batchId description } }",
+            json!({ "u": user, "a": amount, "o": order, "e": expires_at }),
+        )
+        .await
+    }
+
+    pub async fn consume(
+        &self,
+        user: i32,
+        amount: i64,
+        source: &str,
+        source_id: &str,
+        duration: Option<f64>,
+    ) -> Value {
+        self.gql(
+            &self.service,
+            "mutation($u: Int!, $a: Int!, $s: SourceType!, $id: String!, $d: Float) { consume(input: { userId: $u, amount: $a, sourceType: $s, sourceId: $id, duration: $d }) { id type amount change balanceBefore balanceAfter duration description batchId } }",
+            json!({ "u": user, "a": amount, "s": source, "id": source_id, "d": duration }),
+        )
+        .await
+    }
+
+    pub async fn refund(
+        &self,
+        source: &str,
+        source_id: &str,
+        key: &str,
+        amount: Option<i64>,
+    ) -> Value {
+        self.gql(
+            &self.service,
+            "mutation($s: SourceType!, $id: String!, $k: String!, $a: Int) { refund(input: { sourceType: $s, sourceId: $id, refundKey: $k, amount: $a }) { id type amount change balanceBefore balanceAfter description } }",
+            json!({ "s": source, "id": source_id, "k": key, "a": amount }),
+        )
+        .await
+    }
+
+    pub async fn balance(&self, user: i32) -> i64 {
+        let r = self
+            .gql(
+                &self.admin,
+                "query($id: Int!) { user(id: $id) { balance } }",
+                json!({ "id": user }),
+            )
+            .await;
+        r["data"]["user"]["balance"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{r}"))
+    }
+
+    /// Remaining points per batch of a user, oldest batch first.
+    pub async fn batches(&self, user: i32) -> Vec<i64> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                self.db.get_database_backend(),
+                "SELECT remaining FROM mjk_point_batches WHERE user_id = $1 ORDER BY id",
+                [user.into()],
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<i64>("", "remaining").unwrap())
+            .collect()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let r = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        r.try_get::<i64>("", "n").unwrap()
+    }
+
+    /// Rows in every table the ledger writes: unchanged means nothing written.
+    pub async fn footprint(&self) -> Vec<i64> {
+        let mut v = Vec::new();
+        for t in [
+            "mjk_point_transactions",
+            "mjk_point_batches",
+            "mjk_point_allocations",
+            "ts_points_detail",
+            "ts_financial_transactions",
+            "ts_users",
+        ] {
+            v.push(self.count(t).await);
+        }
+        v
+    }
+
+    pub async fn assert_verify_clean(&self) {
+        let (_, violations) = points_gateway::domain::verify::verify(&self.db)
+            .await
+            .unwrap();
+        assert!(violations.is_empty(), "verify found: {violations:#?}");
+    }
+}
+
+pub fn code(r: &Value) -> Option<&str> {
+    r["errors"][0]["extensions"]["code"].as_str()
+}
+
+pub fn data<'a>(r: &'a Value, field: &str) -> &'a Value {
+    let v = &r["data"][field];
+    assert!(!v.is_null(), "no data.{field} in {r}");
+    v
+}

@@ -1,0 +1,12 @@
+//! Integration tests: each spawns the real gateway on an ephemeral port
+//! against a fresh database (a SQLite file, or a new PostgreSQL database)
+//! and talks to it over HTTP.
+
+#[macro_use]
+mod helpers;
+
+mod auth;
+mod concurrency;
+mod ledger;
+mod reads;
+mod schema;

@@ -2,10 +2,18 @@
 # Runs every test: unit tests, and the integration tests on SQLite and on
 # PostgreSQL. Without TEST_DATABASE_URL a throwaway PostgreSQL cluster is
 # started for the run (see pg-throwaway.sh); PostgreSQL tests never skip.
+# Ends with one line totalling every test binary: `tests: N passed, N failed`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   # shellcheck source=scripts/pg-throwaway.sh
   source scripts/pg-throwaway.sh
 fi
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+passed=$(grep -Eo '^test result: .*\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
+echo "tests: $passed passed, $failed failed"
+exit "$status"

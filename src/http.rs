@@ -1,10 +1,12 @@
-//! The HTTP surface: `/graphql` (POST, GET, GraphiQL), `/healthz`, `/readyz`.
+//! The HTTP surface: `/graphql` (POST, GET, GraphiQL, WebSocket), `/healthz`, `/readyz`.
 
 use async_graphql::http::GraphiQLSource;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{BatchRequest, BatchResponse, ParseRequestError, ServerError};
-use async_graphql_axum::GraphQLBatchRequest;
-use axum::extract::{DefaultBodyLimit, State};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -115,20 +117,19 @@ async fn graphql_post(
     execute(&s, &headers, batch).await
 }
 
-async fn graphql_get(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    req: Result<GraphQLBatchRequest<BadRequest>, BadRequest>,
-) -> Response {
+async fn graphql_get(State(s): State<HttpState>, req: Request) -> Response {
+    if req.headers().contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        return websocket(s, req).await;
+    }
+    let headers = req.headers().clone();
     let browser = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    if browser && !uri.query().unwrap_or_default().contains("query=") {
+    if browser && !req.uri().query().unwrap_or_default().contains("query=") {
         return Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response();
     }
-    let batch = match req {
+    let batch = match GraphQLBatchRequest::<BadRequest>::from_request(req, &s).await {
         Ok(r) => r.into_inner(),
         Err(e) => return e.into_response(),
     };
@@ -146,6 +147,43 @@ async fn graphql_get(
         }
     }
     execute(&s, &headers, batch).await
+}
+
+/// The WebSocket transport (`graphql-transport-ws` and legacy `graphql-ws`)
+/// on the same path and the same schema. The caller authenticates in the
+/// `connection_init` payload: `{"authorization": "Bearer <token>"}`.
+async fn websocket(s: HttpState, req: Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &s).await {
+        Ok(p) => p,
+        Err(status) => return status.into_response(),
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    let HttpState { app, schema } = s;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let header = payload
+                        .get("authorization")
+                        .or_else(|| payload.get("Authorization"))
+                        .and_then(|v| v.as_str())
+                        .ok_or_else(|| crate::graphql::error::to_gql(AuthError::Malformed))?;
+                    let caller = app
+                        .keys
+                        .verify_header(header)
+                        .map_err(crate::graphql::error::to_gql)?;
+                    let mut data = async_graphql::Data::default();
+                    data.insert(caller);
+                    crate::graphql::connection_loaders(&app, &mut data);
+                    Ok(data)
+                })
+                .serve()
+        })
 }
 
 fn is_mutation(query: &str, operation: Option<&str>) -> bool {

@@ -33,6 +33,20 @@ pub fn build_schema(state: AppState) -> AppSchema {
     builder().data(state).finish()
 }
 
+/// Dataloaders for one WebSocket connection.
+pub fn connection_loaders(state: &AppState, data: &mut async_graphql::Data) {
+    data.insert(DataLoader::with_cache(
+        UserLoader(state.db.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    ));
+    data.insert(DataLoader::with_cache(
+        AccountByKeyLoader(state.db.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    ));
+}
+
 /// Dataloaders for one request (or one WebSocket operation). Per request so
 /// their cache never serves one request's rows to a later one.
 pub fn request_loaders(state: &AppState, req: async_graphql::Request) -> async_graphql::Request {

@@ -212,5 +212,28 @@ async fn two_instances_on_one_postgres_lose_no_update() {
     }
     assert_eq!(total, 4_000 - 80 * 3 + 80 * 2 - 10 * 5);
     a.assert_verify_clean().await;
+
+    // Both instances sweep the same due batches at once: each batch is
+    // expired exactly once.
+    for (i, u) in users.iter().enumerate() {
+        let at = (chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
+        a.recharge(*u, 7, &format!("due{i}"), Some(&at)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let sweep = "mutation { expirePoints { batchesExpired pointsExpired } }";
+    let (ra, rb) = tokio::join!(
+        a.gql(&a.admin, sweep, serde_json::json!({})),
+        b.gql(&b.admin, sweep, serde_json::json!({}))
+    );
+    let expired = |r: &serde_json::Value| {
+        r["data"]["expirePoints"]["batchesExpired"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(expired(&ra) + expired(&rb), 4, "{ra} {rb}");
+    assert_eq!(
+        a.count("mjk_point_transactions").await,
+        4 + 80 + 80 + 10 + 4 + 4
+    );
     b.assert_verify_clean().await;
 }

@@ -23,6 +23,7 @@ pub struct TestApp {
     pub service: String,
     pub db: DatabaseConnection,
     pub statements: Arc<StatementCounter>,
+    pub database_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -122,6 +123,7 @@ pub async fn spawn_on(_engine: Engine, database_url: String, dir: tempfile::Temp
         service,
         db,
         statements,
+        database_url,
         _dir: dir,
     }
 }

@@ -10,3 +10,4 @@ mod concurrency;
 mod ledger;
 mod reads;
 mod schema;
+mod verify;

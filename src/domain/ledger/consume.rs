@@ -1,5 +1,7 @@
 //! Spending points: draw from live batches, soonest expiry first.
 
+use std::future::Future;
+
 use chrono::{DateTime, Utc};
 use entity::point_transaction::{self, Column};
 use sea_orm::{
@@ -7,37 +9,56 @@ use sea_orm::{
     QueryFilter, Statement,
 };
 
+use super::idempotency::{self, replay, Keyed};
 use super::writer::{NewRow, UserRef, Writer};
 use super::{Applied, ConsumeError, Entry};
-use crate::db::{begin_write, is_unique_violation};
 use crate::domain::input::ConsumeRequest;
 use crate::domain::source::{describe, SourceType, TxType};
 
-/// Consumes in its own transaction. A retry with the same source and the
-/// same payload returns the original row; a race between two requests with
-/// one key is settled by the unique index and resolved the same way.
+/// Consumes in its own transaction; idempotent on `(source_type, source_id)`.
 pub async fn consume(
     db: &DatabaseConnection,
     req: &ConsumeRequest,
 ) -> Result<Applied, ConsumeError> {
-    let hash = req.fingerprint();
-    let txn = begin_write(db).await?;
-    match consume_in(&txn, req, &hash, crate::time::now()).await {
-        Ok(applied) => {
-            txn.commit().await?;
-            Ok(applied)
+    idempotency::run(db, req).await
+}
+
+impl Keyed for ConsumeRequest {
+    type Error = ConsumeError;
+
+    fn fingerprint(&self) -> String {
+        ConsumeRequest::fingerprint(self)
+    }
+
+    fn conflict(&self) -> ConsumeError {
+        ConsumeError::IdempotencyConflict(format!(
+            "{}:{}",
+            self.source_type,
+            self.source_id.as_str()
+        ))
+    }
+
+    fn db_error(e: &ConsumeError) -> Option<&DbErr> {
+        match e {
+            ConsumeError::Internal(e) => Some(e),
+            _ => None,
         }
-        Err(ConsumeError::Internal(e)) if is_unique_violation(&e) => {
-            txn.rollback().await?;
-            let existing = find_consume(db, req.source_type, req.source_id.as_str())
-                .await?
-                .ok_or(ConsumeError::Internal(e))?;
-            replay(existing, &hash, req)
-        }
-        Err(e) => {
-            txn.rollback().await?;
-            Err(e)
-        }
+    }
+
+    fn find_existing<'a, C: ConnectionTrait>(
+        &'a self,
+        conn: &'a C,
+    ) -> impl Future<Output = Result<Option<Entry>, DbErr>> + Send + 'a {
+        find_consume(conn, self.source_type, self.source_id.as_str())
+    }
+
+    fn apply<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Applied, ConsumeError>> + Send + 'a {
+        consume_in(txn, self, hash, now)
     }
 }
 
@@ -54,7 +75,7 @@ pub async fn consume_in(
     // Checked under the user lock, so an identical request that committed
     // while we waited is seen here and replayed instead of written twice.
     if let Some(existing) = find_consume(txn, req.source_type, req.source_id.as_str()).await? {
-        return replay(existing, hash, req);
+        return replay(req, existing, hash);
     }
     w.expire_due().await?;
     let requested = req.amount.get();
@@ -146,20 +167,4 @@ pub(super) async fn find_consume<C: ConnectionTrait>(
         .filter(Column::SourceId.eq(source_id))
         .one(conn)
         .await
-}
-
-fn replay(existing: Entry, hash: &str, req: &ConsumeRequest) -> Result<Applied, ConsumeError> {
-    if existing.request_hash.as_deref() == Some(hash) {
-        Ok(Applied {
-            entry: existing,
-            written: Vec::new(),
-            replayed: true,
-        })
-    } else {
-        Err(ConsumeError::IdempotencyConflict(format!(
-            "{}:{}",
-            req.source_type,
-            req.source_id.as_str()
-        )))
-    }
 }

@@ -9,6 +9,7 @@
 mod consume;
 mod errors;
 mod expire;
+mod idempotency;
 mod recharge;
 mod refund;
 mod users;

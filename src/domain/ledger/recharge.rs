@@ -1,5 +1,7 @@
 //! Adding points: every recharge or gift is a new batch.
 
+use std::future::Future;
+
 use chrono::{DateTime, Utc};
 use entity::point_transaction::{self, Column};
 use entity::{financial_transaction, point_batch};
@@ -8,34 +10,52 @@ use sea_orm::{
     DatabaseTransaction, DbErr, EntityTrait, QueryFilter, Set,
 };
 
+use super::idempotency::{self, replay, Keyed};
 use super::writer::{NewRow, UserRef, Writer};
 use super::{Applied, Entry, RechargeError};
-use crate::db::{begin_write, is_unique_violation};
 use crate::domain::input::{RechargeRequest, MAX_BALANCE};
 use crate::domain::source::{RechargeKind, TxType};
 
+/// Recharges in its own transaction; idempotent on the order id.
 pub async fn recharge(
     db: &DatabaseConnection,
     req: &RechargeRequest,
 ) -> Result<Applied, RechargeError> {
-    let hash = req.fingerprint();
-    let txn = begin_write(db).await?;
-    match recharge_in(&txn, req, &hash, crate::time::now()).await {
-        Ok(applied) => {
-            txn.commit().await?;
-            Ok(applied)
+    idempotency::run(db, req).await
+}
+
+impl Keyed for RechargeRequest {
+    type Error = RechargeError;
+
+    fn fingerprint(&self) -> String {
+        RechargeRequest::fingerprint(self)
+    }
+
+    fn conflict(&self) -> RechargeError {
+        RechargeError::IdempotencyConflict(self.order_id.as_str().to_owned())
+    }
+
+    fn db_error(e: &RechargeError) -> Option<&DbErr> {
+        match e {
+            RechargeError::Internal(e) => Some(e),
+            _ => None,
         }
-        Err(RechargeError::Internal(e)) if is_unique_violation(&e) => {
-            txn.rollback().await?;
-            let existing = find_recharge(db, req.order_id.as_str())
-                .await?
-                .ok_or(RechargeError::Internal(e))?;
-            replay(existing, &hash, req)
-        }
-        Err(e) => {
-            txn.rollback().await?;
-            Err(e)
-        }
+    }
+
+    fn find_existing<'a, C: ConnectionTrait>(
+        &'a self,
+        conn: &'a C,
+    ) -> impl Future<Output = Result<Option<Entry>, DbErr>> + Send + 'a {
+        find_recharge(conn, self.order_id.as_str())
+    }
+
+    fn apply<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Applied, RechargeError>> + Send + 'a {
+        recharge_in(txn, self, hash, now)
     }
 }
 
@@ -51,7 +71,7 @@ pub async fn recharge_in(
         .await?
         .ok_or(RechargeError::UserNotFound(req.user_id))?;
     if let Some(existing) = find_recharge(txn, req.order_id.as_str()).await? {
-        return replay(existing, hash, req);
+        return replay(req, existing, hash);
     }
     w.expire_due().await?;
     let amount = req.amount.get();
@@ -119,18 +139,4 @@ async fn find_recharge<C: ConnectionTrait>(
         .filter(Column::SourceId.eq(order_id))
         .one(conn)
         .await
-}
-
-fn replay(existing: Entry, hash: &str, req: &RechargeRequest) -> Result<Applied, RechargeError> {
-    if existing.request_hash.as_deref() == Some(hash) {
-        Ok(Applied {
-            entry: existing,
-            written: Vec::new(),
-            replayed: true,
-        })
-    } else {
-        Err(RechargeError::IdempotencyConflict(
-            req.order_id.as_str().to_owned(),
-        ))
-    }
 }

@@ -1,6 +1,7 @@
 //! Returning points of a consume to the batches that paid for it.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use entity::point_transaction::{self, Column};
@@ -10,31 +11,49 @@ use sea_orm::{
 };
 
 use super::consume::find_consume;
+use super::idempotency::{self, replay, Keyed};
 use super::writer::{NewRow, UserRef, Writer};
 use super::{Applied, Entry, RefundError};
-use crate::db::{begin_write, is_unique_violation};
 use crate::domain::input::RefundRequest;
 use crate::domain::source::{describe, SourceType, TxType, REFUND_LABEL};
 
+/// Refunds in its own transaction; idempotent on the refund key.
 pub async fn refund(db: &DatabaseConnection, req: &RefundRequest) -> Result<Applied, RefundError> {
-    let hash = req.fingerprint();
-    let txn = begin_write(db).await?;
-    match refund_in(&txn, req, &hash, crate::time::now()).await {
-        Ok(applied) => {
-            txn.commit().await?;
-            Ok(applied)
+    idempotency::run(db, req).await
+}
+
+impl Keyed for RefundRequest {
+    type Error = RefundError;
+
+    fn fingerprint(&self) -> String {
+        RefundRequest::fingerprint(self)
+    }
+
+    fn conflict(&self) -> RefundError {
+        RefundError::IdempotencyConflict(self.refund_key.as_str().to_owned())
+    }
+
+    fn db_error(e: &RefundError) -> Option<&DbErr> {
+        match e {
+            RefundError::Internal(e) => Some(e),
+            _ => None,
         }
-        Err(RefundError::Internal(e)) if is_unique_violation(&e) => {
-            txn.rollback().await?;
-            let existing = find_refund(db, req.refund_key.as_str())
-                .await?
-                .ok_or(RefundError::Internal(e))?;
-            replay(existing, &hash, req)
-        }
-        Err(e) => {
-            txn.rollback().await?;
-            Err(e)
-        }
+    }
+
+    fn find_existing<'a, C: ConnectionTrait>(
+        &'a self,
+        conn: &'a C,
+    ) -> impl Future<Output = Result<Option<Entry>, DbErr>> + Send + 'a {
+        find_refund(conn, self.refund_key.as_str())
+    }
+
+    fn apply<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Applied, RefundError>> + Send + 'a {
+        refund_in(txn, self, hash, now)
     }
 }
 
@@ -49,7 +68,7 @@ pub async fn refund_in(
     let source = format!("{}:{}", req.source_type, req.source_id.as_str());
     // A replay needs no lock: refund rows are never updated.
     if let Some(existing) = find_refund(txn, req.refund_key.as_str()).await? {
-        return replay(existing, hash, req);
+        return replay(req, existing, hash);
     }
     let consume = find_consume(txn, req.source_type, req.source_id.as_str())
         .await?
@@ -59,7 +78,7 @@ pub async fn refund_in(
         .ok_or_else(|| DbErr::Custom(format!("consume {} has no user", consume.id)))?;
     // Under the lock: a concurrent identical refund may have committed.
     if let Some(existing) = find_refund(txn, req.refund_key.as_str()).await? {
-        return replay(existing, hash, req);
+        return replay(req, existing, hash);
     }
     w.expire_due().await?;
 
@@ -163,18 +182,4 @@ async fn find_refund<C: ConnectionTrait>(conn: &C, key: &str) -> Result<Option<E
         .filter(Column::RefundKey.eq(key))
         .one(conn)
         .await
-}
-
-fn replay(existing: Entry, hash: &str, req: &RefundRequest) -> Result<Applied, RefundError> {
-    if existing.request_hash.as_deref() == Some(hash) {
-        Ok(Applied {
-            entry: existing,
-            written: Vec::new(),
-            replayed: true,
-        })
-    } else {
-        Err(RefundError::IdempotencyConflict(
-            req.refund_key.as_str().to_owned(),
-        ))
-    }
 }

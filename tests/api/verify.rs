@@ -1,0 +1,83 @@
+//! `verify` must find what is broken, not only bless what is not.
+
+use sea_orm::{ConnectionTrait, Statement};
+
+use crate::helpers::TestApp;
+
+both_engines!(verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero);
+
+async fn rules(app: &TestApp) -> Vec<&'static str> {
+    let (_, v) = points_gateway::domain::verify::verify(&app.db)
+        .await
+        .unwrap();
+    let mut r: Vec<_> = v.iter().map(|v| v.rule).collect();
+    r.sort();
+    r.dedup();
+    r
+}
+
+async fn exec(app: &TestApp, sql: &str) {
+    app.db
+        .execute_raw(Statement::from_string(app.db.get_database_backend(), sql))
+        .await
+        .unwrap();
+}
+
+async fn verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero(app: TestApp) {
+    let u = app.create_user("victim").await;
+    app.recharge(u, 100, "o1", None).await;
+    app.consume(u, 30, "SCRIPT", "s1", None).await;
+    app.refund("SCRIPT", "s1", "r1", Some(10)).await;
+    assert!(rules(&app).await.is_empty());
+    let cli = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_points-gateway"))
+            .arg("verify")
+            .env("DATABASE_URL", url)
+            .env("GATEWAY_JWT_SECRET", "x".repeat(32))
+            .output()
+            .unwrap()
+    };
+    let out = cli(&app.database_url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A cached balance that drifted from the ledger and the batches.
+    exec(&app, "UPDATE ts_users SET balance = balance + 1").await;
+    assert_eq!(rules(&app).await, vec!["balance"]);
+    exec(&app, "UPDATE ts_users SET balance = balance - 1").await;
+
+    // A batch whose remaining no longer matches its movements.
+    exec(
+        &app,
+        "UPDATE mjk_point_batches SET remaining = remaining - 1",
+    )
+    .await;
+    assert_eq!(rules(&app).await, vec!["balance", "batch"]);
+    exec(
+        &app,
+        "UPDATE mjk_point_batches SET remaining = remaining + 1",
+    )
+    .await;
+
+    // A missing mirror row.
+    exec(&app, "DELETE FROM ts_points_detail WHERE ledger_id = (SELECT MAX(id) FROM mjk_point_transactions)").await;
+    assert_eq!(rules(&app).await, vec!["mirror"]);
+
+    // A broken chain and a lost allocation.
+    exec(&app, "UPDATE mjk_point_transactions SET balance_before = balance_before + 5, balance_after = balance_after + 5 WHERE type = 'refund'").await;
+    exec(&app, "DELETE FROM mjk_point_allocations WHERE entry_id = (SELECT id FROM mjk_point_transactions WHERE type = 'consume')").await;
+    let found = rules(&app).await;
+    for rule in ["allocation", "balance", "chain", "mirror"] {
+        assert!(found.contains(&rule), "{rule} missing from {found:?}");
+    }
+    let out = cli(&app.database_url);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[chain]") && text.contains("violation(s)"),
+        "{text}"
+    );
+}

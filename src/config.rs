@@ -44,6 +44,15 @@ pub struct Settings {
     pub fal_api_base_url: String,
     /// `FAL_TIMEOUT_MS`.
     pub fal_timeout_ms: u64,
+    /// `FAL_CONCURRENCY`: fal calls in flight at once, across all requests.
+    pub fal_concurrency: usize,
+    /// `FAL_MAX_ATTEMPTS`: tries per fal call on 429 / 5xx (1 = no retry).
+    pub fal_max_attempts: u32,
+    /// `FAL_CACHE_SECS`: how long a fal usage answer is reused.
+    pub fal_cache_secs: u64,
+    /// `FAL_MISMATCH_TOLERANCE_USD`: per-endpoint difference above which
+    /// fal's cost and ours are flagged as a mismatch.
+    pub fal_mismatch_tolerance_usd: f64,
     /// `POINTS_PER_USD`: how many points one US dollar buys, for margins.
     pub points_per_usd: f64,
     /// `EXPIRY_SWEEP_SECS`: interval of the background expiry sweep; 0 turns it off.
@@ -88,6 +97,10 @@ impl Settings {
             fal_api_base_url: var("FAL_API_BASE_URL")
                 .unwrap_or_else(|| "https://api.fal.ai".to_owned()),
             fal_timeout_ms: parsed("FAL_TIMEOUT_MS", 10_000)?,
+            fal_concurrency: parsed("FAL_CONCURRENCY", 8)?,
+            fal_max_attempts: parsed("FAL_MAX_ATTEMPTS", 4)?,
+            fal_cache_secs: parsed("FAL_CACHE_SECS", 60)?,
+            fal_mismatch_tolerance_usd: parsed("FAL_MISMATCH_TOLERANCE_USD", 0.01)?,
             points_per_usd,
             expiry_sweep_secs: parsed("EXPIRY_SWEEP_SECS", 60)?,
             db_max_connections: parsed("DB_MAX_CONNECTIONS", 16)?,

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
 use crate::config::Settings;
+use crate::fal::{CachedFal, FalHttp};
 use crate::graphql::{build_schema, AppSchema};
 use crate::state::{App, AppState};
 
@@ -30,10 +31,21 @@ impl Application {
             .await
             .with_context(|| format!("cannot bind {}", settings.bind))?;
         let keys = TokenKeys::new(&settings.jwt_secret);
+        let fal_http = FalHttp::new(
+            &settings.fal_api_base_url,
+            settings.fal_timeout_ms,
+            settings.fal_max_attempts,
+        )?;
+        let fal = Arc::new(CachedFal::new(
+            Arc::new(fal_http),
+            settings.fal_concurrency,
+            Duration::from_secs(settings.fal_cache_secs),
+        ));
         let state = AppState(Arc::new(App {
             db,
             settings,
             keys,
+            fal,
             statements,
         }));
         let schema = build_schema(state.clone());

@@ -7,6 +7,7 @@ use sea_orm::DatabaseConnection;
 use crate::auth::TokenKeys;
 use crate::config::Settings;
 use crate::db::StatementCounter;
+use crate::fal::FalPlatform;
 
 /// Cheap to clone; everything behind one `Arc`.
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub struct App {
     pub settings: Settings,
     /// Keys derived once from the JWT secret.
     pub keys: TokenKeys,
+    /// fal's Platform API, behind the concurrency bound and the short cache.
+    pub fal: Arc<dyn FalPlatform>,
     /// Statements run so far; read by `/metrics` and by tests (no N+1).
     pub statements: Arc<StatementCounter>,
 }

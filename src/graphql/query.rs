@@ -198,6 +198,42 @@ impl QueryRoot {
         Ok(rows.into_iter().map(FalAccount).collect())
     }
 
+    /// Per fal account over `[from, to)`: counts, points, fal cost, margin
+    /// and a per-endpoint breakdown from grouped SQL; `falUsage` adds fal's
+    /// own figures when selected (admins).
+    async fn account_costs(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        account_ids: Option<Vec<i32>>,
+    ) -> async_graphql::Result<Vec<AccountCost>> {
+        caller(ctx)?.must_be_admin().gql()?;
+        if from >= to {
+            return Err(coded(Code::InvalidInput, "`from` must be before `to`"));
+        }
+        if to - from > chrono::Duration::days(366) {
+            return Err(coded(
+                Code::LimitExceeded,
+                "the window may span at most 366 days",
+            ));
+        }
+        if account_ids.as_ref().is_some_and(|ids| ids.len() > 1_000) {
+            return Err(coded(Code::LimitExceeded, "at most 1000 accountIds"));
+        }
+        let rows = queries::costs::account_costs(&state(ctx)?.db, from, to, account_ids.as_deref())
+            .await
+            .gql()?;
+        Ok(rows
+            .into_iter()
+            .map(|f| AccountCost {
+                figures: std::sync::Arc::new(f),
+                from,
+                to,
+            })
+            .collect())
+    }
+
     /// Jobs run on fal; users see only their own.
     #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
     async fn fal_tasks(

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::helpers::{code, data, spawn_on, Engine, TestApp};
+use crate::helpers::{code, data, spawn_on, TestApp};
 
 both_engines!(
     two_hundred_consumes_racing_for_one_hundred_points_never_overdraw,
@@ -169,8 +169,8 @@ async fn random_operations_agree_with_an_in_memory_model(app: TestApp) {
 async fn two_instances_on_one_postgres_lose_no_update() {
     let dir = tempfile::tempdir().unwrap();
     let url = crate::helpers::fresh_postgres_url().await;
-    let a = spawn_on(Engine::Postgres, url.clone(), dir).await;
-    let b = spawn_on(Engine::Postgres, url, tempfile::tempdir().unwrap()).await;
+    let a = spawn_on(url.clone(), dir).await;
+    let b = spawn_on(url, tempfile::tempdir().unwrap()).await;
     let mut users = Vec::new();
     for i in 0..4 {
         let u = a.create_user(&format!("shared{i}")).await;

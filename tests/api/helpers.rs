@@ -79,6 +79,10 @@ pub fn settings(database_url: &str) -> Settings {
         jwt_secret: JwtSecret::new(SECRET.to_vec()).unwrap(),
         fal_api_base_url: "http://127.0.0.1:9".to_owned(),
         fal_timeout_ms: 2_000,
+        fal_concurrency: 8,
+        fal_max_attempts: 3,
+        fal_cache_secs: 60,
+        fal_mismatch_tolerance_usd: 0.01,
         points_per_usd: 100.0,
         expiry_sweep_secs: 0,
         db_max_connections: 10,
@@ -94,14 +98,26 @@ pub async fn database_url(engine: Engine, dir: &tempfile::TempDir) -> String {
 }
 
 pub async fn spawn_app(engine: Engine) -> TestApp {
+    spawn_with(engine, |_| {}).await
+}
+
+/// Spawns with adjusted settings (e.g. the fal stand-in's URL).
+pub async fn spawn_with(engine: Engine, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(engine, &dir).await;
-    spawn_on(engine, url, dir).await
+    let mut s = settings(&url);
+    adjust(&mut s);
+    start(s, dir).await
 }
 
 /// Spawns a gateway instance on an existing database.
-pub async fn spawn_on(_engine: Engine, database_url: String, dir: tempfile::TempDir) -> TestApp {
-    let app = Application::build(settings(&database_url))
+pub async fn spawn_on(database_url: String, dir: tempfile::TempDir) -> TestApp {
+    start(settings(&database_url), dir).await
+}
+
+async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
+    let database_url = settings.database_url.clone();
+    let app = Application::build(settings)
         .await
         .expect("application builds");
     let port = app.port();

@@ -7,6 +7,8 @@ mod helpers;
 
 mod auth;
 mod concurrency;
+mod costs;
+mod fal_standin;
 mod ledger;
 mod reads;
 mod schema;

@@ -1,11 +1,13 @@
 //! GraphQL object types; each wraps a row and resolves only what is asked.
 
+mod costs;
 mod enums;
 mod fal;
 mod ledger;
 mod page;
 mod user;
 
+pub use costs::AccountCost;
 pub use enums::{RechargeKindGql, SourceTypeGql, TransactionTypeGql};
 pub use fal::{FalAccount, FalTask};
 pub use ledger::{ExpireReportGql, FinancialTransaction, PointsDetail, UsageDetail};

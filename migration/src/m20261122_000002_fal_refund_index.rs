@@ -1,0 +1,33 @@
+//! The cost report joins fal tasks to their refund rows by task id.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261122_000002_fal_refund_index"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE INDEX ix_ledger_fal_refunds ON mjk_point_transactions (source_id) \
+                 WHERE type = 'refund' AND source_type = 'fal'",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP INDEX ix_ledger_fal_refunds")
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! The local side of the per-account cost report: one grouped statement
+//! over the window, whatever the number of accounts or tasks.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use entity::fal_account;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Statement, Value,
+};
+
+/// Task statuses counted as succeeded / failed (case-insensitive). fal's
+/// queue ends in COMPLETED; webhooks say OK / ERROR; other values (queued,
+/// in progress) count only in the total.
+const SUCCEEDED: &str = "'COMPLETED', 'OK', 'SUCCESS', 'SUCCEEDED'";
+const FAILED: &str = "'FAILED', 'ERROR', 'CANCELLED', 'CANCELED', 'TIMEOUT'";
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub task_count: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub refunded: i64,
+    pub charged_points: i64,
+    pub refunded_points: i64,
+    pub cost_usd: f64,
+}
+
+impl Figures {
+    fn add(&mut self, o: &Figures) {
+        self.task_count += o.task_count;
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+        self.refunded += o.refunded;
+        self.charged_points += o.charged_points;
+        self.refunded_points += o.refunded_points;
+        self.cost_usd += o.cost_usd;
+    }
+
+    /// Net points kept, at `points_per_usd`, less what fal billed.
+    pub fn margin_usd(&self, points_per_usd: f64) -> f64 {
+        (self.charged_points - self.refunded_points) as f64 / points_per_usd - self.cost_usd
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountFigures {
+    pub account: fal_account::Model,
+    pub total: Figures,
+    /// Per `app_name` (fal endpoint id), sorted by name.
+    pub by_endpoint: Vec<(String, Figures)>,
+}
+
+pub async fn account_costs(
+    db: &DatabaseConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    account_ids: Option<&[i32]>,
+) -> Result<Vec<AccountFigures>, DbErr> {
+    let mut accounts = fal_account::Entity::find().order_by_asc(fal_account::Column::Id);
+    if let Some(ids) = account_ids {
+        accounts = accounts.filter(fal_account::Column::Id.is_in(ids.iter().copied()));
+    }
+    let accounts = accounts.all(db).await?;
+    if accounts.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let mut values: Vec<Value> = vec![
+        crate::time::truncate_micros(from).into(),
+        crate::time::truncate_micros(to).into(),
+    ];
+    let key_filter = match account_ids {
+        None => String::new(),
+        Some(_) => {
+            let mut ph = Vec::new();
+            for a in &accounts {
+                values.push(a.api_key.clone().into());
+                ph.push(format!("${}", values.len()));
+            }
+            format!(" AND t.api_key IN ({})", ph.join(", "))
+        }
+    };
+    let sql = format!(
+        "SELECT t.api_key AS api_key, t.app_name AS app_name, \
+           COUNT(*) AS task_count, \
+           CAST(SUM(CASE WHEN UPPER(t.status) IN ({SUCCEEDED}) THEN 1 ELSE 0 END) AS BIGINT) AS succeeded, \
+           CAST(SUM(CASE WHEN UPPER(t.status) IN ({FAILED}) THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
+           CAST(SUM(CASE WHEN t.is_refund = 1 THEN 1 ELSE 0 END) AS BIGINT) AS refunded, \
+           CAST(SUM(t.money) AS BIGINT) AS charged, \
+           CAST(SUM(COALESCE(r.points, CASE WHEN t.is_refund = 1 THEN t.money ELSE 0 END)) AS BIGINT) AS refunded_points, \
+           SUM(t.cost_money) AS cost \
+         FROM ts_fal_tasks t \
+         LEFT JOIN (SELECT source_id, SUM(amount) AS points FROM mjk_point_transactions \
+                    WHERE type = 'refund' AND source_type = 'fal' GROUP BY source_id) r \
+           ON r.source_id = t.task_id \
+         WHERE t.created_at >= $1 AND t.created_at < $2{key_filter} \
+         GROUP BY t.api_key, t.app_name"
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            sql,
+            values,
+        ))
+        .await?;
+
+    let mut per_key: HashMap<String, Vec<(String, Figures)>> = HashMap::new();
+    for r in rows {
+        let key: String = r.try_get("", "api_key")?;
+        let f = Figures {
+            task_count: r.try_get("", "task_count")?,
+            succeeded: r.try_get("", "succeeded")?,
+            failed: r.try_get("", "failed")?,
+            refunded: r.try_get("", "refunded")?,
+            charged_points: r.try_get("", "charged")?,
+            refunded_points: r.try_get("", "refunded_points")?,
+            cost_usd: r.try_get::<Option<f64>>("", "cost")?.unwrap_or(0.0),
+        };
+        per_key
+            .entry(key)
+            .or_default()
+            .push((r.try_get("", "app_name")?, f));
+    }
+    Ok(accounts
+        .into_iter()
+        .map(|account| {
+            let mut by_endpoint = per_key.remove(&account.api_key).unwrap_or_default();
+            by_endpoint.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut total = Figures::default();
+            for (_, f) in &by_endpoint {
+                total.add(f);
+            }
+            AccountFigures {
+                account,
+                total,
+                by_endpoint,
+            }
+        })
+        .collect())
+}

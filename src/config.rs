@@ -57,6 +57,17 @@ pub struct Settings {
     pub points_per_usd: f64,
     /// `EXPIRY_SWEEP_SECS`: interval of the background expiry sweep; 0 turns it off.
     pub expiry_sweep_secs: u64,
+    /// `REQUEST_TIMEOUT_MS`: time budget of one HTTP GraphQL request.
+    pub request_timeout_ms: u64,
+    /// `SHUTDOWN_GRACE_SECS`: how long in-flight requests may finish after
+    /// SIGTERM/SIGINT before they are dropped (rolled back).
+    pub shutdown_grace_secs: u64,
+    /// `RATE_LIMIT_{USER,SERVICE,ADMIN,PARTNER,ANONYMOUS}`: requests per
+    /// second per token subject (anonymous: per client address); 0 = off.
+    pub rates: crate::http::rate_limit::Rates,
+    /// `GATEWAY_INTROSPECTION=all` allows introspection to every caller
+    /// (development); otherwise admins only.
+    pub introspection_for_all: bool,
     /// `DB_MAX_CONNECTIONS`.
     pub db_max_connections: u32,
     /// `LOG_FORMAT=json` switches logs to JSON lines.
@@ -104,6 +115,16 @@ impl Settings {
             points_per_usd,
             expiry_sweep_secs: parsed("EXPIRY_SWEEP_SECS", 60)?,
             db_max_connections: parsed("DB_MAX_CONNECTIONS", 16)?,
+            request_timeout_ms: parsed("REQUEST_TIMEOUT_MS", 10_000)?,
+            shutdown_grace_secs: parsed("SHUTDOWN_GRACE_SECS", 20)?,
+            rates: crate::http::rate_limit::Rates {
+                user: parsed("RATE_LIMIT_USER", 20.0)?,
+                service: parsed("RATE_LIMIT_SERVICE", 2_000.0)?,
+                admin: parsed("RATE_LIMIT_ADMIN", 50.0)?,
+                partner: parsed("RATE_LIMIT_PARTNER", 20.0)?,
+                anonymous: parsed("RATE_LIMIT_ANONYMOUS", 10.0)?,
+            },
+            introspection_for_all: var("GATEWAY_INTROSPECTION").is_some_and(|v| v == "all"),
             log_json: var("LOG_FORMAT").is_some_and(|v| v == "json"),
         })
     }

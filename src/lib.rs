@@ -8,6 +8,7 @@ pub mod domain;
 pub mod fal;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
 pub mod queries;
 pub mod seed;
 pub mod startup;

@@ -11,7 +11,11 @@ use crate::auth::TokenKeys;
 use crate::config::Settings;
 use crate::fal::{CachedFal, FalHttp};
 use crate::graphql::{build_schema, AppSchema};
+use crate::http::rate_limit::RateLimiter;
+use crate::metrics::Metrics;
 use crate::state::{App, AppState};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub struct Application {
     listener: TcpListener,
@@ -31,11 +35,14 @@ impl Application {
             .await
             .with_context(|| format!("cannot bind {}", settings.bind))?;
         let keys = TokenKeys::new(&settings.jwt_secret);
+        let metrics = Arc::new(Metrics::default());
         let fal_http = FalHttp::new(
             &settings.fal_api_base_url,
             settings.fal_timeout_ms,
             settings.fal_max_attempts,
+            metrics.clone(),
         )?;
+        let rate_limiter = RateLimiter::new(settings.rates);
         let fal = Arc::new(CachedFal::new(
             Arc::new(fal_http),
             settings.fal_concurrency,
@@ -46,6 +53,10 @@ impl Application {
             settings,
             keys,
             fal,
+            metrics,
+            rate_limiter,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
             statements,
         }));
         let schema = build_schema(state.clone());
@@ -64,20 +75,52 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves. Then: stop accepting, let in-flight
+    /// requests (and their transactions) finish within the grace period,
+    /// close WebSockets with a 1001 close frame, and return. A request still
+    /// running after the grace period is dropped, so its transaction rolls
+    /// back: a mutation is committed and answered, or it never happened.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let sweeper = spawn_expiry_sweep(self.state.clone());
-        let app = crate::http::router(self.state.clone(), self.schema);
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let state = self.state.clone();
+        let sweeper = spawn_expiry_sweep(state.clone());
+        let app = crate::http::router(state.clone(), self.schema)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let token = state.shutdown.clone();
+        let signalled = token.clone();
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown: no new connections; finishing in-flight requests");
+            signalled.cancel();
+        });
+        let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
+        let deadline = async {
+            token.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            r = serve => r.context("server failed"),
+            _ = deadline => {
+                tracing::warn!(grace_secs = grace.as_secs(), "shutdown: grace period over, dropping in-flight requests");
+                Ok(())
+            }
+        };
         if let Some(h) = sweeper {
             h.abort();
         }
-        result.context("server failed")
+        state.connections.close();
+        if tokio::time::timeout(Duration::from_secs(5), state.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = state.connections.len(),
+                "shutdown: WebSockets still open"
+            );
+        }
+        result
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -94,16 +137,25 @@ fn spawn_expiry_sweep(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
     }
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(secs));
+        let stop = state.shutdown.clone();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
             match crate::domain::ledger::expire_due(&state.db, crate::time::now()).await {
-                Ok(r) if r.batches > 0 => tracing::info!(
-                    users = r.users,
-                    batches = r.batches,
-                    points = r.points,
-                    "expiry sweep"
-                ),
+                Ok(r) if r.batches > 0 => {
+                    for _ in 0..r.batches {
+                        state.metrics.ledger("expire", "applied");
+                    }
+                    tracing::info!(
+                        users = r.users,
+                        batches = r.batches,
+                        points = r.points,
+                        "expiry sweep"
+                    );
+                }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
             }

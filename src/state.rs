@@ -8,6 +8,10 @@ use crate::auth::TokenKeys;
 use crate::config::Settings;
 use crate::db::StatementCounter;
 use crate::fal::FalPlatform;
+use crate::http::rate_limit::RateLimiter;
+use crate::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Cheap to clone; everything behind one `Arc`.
 #[derive(Clone)]
@@ -22,6 +26,14 @@ pub struct App {
     pub keys: TokenKeys,
     /// fal's Platform API, behind the concurrency bound and the short cache.
     pub fal: Arc<dyn FalPlatform>,
+    /// Counters and histograms behind `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Token buckets per caller.
+    pub rate_limiter: RateLimiter,
+    /// Cancelled when shutdown begins: WebSockets close, sweeps stop.
+    pub shutdown: CancellationToken,
+    /// Open WebSocket connections, awaited (bounded) at shutdown.
+    pub connections: TaskTracker,
     /// Statements run so far; read by `/metrics` and by tests (no N+1).
     pub statements: Arc<StatementCounter>,
 }

@@ -12,6 +12,8 @@ use crate::domain::{Code, Coded};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub role: Role,
+    /// The token's `sub`: rate limits are kept per subject.
+    pub subject: String,
     pub user_id: Option<i32>,
     /// `exp` of the token, in seconds since the epoch.
     pub expires_at: i64,
@@ -95,6 +97,7 @@ mod tests {
     fn caller(role: Role, user: Option<i32>) -> Caller {
         Caller {
             role,
+            subject: "t".into(),
             user_id: user,
             expires_at: 0,
         }

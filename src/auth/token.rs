@@ -114,6 +114,7 @@ impl TokenKeys {
         }
         Ok(Caller {
             role: c.role,
+            subject: c.sub,
             user_id,
             expires_at: c.exp,
         })

@@ -6,8 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::{header, StatusCode};
 
+use std::sync::Arc;
+
 use super::usage::{UsagePage, UsageSummary};
 use super::{FalError, FalPlatform};
+use crate::metrics::Metrics;
 
 /// Pages followed at most for one window; a guard against a cursor loop.
 const MAX_PAGES: usize = 1_000;
@@ -20,10 +23,16 @@ pub struct FalHttp {
     timeout_ms: u64,
     max_attempts: u32,
     backoff: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl FalHttp {
-    pub fn new(base_url: &str, timeout_ms: u64, max_attempts: u32) -> anyhow::Result<FalHttp> {
+    pub fn new(
+        base_url: &str,
+        timeout_ms: u64,
+        max_attempts: u32,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<FalHttp> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(timeout_ms))
             .user_agent(concat!("points-gateway/", env!("CARGO_PKG_VERSION")))
@@ -34,6 +43,7 @@ impl FalHttp {
             timeout_ms,
             max_attempts: max_attempts.max(1),
             backoff: Duration::from_millis(200),
+            metrics,
         })
     }
 
@@ -70,13 +80,18 @@ impl FalHttp {
                 Ok(r) => r,
                 // reqwest errors can carry the URL (never the key: it is a header).
                 Err(e) if e.is_timeout() => {
+                    self.metrics.fal_call("timeout");
                     return Err(FalError::Timeout {
                         ms: self.timeout_ms,
-                    })
+                    });
                 }
-                Err(e) => return Err(FalError::Transport(e.without_url().to_string())),
+                Err(e) => {
+                    self.metrics.fal_call("transport");
+                    return Err(FalError::Transport(e.without_url().to_string()));
+                }
             };
             let status = resp.status();
+            self.metrics.fal_call(status.as_str());
             if status.is_success() {
                 let body = resp.bytes().await.map_err(|e| {
                     if e.is_timeout() {

@@ -2,6 +2,7 @@
 
 pub mod context;
 pub mod error;
+mod limits;
 mod loaders;
 mod mutation;
 mod query;
@@ -21,11 +22,18 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 pub const MAX_DEPTH: usize = 12;
 /// Highest complexity accepted; connection fields multiply by their page size.
 pub const MAX_COMPLEXITY: usize = 5_000;
+/// Deepest nesting the parser accepts (guards the stack, not the query).
+pub const MAX_RECURSION: usize = 32;
+/// Most directives on one field.
+pub const MAX_DIRECTIVES: usize = 10;
 
 fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(MAX_RECURSION)
+        .limit_directives(MAX_DIRECTIVES)
+        .extension(limits::OperationLimits)
 }
 
 /// The schema the server runs, with its state.

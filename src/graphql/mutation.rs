@@ -10,6 +10,7 @@ use crate::domain::input::{
     ConsumeRequest, RechargeDraft, RechargeRequest, RefundRequest, UserName,
 };
 use crate::domain::ledger::{self, CreateUser};
+use crate::domain::Coded;
 
 #[derive(InputObject)]
 pub struct ConsumeInput {
@@ -58,6 +59,29 @@ pub struct CreateUserInput {
     pub uuid: Option<uuid::Uuid>,
 }
 
+/// Counts a ledger operation by outcome: `applied`, `replayed` or its code.
+fn record<E: Coded>(ctx: &Context<'_>, kind: &str, result: &Result<ledger::Applied, E>) {
+    let outcome = match result {
+        Ok(a) if a.replayed => "replayed",
+        Ok(_) => "applied",
+        Err(e) => e.code().as_str(),
+    };
+    if let Ok(st) = state(ctx) {
+        st.metrics.ledger(kind, outcome);
+        if let Ok(a) = result {
+            if !a.replayed {
+                tracing::info!(
+                    kind,
+                    entry_id = a.entry.id,
+                    amount = a.entry.amount,
+                    balance_after = a.entry.balance_after,
+                    "ledger"
+                );
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct MutationRoot;
 
@@ -93,7 +117,9 @@ impl MutationRoot {
             expires_at: input.expires_at,
         };
         let req = RechargeRequest::new(draft, crate::time::now()).gql()?;
-        let applied = ledger::recharge(&state(ctx)?.db, &req).await.gql()?;
+        let applied = ledger::recharge(&state(ctx)?.db, &req).await;
+        record(ctx, "recharge", &applied);
+        let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
     }
 
@@ -112,7 +138,9 @@ impl MutationRoot {
             input.note.as_deref(),
         )
         .gql()?;
-        let applied = ledger::consume(&state(ctx)?.db, &req).await.gql()?;
+        let applied = ledger::consume(&state(ctx)?.db, &req).await;
+        record(ctx, "consume", &applied);
+        let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
     }
 
@@ -130,7 +158,9 @@ impl MutationRoot {
             input.reason.as_deref(),
         )
         .gql()?;
-        let applied = ledger::refund(&state(ctx)?.db, &req).await.gql()?;
+        let applied = ledger::refund(&state(ctx)?.db, &req).await;
+        record(ctx, "refund", &applied);
+        let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
     }
 
@@ -140,6 +170,9 @@ impl MutationRoot {
         let report = ledger::expire_due(&state(ctx)?.db, crate::time::now())
             .await
             .gql()?;
+        for _ in 0..report.batches {
+            state(ctx)?.metrics.ledger("expire", "applied");
+        }
         Ok(ExpireReportGql(report))
     }
 }

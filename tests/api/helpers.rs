@@ -86,6 +86,10 @@ pub fn settings(database_url: &str) -> Settings {
         points_per_usd: 100.0,
         expiry_sweep_secs: 0,
         db_max_connections: 10,
+        request_timeout_ms: 30_000,
+        shutdown_grace_secs: 5,
+        rates: points_gateway::http::rate_limit::Rates::UNLIMITED,
+        introspection_for_all: false,
         log_json: false,
     }
 }

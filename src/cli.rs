@@ -52,9 +52,18 @@ pub enum Command {
 }
 
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // The database and HTTP-client crates log statements with their bound
+    // values (fal keys among them) and request details at debug level: they
+    // stay at warn whatever RUST_LOG says, so no secret reaches a log.
+    const QUIET: &str =
+        "sqlx=warn,sea_orm=warn,sea_query=warn,hyper=warn,hyper_util=warn,reqwest=warn,h2=warn";
+    let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{requested},{QUIET}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{QUIET}")));
+    // Logs go to stderr; stdout carries only what a command prints.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -82,14 +91,22 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
         }
         Command::Serve => {
             let keys = TokenKeys::new(&settings.jwt_secret);
+            let embedded = settings.database_url.starts_with("sqlite:");
             let app = Application::build(settings).await?;
-            let token = keys.mint(Role::Admin, None, chrono::Duration::hours(24))?;
             println!(
                 "points-gateway listening on http://127.0.0.1:{}",
                 app.port()
             );
             println!("GraphiQL: http://127.0.0.1:{}/graphql", app.port());
-            println!("admin token (24h), send as `Authorization: Bearer <token>`:\n{token}");
+            if embedded {
+                // The embedded setup is for trying things out: hand the
+                // newcomer a token. A production (PostgreSQL) start prints
+                // none, so no token ends up in captured output.
+                let token = keys.mint(Role::Admin, None, chrono::Duration::hours(24))?;
+                println!("admin token (24h), send as `Authorization: Bearer <token>`:\n{token}");
+            } else {
+                println!("mint a token with `points-gateway token --role admin`");
+            }
             app.run_until_stopped().await?;
             Ok(ExitCode::SUCCESS)
         }

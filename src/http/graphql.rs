@@ -325,6 +325,33 @@ fn is_mutation(query: &str, operation: Option<&str>) -> bool {
     }
 }
 
+/// The name of the document's first operation (`query Name …`), for
+/// metrics when the client did not send `operationName`. A cheap scan, not
+/// a parse: comments and whitespace are skipped, nothing else is trusted.
+fn first_operation_name(query: &str) -> Option<String> {
+    let mut rest = query;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+        if let Some(comment) = rest.strip_prefix('#') {
+            rest = comment.split_once('\n').map(|x| x.1).unwrap_or("");
+            continue;
+        }
+        break;
+    }
+    let after = ["query", "mutation", "subscription"]
+        .iter()
+        .find_map(|k| rest.strip_prefix(k))?;
+    if !after.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let name: String = after
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
 fn prepare(
     s: &HttpState,
     r: async_graphql::Request,
@@ -348,9 +375,14 @@ async fn execute(
     batch: BatchRequest,
 ) -> Response {
     let started = Instant::now();
+    let label = |r: &async_graphql::Request| {
+        r.operation_name
+            .clone()
+            .or_else(|| first_operation_name(&r.query))
+    };
     let names: Vec<Option<String>> = match &batch {
-        BatchRequest::Single(r) => vec![r.operation_name.clone()],
-        BatchRequest::Batch(v) => v.iter().map(|r| r.operation_name.clone()).collect(),
+        BatchRequest::Single(r) => vec![label(r)],
+        BatchRequest::Batch(v) => v.iter().map(label).collect(),
     };
     let batch = match batch {
         BatchRequest::Single(r) => BatchRequest::Single(prepare(s, r, &caller)),
@@ -430,9 +462,11 @@ async fn execute(
 }
 
 /// Gives every error a code and tells whether the request failed before
-/// execution. async-graphql's own errors carry none: syntax, validation and
-/// limit errors (no path) are the client's; input coercion errors of
-/// variables surface on their field but are still the client's input.
+/// execution (no path on any error). Every error our resolvers raise
+/// already has a code; an error without one comes from async-graphql
+/// itself and is about the client's document or input (syntax, validation,
+/// variable coercion, limits), except a missing context value, which is
+/// our fault.
 fn assign_codes(r: &mut async_graphql::Response) -> bool {
     let request_error = matches!(r.data, async_graphql::Value::Null)
         && !r.errors.is_empty()
@@ -441,19 +475,18 @@ fn assign_codes(r: &mut async_graphql::Response) -> bool {
         if has_code(e) {
             continue;
         }
-        let code = if e.message.contains("nested too deep")
-            || e.message.contains("too complex")
-            || e.message.contains("recursion depth")
-            || e.message.contains("too many directives")
+        let m = e.message.as_str();
+        let code = if m.contains("nested too deep")
+            || m.contains("too complex")
+            || m.contains("recursion depth")
+            || m.contains("too many directives")
         {
             Code::LimitExceeded
-        } else if request_error
-            || e.message.starts_with("Failed to parse")
-            || e.message.starts_with("Invalid value")
-        {
-            Code::InvalidInput
-        } else {
+        } else if m.starts_with("Data `") && m.ends_with("does not exist.") {
+            tracing::error!(error = m, "missing context data");
             Code::Internal
+        } else {
+            Code::InvalidInput
         };
         e.extensions
             .get_or_insert_with(Default::default)
@@ -466,4 +499,24 @@ fn has_code(e: &ServerError) -> bool {
     e.extensions
         .as_ref()
         .is_some_and(|x| x.get("code").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_operation_name;
+
+    #[test]
+    fn operation_names_are_read_from_the_document() {
+        assert_eq!(
+            first_operation_name("query UsageDetail($a: Int) { x }").as_deref(),
+            Some("UsageDetail")
+        );
+        assert_eq!(
+            first_operation_name("# c\n  mutation Pay { x }").as_deref(),
+            Some("Pay")
+        );
+        assert_eq!(first_operation_name("{ x }"), None);
+        assert_eq!(first_operation_name("query { x }"), None);
+        assert_eq!(first_operation_name("queryX { x }"), None);
+    }
 }

@@ -120,6 +120,33 @@ pub async fn spawn_on(database_url: String, dir: tempfile::TempDir) -> TestApp {
 }
 
 async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
+    start_until(settings, dir, std::future::pending()).await.0
+}
+
+/// Spawns an instance that shuts down when `stop` fires; the handle ends
+/// when the server has finished its graceful shutdown.
+pub async fn spawn_stoppable(
+    engine: Engine,
+) -> (
+    TestApp,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(engine, &dir).await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (app, handle) = start_until(settings(&url), dir, async move {
+        let _ = rx.await;
+    })
+    .await;
+    (app, tx, handle)
+}
+
+async fn start_until(
+    settings: Settings,
+    dir: tempfile::TempDir,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (TestApp, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let database_url = settings.database_url.clone();
     let app = Application::build(settings)
         .await
@@ -127,7 +154,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
     let port = app.port();
     let statements = app.state().statements.clone();
     let db = app.state().db.clone();
-    tokio::spawn(app.run_until(std::future::pending()));
+    let handle = tokio::spawn(app.run_until(stop));
     let keys = TokenKeys::new(&JwtSecret::new(SECRET.to_vec()).unwrap());
     let admin = keys
         .mint(Role::Admin, None, chrono::Duration::hours(1))
@@ -135,7 +162,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
     let service = keys
         .mint(Role::Service, None, chrono::Duration::hours(1))
         .unwrap();
-    TestApp {
+    let app = TestApp {
         url: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
         keys,
@@ -145,7 +172,8 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
         statements,
         database_url,
         _dir: dir,
-    }
+    };
+    (app, handle)
 }
 
 impl TestApp {
@@ -167,6 +195,18 @@ impl TestApp {
             .json()
             .await
             .expect("JSON body")
+    }
+
+    /// POSTs `{ query }` with an optional bearer token; the raw response.
+    pub async fn post_raw(&self, token: Option<&str>, query: &str) -> reqwest::Response {
+        let mut req = self.client.post(format!("{}/graphql", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn create_user(&self, name: &str) -> i32 {

@@ -29,7 +29,22 @@ pub async fn connect(
     url: &str,
     max_connections: u32,
 ) -> Result<(DatabaseConnection, Arc<StatementCounter>), DbErr> {
+    connect_with(url, max_connections, None).await
+}
+
+/// Like [`connect`]; on PostgreSQL `statement_timeout` makes the server
+/// abort any statement running longer, so a request cut off by its time
+/// budget does not leave its query running (SQLite has no such setting; a
+/// dropped statement is interrupted when its connection is reused).
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+) -> Result<(DatabaseConnection, Arc<StatementCounter>), DbErr> {
     let mut opts = ConnectOptions::new(url.to_owned());
+    if let Some(t) = statement_timeout {
+        opts.statement_timeout(t);
+    }
     opts.max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))

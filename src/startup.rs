@@ -26,10 +26,13 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, and binds; nothing is served until `run_until_stopped`.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let (db, statements) =
-            crate::db::connect(&settings.database_url, settings.db_max_connections)
-                .await
-                .context("cannot connect to the database")?;
+        let (db, statements) = crate::db::connect_with(
+            &settings.database_url,
+            settings.db_max_connections,
+            Some(Duration::from_millis(settings.request_timeout_ms)),
+        )
+        .await
+        .context("cannot connect to the database")?;
         crate::db::migrate(&db).await.context("migrations failed")?;
         let listener = TcpListener::bind(&settings.bind)
             .await

@@ -216,10 +216,12 @@ async fn two_instances_on_one_postgres_lose_no_update() {
     // Both instances sweep the same due batches at once: each batch is
     // expired exactly once.
     for (i, u) in users.iter().enumerate() {
-        let at = (chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
+        let at = (chrono::Utc::now() + chrono::Duration::milliseconds(3_000)).to_rfc3339();
         a.recharge(*u, 7, &format!("due{i}"), Some(&at)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    // Generous margins: a loaded CI machine must still recharge before
+    // the expiry and sweep after it.
+    tokio::time::sleep(std::time::Duration::from_millis(3_300)).await;
     let sweep = "mutation { expirePoints { batchesExpired pointsExpired } }";
     let (ra, rb) = tokio::join!(
         a.gql(&a.admin, sweep, serde_json::json!({})),

@@ -140,6 +140,8 @@ async fn hostile_requests_are_refused_cleanly_and_change_nothing() {
     assert_eq!(app.footprint().await, before, "nothing written");
     assert_eq!(app.balance(u).await, 1_000);
     let grown_mib = rss_kib().saturating_sub(rss_before) / 1024;
-    assert!(grown_mib < 200, "process grew by {grown_mib} MiB");
+    // Other tests share this process: a loose bound, but a leak per
+    // request (or an unbounded buffer) would blow far past it.
+    assert!(grown_mib < 400, "process grew by {grown_mib} MiB");
     app.assert_verify_clean().await;
 }

@@ -230,11 +230,11 @@ async fn refunds_are_capped_by_what_was_consumed(app: TestApp) {
 async fn a_batch_expiring_between_consume_and_refund_expires_again(app: TestApp) {
     let u = app.create_user("erin").await;
     app.recharge(u, 100, "keep", None).await;
-    app.recharge(u, 50, "short", Some(&in_secs(2))).await;
+    app.recharge(u, 50, "short", Some(&in_secs(4))).await;
     // Draws the expiring batch first: 50 from it, 10 from the other.
     app.consume(u, 60, "VOICE_CLONE", "vc-1", None).await;
     assert_eq!(app.batches(u).await, vec![90, 0]);
-    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4_300)).await;
 
     let r = app.refund("VOICE_CLONE", "vc-1", "vc-r", None).await;
     assert_eq!(data(&r, "refund")["amount"], 60);
@@ -256,10 +256,10 @@ async fn a_batch_expiring_between_consume_and_refund_expires_again(app: TestApp)
 async fn expire_points_sweeps_due_batches_and_balance_never_shows_them(app: TestApp) {
     let u = app.create_user("frank").await;
     let v = app.create_user("grace").await;
-    app.recharge(u, 70, "u-short", Some(&in_secs(1))).await;
+    app.recharge(u, 70, "u-short", Some(&in_secs(3))).await;
     app.recharge(u, 30, "u-long", None).await;
-    app.recharge(v, 20, "v-short", Some(&in_secs(1))).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    app.recharge(v, 20, "v-short", Some(&in_secs(3))).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_300)).await;
     // Not swept yet, but never shown and never spendable.
     assert_eq!(app.balance(u).await, 30);
     assert_eq!(
@@ -371,5 +371,35 @@ async fn insufficient_balance_writes_nothing(app: TestApp) {
     // The same key succeeds later once it is affordable.
     assert!(app.consume(u, 10, "SCRIPT", "s2", None).await["errors"].is_null());
     assert_eq!(app.balance(u).await, 0);
+    app.assert_verify_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_sweep_expires_due_batches_on_its_own() {
+    let app = crate::helpers::spawn_with(crate::helpers::Engine::Sqlite, |s| {
+        s.expiry_sweep_secs = 1;
+    })
+    .await;
+    let u = app.create_user("idle").await;
+    app.recharge(u, 25, "soon", Some(&in_secs(2))).await;
+    // Nobody touches this user again; only the timer can write the expire row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = app
+            .gql(
+                &app.admin,
+                "query($u: Int!) { usageDetails(userId: $u, filter: { types: [EXPIRE] }) { nodes { amount balanceAfter } } }",
+                json!({ "u": u }),
+            )
+            .await;
+        let nodes = data(&page, "usageDetails")["nodes"].clone();
+        if nodes.as_array().is_some_and(|n| !n.is_empty()) {
+            assert_eq!(nodes, json!([{ "amount": 25, "balanceAfter": 0 }]));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sweep never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(app.batches(u).await, vec![0]);
     app.assert_verify_clean().await;
 }

@@ -133,7 +133,12 @@ async fn crash_mid_stream_then_retry(database_url: String) {
             }
         }));
     }
+    let waiting = std::time::Instant::now();
     while acked.lock().unwrap().len() < 60 {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(120),
+            "the stream stalled before 60 acknowledgements"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     gw.child.kill().unwrap(); // SIGKILL, mid-stream

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod auth;
+mod bench_gen;
 mod concurrency;
 mod costs;
 mod fal_standin;

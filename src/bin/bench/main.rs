@@ -4,8 +4,24 @@
 //! - `bench gen --database-url URL [--users N --ledger-rows N --accounts N --tasks N]`
 //!   fills a database (migrations applied) at the given scale; default
 //!   10,000 users, 1,000,000 ledger rows, 100 fal accounts, 1,000,000 tasks.
+//! - `bench run --database-url URL [--requests N] [--concurrency 1,16,64]`
+//!   starts the release gateway next to this binary on that database and
+//!   runs the scenarios: `consume` over HTTP and the same consume as direct
+//!   SQL (the baseline), `usageDetails` first and deep pages; prints a table
+//!   and writes `bench-results/<engine>-<unix time>.json`.
 
+mod baseline;
+mod gateway;
 mod gen;
+mod load;
+
+use std::sync::Arc;
+
+use points_gateway::auth::{Role, TokenKeys};
+use points_gateway::config::JwtSecret;
+use rand::Rng;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{json, Value};
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +52,16 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Run the scenarios against generated data.
+    Run {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Requests per scenario and concurrency level.
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        concurrency: Vec<usize>,
+    },
 }
 
 /// Microsecond-precision now, as the gateway stores it.
@@ -64,6 +90,180 @@ async fn main() -> anyhow::Result<()> {
             };
             gen::generate(&db, &scale, seed).await?;
         }
+        Command::Run {
+            database_url,
+            requests,
+            concurrency,
+        } => {
+            run(&database_url, requests, &concurrency).await?;
+        }
     }
+    Ok(())
+}
+
+const CONSUME: &str = "mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 1, sourceType: SCRIPT, sourceId: $id}) { id balanceAfter } }";
+const PAGE: &str = "query UsageDetail($u: Int, $after: String) { usageDetails(userId: $u, first: 20, after: $after) { edges { node { createdAt description duration change balanceAfter } } pageInfo { hasNextPage endCursor } } }";
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    vars: Value,
+) -> Option<Value> {
+    let r = client
+        .post(format!("{url}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": vars }))
+        .send()
+        .await
+        .ok()?;
+    let v: Value = r.json().await.ok()?;
+    v.get("errors").is_none().then_some(v)
+}
+
+async fn run(database_url: &str, requests: usize, concurrency: &[usize]) -> anyhow::Result<()> {
+    let (db, _) = points_gateway::db::connect(database_url, 70).await?;
+    let backend = db.get_database_backend();
+    let engine = if backend == sea_orm::DbBackend::Postgres {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let range = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT MIN(id) AS lo, MAX(id) AS hi, COUNT(*) AS n FROM ts_users",
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no users"))?;
+    let (lo, hi): (i32, i32) = (range.try_get("", "lo")?, range.try_get("", "hi")?);
+    let ledger: i64 = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COUNT(*) AS n FROM mjk_point_transactions",
+        ))
+        .await?
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    eprintln!("{engine}: users {lo}..={hi}, {ledger} ledger rows");
+    let gw = gateway::Gateway::start(database_url)?;
+    let keys = TokenKeys::new(&JwtSecret::new(gateway::SECRET.as_bytes().to_vec())?);
+    let service = keys.mint(Role::Service, None, chrono::Duration::hours(4))?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let idle = gw.rss_mib();
+    let run_id: u32 = rand::thread_rng().gen();
+    let mut rows = Vec::new();
+
+    for &c in concurrency {
+        let (client, url, token) = (client.clone(), gw.url.clone(), service.clone());
+        let mut s = load::run("consume via HTTP", c, requests, move |i| {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            async move {
+                let u = rand::thread_rng().gen_range(lo..=hi);
+                post(
+                    &client,
+                    &url,
+                    &token,
+                    CONSUME,
+                    json!({ "u": u, "id": format!("bh-{run_id:08x}-{c}-{i}") }),
+                )
+                .await
+                .is_some()
+            }
+        })
+        .await;
+        s.peak_rss_mib = gw.peak_rss_mib();
+        rows.push(s);
+
+        baseline::prepare(&db).await?;
+        let dbc = Arc::new(db.clone());
+        let mut s = load::run("consume via direct SQL (baseline)", c, requests, move |i| {
+            let dbc = dbc.clone();
+            async move {
+                let u = rand::thread_rng().gen_range(lo..=hi);
+                baseline::consume(&dbc, u, 1, &format!("bs-{run_id:08x}-{c}-{i}"))
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        s.peak_rss_mib = None;
+        rows.push(s);
+    }
+
+    // Deep cursors: 80 rows into the history of some users.
+    let admin = keys.mint(Role::Admin, None, chrono::Duration::hours(4))?;
+    let mut deep = Vec::new();
+    for _ in 0..100 {
+        let u = rand::thread_rng().gen_range(lo..=hi);
+        let q = "query($u: Int) { usageDetails(userId: $u, first: 80) { pageInfo { endCursor } } }";
+        if let Some(v) = post(&client, &gw.url, &admin, q, json!({ "u": u })).await {
+            if let Some(c) = v["data"]["usageDetails"]["pageInfo"]["endCursor"].as_str() {
+                deep.push((u, c.to_owned()));
+            }
+        }
+    }
+    let deep = Arc::new(deep);
+    for &c in concurrency {
+        let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
+        let mut s = load::run("usageDetails first page", c, requests, move |_| {
+            let (client, url, token) = (client2.clone(), url.clone(), token.clone());
+            async move {
+                let u = rand::thread_rng().gen_range(lo..=hi);
+                post(&client, &url, &token, PAGE, json!({ "u": u }))
+                    .await
+                    .is_some()
+            }
+        })
+        .await;
+        s.peak_rss_mib = gw.peak_rss_mib();
+        rows.push(s);
+        let (client2, url, token, deep) =
+            (client.clone(), gw.url.clone(), admin.clone(), deep.clone());
+        let mut s = load::run("usageDetails deep page (row 80+)", c, requests, move |i| {
+            let (client, url, token, deep) =
+                (client2.clone(), url.clone(), token.clone(), deep.clone());
+            async move {
+                let Some((u, cursor)) = deep.get(i % deep.len().max(1)) else {
+                    return false;
+                };
+                post(
+                    &client,
+                    &url,
+                    &token,
+                    PAGE,
+                    json!({ "u": u, "after": cursor }),
+                )
+                .await
+                .is_some()
+            }
+        })
+        .await;
+        s.peak_rss_mib = gw.peak_rss_mib();
+        rows.push(s);
+    }
+
+    println!(
+        "engine {engine}, {ledger} ledger rows, gateway idle RSS {:.1} MiB",
+        idle.unwrap_or(0.0)
+    );
+    load::print_table(&rows);
+    std::fs::create_dir_all("bench-results")?;
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let path = format!("bench-results/{engine}-{at}.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(
+            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows }),
+        )?,
+    )?;
+    println!("wrote {path}");
     Ok(())
 }

@@ -1,0 +1,150 @@
+//! The baseline: the same consume (same rows written, same locking) issued
+//! directly as SQL, no HTTP and no GraphQL. On PostgreSQL it is one call of
+//! a server-side function (one round trip); on SQLite, in-process, the same
+//! statements in one IMMEDIATE transaction with cached prepared statements.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+
+const PG_FUNCTION: &str = r#"
+CREATE OR REPLACE FUNCTION bench_consume(p_user int, p_amount bigint, p_source text, p_sid text, p_hash text)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  u_uuid uuid; bal bigint; need bigint := p_amount; eid bigint; first_batch bigint;
+  b record; take bigint; ts timestamptz := date_trunc('microseconds', clock_timestamp());
+BEGIN
+  SELECT uuid, balance INTO u_uuid, bal FROM ts_users WHERE id = p_user FOR UPDATE;
+  IF NOT FOUND THEN RAISE EXCEPTION 'no user'; END IF;
+  PERFORM 1 FROM mjk_point_transactions WHERE type = 'consume' AND source_type = p_source AND source_id = p_sid;
+  IF FOUND THEN RAISE EXCEPTION 'replay'; END IF;
+  PERFORM 1 FROM mjk_point_batches WHERE user_id = p_user AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= ts;
+  IF bal < p_amount THEN RAISE EXCEPTION 'insufficient'; END IF;
+  SELECT id INTO first_batch FROM mjk_point_batches
+   WHERE user_id = p_user AND remaining > 0 AND (expires_at IS NULL OR expires_at > ts)
+   ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id LIMIT 1;
+  INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, source_type, source_id,
+      batch_id, description, request_hash, created_at, updated_at)
+    VALUES (u_uuid, 'consume', p_amount, bal, bal - p_amount, p_source, p_sid, first_batch, '【脚本生成】', p_hash, ts, ts)
+    RETURNING id INTO eid;
+  FOR b IN SELECT id, remaining FROM mjk_point_batches
+     WHERE user_id = p_user AND remaining > 0 AND (expires_at IS NULL OR expires_at > ts)
+     ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id LOOP
+    take := least(b.remaining, need);
+    INSERT INTO mjk_point_allocations (entry_id, batch_id, amount) VALUES (eid, b.id, take);
+    UPDATE mjk_point_batches SET remaining = remaining - take WHERE id = b.id;
+    need := need - take;
+    EXIT WHEN need = 0;
+  END LOOP;
+  INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, balance_before, balance_after, created_at, ledger_id)
+    VALUES (p_user, -p_amount, p_sid, '【脚本生成】', 'consume', bal, bal - p_amount, ts, eid);
+  UPDATE ts_users SET balance = bal - p_amount, updated_at = ts WHERE id = p_user;
+  RETURN eid;
+END $$;
+"#;
+
+pub async fn prepare(db: &DatabaseConnection) -> anyhow::Result<()> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_unprepared(PG_FUNCTION).await?;
+    }
+    Ok(())
+}
+
+fn hash(sid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(sid.as_bytes()))
+}
+
+/// One consume of `amount` points by `user`, keyed by `sid`.
+pub async fn consume(
+    db: &DatabaseConnection,
+    user: i32,
+    amount: i64,
+    sid: &str,
+) -> anyhow::Result<()> {
+    let backend = db.get_database_backend();
+    if backend == DbBackend::Postgres {
+        db.query_one_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT bench_consume($1, $2, 'script', $3, $4) AS id",
+            [user.into(), amount.into(), sid.into(), hash(sid).into()],
+        ))
+        .await?;
+        return Ok(());
+    }
+    let txn = points_gateway::db::begin_write(db).await?;
+    let now = points_gateway::time::now();
+    let q =
+        |sql: &'static str, v: Vec<sea_orm::Value>| Statement::from_sql_and_values(backend, sql, v);
+    let u = txn
+        .query_one_raw(q(
+            "SELECT uuid, balance FROM ts_users WHERE id = $1",
+            vec![user.into()],
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user"))?;
+    let uuid: uuid::Uuid = u.try_get("", "uuid")?;
+    let bal: i64 = u.try_get("", "balance")?;
+    txn.query_one_raw(q(
+        "SELECT 1 AS x FROM mjk_point_transactions WHERE type = 'consume' AND source_type = 'script' AND source_id = $1",
+        vec![sid.into()],
+    ))
+    .await?;
+    txn.query_all_raw(q(
+        "SELECT id FROM mjk_point_batches WHERE user_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2",
+        vec![user.into(), now.into()],
+    ))
+    .await?;
+    anyhow::ensure!(bal >= amount, "insufficient");
+    let batches = txn
+        .query_all_raw(q(
+            "SELECT id, remaining FROM mjk_point_batches WHERE user_id = $1 AND remaining > 0 AND (expires_at IS NULL OR expires_at > $2) \
+             ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id",
+            vec![user.into(), now.into()],
+        ))
+        .await?;
+    let first: i64 = batches
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no batch"))?
+        .try_get("", "id")?;
+    let e = txn
+        .query_one_raw(q(
+            "INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, source_type, source_id, batch_id, description, request_hash, created_at, updated_at) \
+             VALUES ($1, 'consume', $2, $3, $4, 'script', $5, $6, '【脚本生成】', $7, $8, $8) RETURNING id",
+            vec![uuid.into(), amount.into(), bal.into(), (bal - amount).into(), sid.into(), first.into(), hash(sid).into(), now.into()],
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no id"))?;
+    let eid: i64 = e.try_get("", "id")?;
+    let mut need = amount;
+    for b in batches {
+        let id: i64 = b.try_get("", "id")?;
+        let rem: i64 = b.try_get("", "remaining")?;
+        let take = rem.min(need);
+        txn.execute_raw(q(
+            "INSERT INTO mjk_point_allocations (entry_id, batch_id, amount) VALUES ($1, $2, $3)",
+            vec![eid.into(), id.into(), take.into()],
+        ))
+        .await?;
+        txn.execute_raw(q(
+            "UPDATE mjk_point_batches SET remaining = remaining - $1 WHERE id = $2",
+            vec![take.into(), id.into()],
+        ))
+        .await?;
+        need -= take;
+        if need == 0 {
+            break;
+        }
+    }
+    txn.execute_raw(q(
+        "INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, balance_before, balance_after, created_at, ledger_id) \
+         VALUES ($1, $2, $3, '【脚本生成】', 'consume', $4, $5, $6, $7)",
+        vec![user.into(), (-(amount as i32)).into(), sid.into(), (bal as i32).into(), ((bal - amount) as i32).into(), now.into(), eid.into()],
+    ))
+    .await?;
+    txn.execute_raw(q(
+        "UPDATE ts_users SET balance = $1, updated_at = $2 WHERE id = $3",
+        vec![(bal - amount).into(), now.into(), user.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}

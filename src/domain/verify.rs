@@ -137,13 +137,18 @@ pub async fn verify(db: &DatabaseConnection) -> Result<(Checked, Vec<Violation>)
     // 3. Each batch: remaining = amount - drawn + returned - expired, within [0, amount].
     for r in all(
         db,
+        // Pre-aggregated and joined, not correlated per batch: linear in
+        // the ledger's size (there is no index on the ledger's batch_id).
         "SELECT b.id AS id, b.amount AS amount, b.remaining AS remaining, \
-         CAST(COALESCE((SELECT SUM(CASE WHEN t.type = 'consume' THEN -a.amount ELSE a.amount END) \
-                   FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
-                   WHERE a.batch_id = b.id), 0) AS BIGINT) AS moved, \
-         CAST(COALESCE((SELECT SUM(t.amount) FROM mjk_point_transactions t \
-                   WHERE t.type = 'expire' AND t.batch_id = b.id), 0) AS BIGINT) AS expired \
-         FROM mjk_point_batches b ORDER BY b.id",
+         CAST(COALESCE(m.moved, 0) AS BIGINT) AS moved, CAST(COALESCE(x.expired, 0) AS BIGINT) AS expired \
+         FROM mjk_point_batches b \
+         LEFT JOIN (SELECT a.batch_id AS batch_id, \
+                           SUM(CASE WHEN t.type = 'consume' THEN -a.amount ELSE a.amount END) AS moved \
+                    FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
+                    GROUP BY a.batch_id) m ON m.batch_id = b.id \
+         LEFT JOIN (SELECT batch_id, SUM(amount) AS expired FROM mjk_point_transactions \
+                    WHERE type = 'expire' GROUP BY batch_id) x ON x.batch_id = b.id \
+         ORDER BY b.id",
     )
     .await?
     {
@@ -173,9 +178,11 @@ pub async fn verify(db: &DatabaseConnection) -> Result<(Checked, Vec<Violation>)
     for r in all(
         db,
         "SELECT t.id AS id, t.type AS type, t.amount AS amount, \
-         CAST(COALESCE((SELECT SUM(a.amount) FROM mjk_point_allocations a WHERE a.entry_id = t.id), 0) AS BIGINT) AS allocated \
-         FROM mjk_point_transactions t WHERE t.type IN ('consume', 'refund') \
-         AND t.amount <> COALESCE((SELECT SUM(a.amount) FROM mjk_point_allocations a WHERE a.entry_id = t.id), 0)",
+         CAST(COALESCE(s.allocated, 0) AS BIGINT) AS allocated \
+         FROM mjk_point_transactions t \
+         LEFT JOIN (SELECT entry_id, SUM(amount) AS allocated FROM mjk_point_allocations GROUP BY entry_id) s \
+           ON s.entry_id = t.id \
+         WHERE t.type IN ('consume', 'refund') AND t.amount <> COALESCE(s.allocated, 0)",
     )
     .await?
     {

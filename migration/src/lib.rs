@@ -10,6 +10,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261122_000002_fal_refund_index;
+mod m20261122_000003_fal_cost_cover;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_fal_refund_index::Migration),
+            Box::new(m20261122_000003_fal_cost_cover::Migration),
         ]
     }
 }

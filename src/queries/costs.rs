@@ -1,5 +1,6 @@
-//! The local side of the per-account cost report: one grouped statement
-//! over the window, whatever the number of accounts or tasks.
+//! The local side of the per-account cost report: the accounts and two
+//! grouped statements over the window, whatever the number of accounts or
+//! tasks.
 
 use std::collections::HashMap;
 
@@ -82,6 +83,9 @@ pub async fn account_costs(
             format!(" AND t.api_key IN ({})", ph.join(", "))
         }
     };
+    // The window's tasks, aggregated from the covering index alone.
+    // `flagged` is the money of tasks marked refunded; the exact refunded
+    // points come from the ledger where it has refund rows (below).
     let sql = format!(
         "SELECT t.api_key AS api_key, t.app_name AS app_name, \
            COUNT(*) AS task_count, \
@@ -89,39 +93,58 @@ pub async fn account_costs(
            CAST(SUM(CASE WHEN UPPER(t.status) IN ({FAILED}) THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
            CAST(SUM(CASE WHEN t.is_refund = 1 THEN 1 ELSE 0 END) AS BIGINT) AS refunded, \
            CAST(SUM(t.money) AS BIGINT) AS charged, \
-           CAST(SUM(COALESCE(r.points, CASE WHEN t.is_refund = 1 THEN t.money ELSE 0 END)) AS BIGINT) AS refunded_points, \
+           CAST(SUM(CASE WHEN t.is_refund = 1 THEN t.money ELSE 0 END) AS BIGINT) AS flagged, \
            SUM(t.cost_money) AS cost \
          FROM ts_fal_tasks t \
-         LEFT JOIN (SELECT source_id, SUM(amount) AS points FROM mjk_point_transactions \
-                    WHERE type = 'refund' AND source_type = 'fal' GROUP BY source_id) r \
-           ON r.source_id = t.task_id \
          WHERE t.created_at >= $1 AND t.created_at < $2{key_filter} \
          GROUP BY t.api_key, t.app_name"
     );
+    // Only tasks with ledger refund rows (few): their ledger sum replaces
+    // the flagged money. refunded = flagged - flagged_with_ledger + ledger.
+    let refunds_sql = format!(
+        "SELECT t.api_key AS api_key, t.app_name AS app_name, \
+           CAST(SUM(r.points) AS BIGINT) AS ledger_points, \
+           CAST(SUM(CASE WHEN t.is_refund = 1 THEN t.money ELSE 0 END) AS BIGINT) AS flagged \
+         FROM (SELECT source_id, SUM(amount) AS points FROM mjk_point_transactions \
+               WHERE type = 'refund' AND source_type = 'fal' GROUP BY source_id) r \
+         JOIN ts_fal_tasks t ON t.task_id = r.source_id \
+         WHERE t.created_at >= $1 AND t.created_at < $2{key_filter} \
+         GROUP BY t.api_key, t.app_name"
+    );
+    let backend = db.get_database_backend();
     let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            sql,
-            values,
-        ))
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values.clone()))
         .await?;
+    let refund_rows = db
+        .query_all_raw(Statement::from_sql_and_values(backend, refunds_sql, values))
+        .await?;
+    let mut ledger_refunds: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    for r in refund_rows {
+        ledger_refunds.insert(
+            (r.try_get("", "api_key")?, r.try_get("", "app_name")?),
+            (r.try_get("", "ledger_points")?, r.try_get("", "flagged")?),
+        );
+    }
 
     let mut per_key: HashMap<String, Vec<(String, Figures)>> = HashMap::new();
     for r in rows {
         let key: String = r.try_get("", "api_key")?;
+        let app: String = r.try_get("", "app_name")?;
+        let flagged: i64 = r.try_get("", "flagged")?;
+        let (ledger_points, flagged_with_ledger) = ledger_refunds
+            .get(&(key.clone(), app.clone()))
+            .copied()
+            .unwrap_or((0, 0));
         let f = Figures {
             task_count: r.try_get("", "task_count")?,
             succeeded: r.try_get("", "succeeded")?,
             failed: r.try_get("", "failed")?,
             refunded: r.try_get("", "refunded")?,
             charged_points: r.try_get("", "charged")?,
-            refunded_points: r.try_get("", "refunded_points")?,
+            refunded_points: flagged - flagged_with_ledger + ledger_points,
             cost_usd: r.try_get::<Option<f64>>("", "cost")?.unwrap_or(0.0),
         };
-        per_key
-            .entry(key)
-            .or_default()
-            .push((r.try_get("", "app_name")?, f));
+        per_key.entry(key).or_default().push((app, f));
     }
     Ok(accounts
         .into_iter()

@@ -143,8 +143,8 @@ async fn account_costs_agree_with_a_naive_recomputation(app: TestApp) {
         .await;
     assert_eq!(
         app.statements.get() - before,
-        2,
-        "accounts + one grouped statement"
+        3,
+        "accounts + the window aggregate + the ledger refund correction"
     );
     let rows = data(&r, "accountCosts").as_array().unwrap().clone();
     assert_eq!(rows.len(), 4);
@@ -208,7 +208,7 @@ async fn account_costs_agree_with_a_naive_recomputation(app: TestApp) {
         assert_eq!(seen, row["taskCount"].as_i64().unwrap());
     }
 
-    // A subset of accounts, still two statements.
+    // A subset of accounts, in id order.
     let r = app
         .gql(
             &app.admin,

@@ -7,7 +7,9 @@
 //! - `bench run --database-url URL [--requests N] [--concurrency 1,16,64]`
 //!   starts the release gateway next to this binary on that database and
 //!   runs the scenarios: `consume` over HTTP and the same consume as direct
-//!   SQL (the baseline), `usageDetails` first and deep pages; prints a table
+//!   SQL (the baseline), `usageDetails` first and deep pages, `accountCosts`
+//!   (30 days, all accounts, local part), `falTasks` (100 per page with
+//!   account and user); prints a table
 //!   and writes `bench-results/<engine>-<unix time>.json`.
 
 mod baseline;
@@ -243,6 +245,51 @@ async fn run(database_url: &str, requests: usize, concurrency: &[usize]) -> anyh
                 .is_some()
             }
         })
+        .await;
+        s.peak_rss_mib = gw.peak_rss_mib();
+        rows.push(s);
+    }
+
+    // The cost report, local part (no falUsage): 30 days, every account.
+    let to = chrono::Utc::now();
+    let from = to - chrono::Duration::days(30);
+    let costs = "query($from: DateTime!, $to: DateTime!) { accountCosts(from: $from, to: $to) { account { id name } taskCount succeededCount failedCount refundedCount chargedPoints refundedPoints costUsd marginUsd byEndpoint { appName taskCount chargedPoints costUsd } } }";
+    for &c in concurrency.iter().filter(|&&c| c <= 16) {
+        let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
+        let vars = json!({ "from": from, "to": to });
+        let mut s = load::run(
+            "accountCosts 30 days, all accounts",
+            c,
+            (requests / 20).max(20),
+            move |_| {
+                let (client, url, token, vars) =
+                    (client2.clone(), url.clone(), token.clone(), vars.clone());
+                async move { post(&client, &url, &token, costs, vars).await.is_some() }
+            },
+        )
+        .await;
+        s.peak_rss_mib = gw.peak_rss_mib();
+        rows.push(s);
+    }
+    // fal tasks with their account and user through the dataloaders.
+    let tasks_q = "query($from: DateTime) { falTasks(first: 100, filter: { from: $from }) { nodes { taskId appName status money costUsd isRefund createdAt account { name maskedKey } user { id name } } pageInfo { endCursor } } }";
+    for &c in concurrency {
+        let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
+        let mut s = load::run(
+            "falTasks 100/page with account+user",
+            c,
+            requests / 4,
+            move |_| {
+                let (client, url, token) = (client2.clone(), url.clone(), token.clone());
+                async move {
+                    let from = chrono::Utc::now()
+                        - chrono::Duration::minutes(rand::thread_rng().gen_range(60..90 * 24 * 60));
+                    post(&client, &url, &token, tasks_q, json!({ "from": from }))
+                        .await
+                        .is_some()
+                }
+            },
+        )
         .await;
         s.peak_rss_mib = gw.peak_rss_mib();
         rows.push(s);

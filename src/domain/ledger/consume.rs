@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use entity::point_transaction::{self, Column};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, Statement,
+    QueryFilter,
 };
 
 use super::idempotency::{self, replay, Keyed};
@@ -77,7 +77,7 @@ pub async fn consume_in(
     if let Some(existing) = find_consume(txn, req.source_type, req.source_id.as_str()).await? {
         return replay(req, existing, hash);
     }
-    w.expire_due().await?;
+    let live = w.expire_due_then_live().await?;
     let requested = req.amount.get();
     if w.balance < requested {
         return Err(ConsumeError::InsufficientBalance {
@@ -85,7 +85,7 @@ pub async fn consume_in(
             requested,
         });
     }
-    let parts = draw(txn, w.user_id, now, requested).await?;
+    let parts = draw(&live, w.user_id, requested)?;
     let mut row = NewRow::new(
         TxType::Consume,
         requested,
@@ -114,33 +114,17 @@ pub async fn consume_in(
     })
 }
 
-/// Picks `(batch_id, amount)` parts covering `amount`, in the published
-/// order: soonest `expires_at` first, never-expiring last, then oldest.
-/// Batches past their expiry are excluded even if not swept yet.
-async fn draw(
-    txn: &DatabaseTransaction,
-    user_id: i32,
-    now: DateTime<Utc>,
-    amount: i64,
-) -> Result<Vec<(i64, i64)>, DbErr> {
-    let backend = txn.get_database_backend();
-    let rows = txn
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            "SELECT id, remaining FROM mjk_point_batches \
-             WHERE user_id = $1 AND remaining > 0 AND (expires_at IS NULL OR expires_at > $2) \
-             ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id",
-            [user_id.into(), now.into()],
-        ))
-        .await?;
+/// Picks `(batch_id, amount)` parts covering `amount` from the live
+/// batches, which come in the published order: soonest `expires_at` first,
+/// never-expiring last, then oldest. Batches past their expiry were
+/// excluded (and expired) before this, even if the sweep had not run.
+fn draw(live: &[(i64, i64)], user_id: i32, amount: i64) -> Result<Vec<(i64, i64)>, DbErr> {
     let mut need = amount;
     let mut parts = Vec::new();
-    for r in rows {
+    for &(id, remaining) in live {
         if need == 0 {
             break;
         }
-        let id: i64 = r.try_get("", "id")?;
-        let remaining: i64 = r.try_get("", "remaining")?;
         let take = remaining.min(need);
         parts.push((id, take));
         need -= take;
@@ -149,8 +133,7 @@ async fn draw(
         // The cached balance said there was enough: batches and balance
         // disagree, which `verify` reports. Refuse rather than overdraw.
         return Err(DbErr::Custom(format!(
-            "user {user_id}: batches hold {} points less than the cached balance",
-            need
+            "user {user_id}: batches hold {need} points less than the cached balance"
         )));
     }
     Ok(parts)

@@ -152,32 +152,51 @@ impl<'t> Writer<'t> {
     /// batch is never spent) and after a refund (points returned into an
     /// expired batch expire again at once).
     pub async fn expire_due(&mut self) -> Result<(), DbErr> {
+        self.expire_due_then_live().await.map(|_| ())
+    }
+
+    /// Expires the due batches as [`Self::expire_due`] does and returns the
+    /// live ones as `(batch_id, remaining)` in the published draw order —
+    /// soonest `expires_at` first, never-expiring last, then oldest — from
+    /// one read of the user's batches (a consume needs both).
+    pub async fn expire_due_then_live(&mut self) -> Result<Vec<(i64, i64)>, DbErr> {
         let backend = self.txn.get_database_backend();
-        let due = self
+        let rows = self
             .txn
             .query_all_raw(Statement::from_sql_and_values(
                 backend,
-                "SELECT id, remaining FROM mjk_point_batches \
-                 WHERE user_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2 \
-                 ORDER BY expires_at, id",
-                [self.user_id.into(), self.now.into()],
+                "SELECT id, remaining, expires_at FROM mjk_point_batches \
+                 WHERE user_id = $1 AND remaining > 0 \
+                 ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id",
+                [self.user_id.into()],
             ))
             .await?;
-        for b in due {
+        let mut live = Vec::with_capacity(rows.len());
+        for b in rows {
             let batch_id: i64 = b.try_get("", "id")?;
             let remaining: i64 = b.try_get("", "remaining")?;
-            self.txn
-                .execute_raw(Statement::from_sql_and_values(
-                    backend,
-                    "UPDATE mjk_point_batches SET remaining = 0 WHERE id = $1",
-                    [batch_id.into()],
-                ))
-                .await?;
-            let mut row = NewRow::new(TxType::Expire, remaining, EXPIRE_LABEL.to_owned(), "expire");
-            row.batch_id = Some(batch_id);
-            row.mirror_order = Some(format!("batch-{batch_id}"));
-            self.append(row).await?;
+            let expires_at: Option<DateTime<Utc>> = b.try_get("", "expires_at")?;
+            if expires_at.is_some_and(|at| at <= self.now) {
+                self.expire_batch(batch_id, remaining).await?;
+            } else {
+                live.push((batch_id, remaining));
+            }
         }
+        Ok(live)
+    }
+
+    async fn expire_batch(&mut self, batch_id: i64, remaining: i64) -> Result<(), DbErr> {
+        self.txn
+            .execute_raw(Statement::from_sql_and_values(
+                self.txn.get_database_backend(),
+                "UPDATE mjk_point_batches SET remaining = 0 WHERE id = $1",
+                [batch_id.into()],
+            ))
+            .await?;
+        let mut row = NewRow::new(TxType::Expire, remaining, EXPIRE_LABEL.to_owned(), "expire");
+        row.batch_id = Some(batch_id);
+        row.mirror_order = Some(format!("batch-{batch_id}"));
+        self.append(row).await?;
         Ok(())
     }
 

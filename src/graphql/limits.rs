@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
 use async_graphql::{ServerError, ServerResult, Variables};
 
 use crate::domain::Code;
@@ -30,44 +30,39 @@ pub fn limit_error(message: impl Into<String>) -> ServerError {
     e
 }
 
-fn count_aliases(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> usize {
-    if depth > 64 {
+/// Counts the fields reached from `set` that `counts` accepts, following
+/// inline fragments and fragment spreads, and nested selections too when
+/// `descend`. Fragment cycles are refused by validation after parsing;
+/// `max_depth` only keeps this walk finite before that.
+fn count_fields(
+    set: &SelectionSet,
+    doc: &ExecutableDocument,
+    depth: usize,
+    max_depth: usize,
+    descend: bool,
+    counts: &dyn Fn(&Field) -> bool,
+) -> usize {
+    if depth > max_depth {
         return 0;
     }
+    let walk =
+        |inner: &SelectionSet| count_fields(inner, doc, depth + 1, max_depth, descend, counts);
     set.items
         .iter()
         .map(|s| match &s.node {
             Selection::Field(f) => {
-                usize::from(f.node.alias.is_some())
-                    + count_aliases(&f.node.selection_set.node, doc, depth + 1)
+                usize::from(counts(&f.node))
+                    + if descend {
+                        walk(&f.node.selection_set.node)
+                    } else {
+                        0
+                    }
             }
-            Selection::InlineFragment(f) => {
-                count_aliases(&f.node.selection_set.node, doc, depth + 1)
-            }
+            Selection::InlineFragment(f) => walk(&f.node.selection_set.node),
             Selection::FragmentSpread(s) => doc
                 .fragments
                 .get(&s.node.fragment_name.node)
-                .map(|f| count_aliases(&f.node.selection_set.node, doc, depth + 1))
-                .unwrap_or(0),
-        })
-        .sum()
-}
-
-fn count_root_fields(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> usize {
-    if depth > 8 {
-        return 0;
-    }
-    set.items
-        .iter()
-        .map(|s| match &s.node {
-            Selection::Field(_) => 1,
-            Selection::InlineFragment(f) => {
-                count_root_fields(&f.node.selection_set.node, doc, depth + 1)
-            }
-            Selection::FragmentSpread(s) => doc
-                .fragments
-                .get(&s.node.fragment_name.node)
-                .map(|f| count_root_fields(&f.node.selection_set.node, doc, depth + 1))
+                .map(|f| walk(&f.node.selection_set.node))
                 .unwrap_or(0),
         })
         .sum()
@@ -85,13 +80,13 @@ impl Extension for OperationLimitsExtension {
         let doc = next.run(ctx, query, variables).await?;
         for (_, op) in doc.operations.iter() {
             let set = &op.node.selection_set.node;
-            let aliases = count_aliases(set, &doc, 0);
+            let aliases = count_fields(set, &doc, 0, 64, true, &|f| f.alias.is_some());
             if aliases > MAX_ALIASES {
                 return Err(limit_error(format!(
                     "an operation may use at most {MAX_ALIASES} aliases, this one uses {aliases}"
                 )));
             }
-            let roots = count_root_fields(set, &doc, 0);
+            let roots = count_fields(set, &doc, 0, 8, false, &|_| true);
             if roots > MAX_ROOT_FIELDS {
                 return Err(limit_error(format!(
                     "an operation may select at most {MAX_ROOT_FIELDS} root fields, this one selects {roots}"

@@ -325,6 +325,25 @@ fn is_mutation(query: &str, operation: Option<&str>) -> bool {
     }
 }
 
+/// One response as JSON text, serialized once. Only a request error (small)
+/// goes through a JSON tree: nothing was executed, so the spec has no
+/// `data` entry, and it is removed.
+fn response_json(r: &async_graphql::Response, request_error: bool) -> String {
+    let internal = || error_body(Code::Internal, "internal error").to_string();
+    if !request_error {
+        return serde_json::to_string(r).unwrap_or_else(|_| internal());
+    }
+    match serde_json::to_value(r) {
+        Ok(mut body) => {
+            if let Some(o) = body.as_object_mut() {
+                o.remove("data");
+            }
+            body.to_string()
+        }
+        Err(_) => internal(),
+    }
+}
+
 /// The name of the document's first operation (`query Name …`), for
 /// metrics when the client did not send `operationName`. A cheap scan, not
 /// a parse: comments and whitespace are skipped, nothing else is trusted.
@@ -432,20 +451,12 @@ async fn execute(
         s.app
             .metrics
             .request(name.as_deref(), &outcome, started.elapsed());
-        let mut body = serde_json::to_value(&*r)
-            .unwrap_or_else(|_| error_body(Code::Internal, "internal error"));
-        if request_error {
-            // Nothing executed: the spec has no `data` entry then.
-            if let Some(o) = body.as_object_mut() {
-                o.remove("data");
-            }
-        }
-        bodies.push(body);
+        bodies.push(response_json(r, request_error));
     }
     let body = if single {
-        bodies.pop().unwrap_or(Value::Null)
+        bodies.pop().unwrap_or_default()
     } else {
-        Value::Array(bodies)
+        format!("[{}]", bodies.join(","))
     };
     let status = if single {
         media.status(any_request_error)
@@ -453,12 +464,7 @@ async fn execute(
         StatusCode::OK
     };
     let content_type = if single { media.content_type() } else { JSON };
-    (
-        status,
-        [(header::CONTENT_TYPE, content_type)],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// Gives every error a code and tells whether the request failed before

@@ -44,6 +44,18 @@ pg_throwaway_stop() {
 }
 trap pg_throwaway_stop EXIT
 
+# The subscription tests restart the cluster once (see scripts/test.sh).
+cat >"$PG_DIR/restart.sh" <<RESTART
+#!/bin/sh
+cd /
+if [ "\$(id -u)" = 0 ]; then
+  exec su -s /bin/sh "$PG_USER" -c "'$PG_BIN/pg_ctl' -D '$PG_DIR/data' -w -m fast restart >/dev/null"
+fi
+exec '$PG_BIN/pg_ctl' -D '$PG_DIR/data' -w -m fast restart >/dev/null
+RESTART
+chmod 755 "$PG_DIR/restart.sh"
+export TEST_PG_RESTART="$PG_DIR/restart.sh"
+
 export PG_BIN PG_DIR PG_PORT PG_USER
 export TEST_DATABASE_URL="postgres://gateway@127.0.0.1:$PG_PORT/postgres"
 echo "pg-throwaway: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on port $PG_PORT ($PG_DIR)" >&2

@@ -12,6 +12,13 @@ fi
 log=$(mktemp)
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# Tests that restart the PostgreSQL cluster run alone, after the others.
+if [ -n "${TEST_PG_RESTART:-}" ]; then
+  cargo test --locked --test api "$@" -- --ignored 2>&1 | tee -a "$log" || status=$?
+else
+  echo "TEST_PG_RESTART unset: the PostgreSQL restart test needs the throwaway cluster; not run" >&2
+  status=1
+fi
 passed=$(grep -Eo '^test result: .*\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 rm -f "$log"

@@ -72,6 +72,14 @@ pub struct Settings {
     pub db_max_connections: u32,
     /// `LOG_FORMAT=json` switches logs to JSON lines.
     pub log_json: bool,
+    /// `WS_INIT_TIMEOUT_MS`: a WebSocket must send `connection_init` within
+    /// this time (then 4408).
+    pub ws_init_timeout_ms: u64,
+    /// `WS_KEEPALIVE_SECS`: server `ping` (legacy: `ka`) interval; 0 = off.
+    pub ws_keepalive_secs: u64,
+    /// `SUBSCRIBER_QUEUE`: balance events queued per subscriber before it
+    /// is behind and gets a resync instead.
+    pub subscriber_queue: usize,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -126,6 +134,9 @@ impl Settings {
             },
             introspection_for_all: var("GATEWAY_INTROSPECTION").is_some_and(|v| v == "all"),
             log_json: var("LOG_FORMAT").is_some_and(|v| v == "json"),
+            ws_init_timeout_ms: parsed("WS_INIT_TIMEOUT_MS", 10_000)?,
+            ws_keepalive_secs: parsed("WS_KEEPALIVE_SECS", 15)?,
+            subscriber_queue: parsed("SUBSCRIBER_QUEUE", 256)?,
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod events;
 pub mod fal;
 pub mod graphql;
 pub mod http;

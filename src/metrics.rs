@@ -38,6 +38,7 @@ pub struct Metrics {
 /// Gauges read at scrape time.
 pub struct Gauges {
     pub websocket_connections: usize,
+    pub subscriptions: usize,
     pub db_pool_size: u32,
     pub db_pool_idle: usize,
     pub sql_statements: u64,
@@ -172,6 +173,12 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP gateway_subscriptions Open balanceChanged subscriptions."
+        );
+        let _ = writeln!(out, "# TYPE gateway_subscriptions gauge");
+        let _ = writeln!(out, "gateway_subscriptions {}", g.subscriptions);
+        let _ = writeln!(
+            out,
             "# HELP gateway_db_pool_connections Database pool connections, by state."
         );
         let _ = writeln!(out, "# TYPE gateway_db_pool_connections gauge");
@@ -207,6 +214,7 @@ mod tests {
         m.request(None, "INVALID_INPUT", Duration::from_millis(3));
         let text = m.render(&Gauges {
             websocket_connections: 0,
+            subscriptions: 0,
             db_pool_size: 4,
             db_pool_idle: 3,
             sql_statements: 9,
@@ -225,6 +233,7 @@ mod tests {
         }
         let text = m.render(&Gauges {
             websocket_connections: 0,
+            subscriptions: 0,
             db_pool_size: 0,
             db_pool_idle: 0,
             sql_statements: 0,

@@ -216,7 +216,7 @@ pub async fn seed_demo(
         txn.commit().await?;
         report.users += 1;
     }
-    let expired = ledger::expire_due(db, now).await?;
+    let expired = ledger::expire_due(db, &ledger::Committer::silent(), now).await?;
     report.ledger_rows += expired.batches as usize;
     let tasks: u64 = sea_orm::PaginatorTrait::count(fal_task::Entity::find(), db).await?;
     report.tasks = tasks as usize;

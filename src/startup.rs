@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use sea_orm::DbBackend;
 use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
 use crate::config::Settings;
+use crate::domain::ledger::Committer;
+use crate::events::Broker;
 use crate::fal::{CachedFal, FalHttp};
 use crate::graphql::{build_schema, AppSchema};
 use crate::http::rate_limit::RateLimiter;
@@ -21,6 +24,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     schema: AppSchema,
+    /// The PostgreSQL notification listener; stops with `shutdown`.
+    notifications: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -51,6 +56,27 @@ impl Application {
             settings.fal_concurrency,
             Duration::from_secs(settings.fal_cache_secs),
         ));
+        let shutdown = CancellationToken::new();
+        let broker = Broker::new(settings.subscriber_queue);
+        let (committer, listener_task) = match db.get_database_backend() {
+            DbBackend::Postgres => {
+                // Budget plus slack: how long before a lost connection a
+                // transaction may have stamped rows it committed after.
+                let catch_up =
+                    Duration::from_millis(settings.request_timeout_ms) + Duration::from_secs(5);
+                let task = crate::events::pg_listen::start(
+                    db.clone(),
+                    settings.database_url.clone(),
+                    broker.clone(),
+                    catch_up,
+                    shutdown.clone(),
+                )
+                .await
+                .context("cannot listen for ledger notifications")?;
+                (Committer::silent(), Some(task))
+            }
+            _ => (Committer::announcing(broker.clone()), None),
+        };
         let state = AppState(Arc::new(App {
             db,
             settings,
@@ -58,15 +84,18 @@ impl Application {
             fal,
             metrics,
             rate_limiter,
-            shutdown: CancellationToken::new(),
+            shutdown,
             connections: TaskTracker::new(),
             statements,
+            broker,
+            committer,
         }));
         let schema = build_schema(state.clone());
         Ok(Application {
             listener,
             state,
             schema,
+            notifications: listener_task,
         })
     }
 
@@ -113,6 +142,9 @@ impl Application {
         if let Some(h) = sweeper {
             h.abort();
         }
+        if let Some(h) = self.notifications {
+            h.abort();
+        }
         state.connections.close();
         if tokio::time::timeout(Duration::from_secs(5), state.connections.wait())
             .await
@@ -147,7 +179,9 @@ fn spawn_expiry_sweep(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            match crate::domain::ledger::expire_due(&state.db, crate::time::now()).await {
+            match crate::domain::ledger::expire_due(&state.db, &state.committer, crate::time::now())
+                .await
+            {
                 Ok(r) if r.batches > 0 => {
                     for _ in 0..r.batches {
                         state.metrics.ledger("expire", "applied");

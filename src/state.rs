@@ -7,6 +7,8 @@ use sea_orm::DatabaseConnection;
 use crate::auth::TokenKeys;
 use crate::config::Settings;
 use crate::db::StatementCounter;
+use crate::domain::ledger::Committer;
+use crate::events::Broker;
 use crate::fal::FalPlatform;
 use crate::http::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
@@ -36,6 +38,11 @@ pub struct App {
     pub connections: TaskTracker,
     /// Statements run so far; read by `/metrics` and by tests (no N+1).
     pub statements: Arc<StatementCounter>,
+    /// Balance events for `balanceChanged` subscribers.
+    pub broker: Arc<Broker>,
+    /// How ledger transactions commit: announcing to the broker on SQLite;
+    /// plain on PostgreSQL, where the trigger and the listener do it.
+    pub committer: Committer,
 }
 
 impl std::ops::Deref for AppState {

@@ -11,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_fal_refund_index;
 mod m20261122_000003_fal_cost_cover;
+mod m20261122_000004_ledger_notify;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_fal_refund_index::Migration),
             Box::new(m20261122_000003_fal_cost_cover::Migration),
+            Box::new(m20261122_000004_ledger_notify::Migration),
         ]
     }
 }

@@ -79,6 +79,17 @@ impl Caller {
         }
     }
 
+    /// Balance subscriptions: users follow their own balance; partners and
+    /// admins one named user or (`None`) everyone. Services mutate and have
+    /// no use for a feed.
+    pub fn balance_feed_scope(&self, requested: Option<i32>) -> Result<Option<i32>, AuthzError> {
+        match self.role {
+            Role::User => self.ledger_scope(requested).map(Some),
+            Role::Partner | Role::Admin => Ok(requested),
+            Role::Service => Err(AuthzError::Forbidden(self.role)),
+        }
+    }
+
     /// fal task listings: admins and services see all, users their own.
     /// Returns the user filter to force, if any.
     pub fn fal_task_scope(&self, requested: Option<i32>) -> Result<Option<i32>, AuthzError> {
@@ -119,6 +130,33 @@ mod tests {
             Err(AuthzError::UserRequired)
         );
         assert!(caller(Role::Partner, None).ledger_scope(Some(1)).is_err());
+    }
+
+    #[test]
+    fn balance_feeds_users_own_partners_and_admins_any_or_all() {
+        assert_eq!(
+            caller(Role::User, Some(4)).balance_feed_scope(None),
+            Ok(Some(4))
+        );
+        assert_eq!(
+            caller(Role::User, Some(4)).balance_feed_scope(Some(4)),
+            Ok(Some(4))
+        );
+        assert_eq!(
+            caller(Role::User, Some(4)).balance_feed_scope(Some(5)),
+            Err(AuthzError::ForeignUser)
+        );
+        assert_eq!(
+            caller(Role::Partner, None).balance_feed_scope(None),
+            Ok(None)
+        );
+        assert_eq!(
+            caller(Role::Admin, None).balance_feed_scope(Some(5)),
+            Ok(Some(5))
+        );
+        assert!(caller(Role::Service, None)
+            .balance_feed_scope(Some(5))
+            .is_err());
     }
 
     #[test]

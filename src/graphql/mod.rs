@@ -6,17 +6,19 @@ mod limits;
 mod loaders;
 mod mutation;
 mod query;
+mod subscription;
 pub mod types;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
+use async_graphql::{Schema, SchemaBuilder};
 
 use crate::state::AppState;
 pub use loaders::{AccountByKeyLoader, UserLoader};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Deepest query accepted (the API itself needs about 6).
 pub const MAX_DEPTH: usize = 12;
@@ -27,8 +29,8 @@ pub const MAX_RECURSION: usize = 32;
 /// Most directives on one field.
 pub const MAX_DIRECTIVES: usize = 10;
 
-fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(MAX_RECURSION)

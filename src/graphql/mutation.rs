@@ -117,7 +117,8 @@ impl MutationRoot {
             expires_at: input.expires_at,
         };
         let req = RechargeRequest::new(draft, crate::time::now()).gql()?;
-        let applied = ledger::recharge(&state(ctx)?.db, &req).await;
+        let st = state(ctx)?;
+        let applied = ledger::recharge(&st.db, &st.committer, &req).await;
         record(ctx, "recharge", &applied);
         let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
@@ -138,7 +139,8 @@ impl MutationRoot {
             input.note.as_deref(),
         )
         .gql()?;
-        let applied = ledger::consume(&state(ctx)?.db, &req).await;
+        let st = state(ctx)?;
+        let applied = ledger::consume(&st.db, &st.committer, &req).await;
         record(ctx, "consume", &applied);
         let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
@@ -158,7 +160,8 @@ impl MutationRoot {
             input.reason.as_deref(),
         )
         .gql()?;
-        let applied = ledger::refund(&state(ctx)?.db, &req).await;
+        let st = state(ctx)?;
+        let applied = ledger::refund(&st.db, &st.committer, &req).await;
         record(ctx, "refund", &applied);
         let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
@@ -167,11 +170,12 @@ impl MutationRoot {
     /// Runs the expiry sweep now (admins).
     async fn expire_points(&self, ctx: &Context<'_>) -> async_graphql::Result<ExpireReportGql> {
         caller(ctx)?.must_be_admin().gql()?;
-        let report = ledger::expire_due(&state(ctx)?.db, crate::time::now())
+        let st = state(ctx)?;
+        let report = ledger::expire_due(&st.db, &st.committer, crate::time::now())
             .await
             .gql()?;
         for _ in 0..report.batches {
-            state(ctx)?.metrics.ledger("expire", "applied");
+            st.metrics.ledger("expire", "applied");
         }
         Ok(ExpireReportGql(report))
     }

@@ -100,7 +100,7 @@ fn admit(s: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> Result<Option<
 
 /// Checks the shape of one request object: `query` a string, `variables`
 /// and `extensions` objects, `operationName` a string (or null).
-fn well_formed(v: &Value) -> Result<(), String> {
+pub(super) fn well_formed(v: &Value) -> Result<(), String> {
     let Some(o) = v.as_object() else {
         return Err("a request must be a JSON object".into());
     };
@@ -371,7 +371,7 @@ fn first_operation_name(query: &str) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-fn prepare(
+pub(super) fn prepare(
     s: &HttpState,
     r: async_graphql::Request,
     caller: &Option<Caller>,
@@ -473,7 +473,7 @@ async fn execute(
 /// itself and is about the client's document or input (syntax, validation,
 /// variable coercion, limits), except a missing context value, which is
 /// our fault.
-fn assign_codes(r: &mut async_graphql::Response) -> bool {
+pub(super) fn assign_codes(r: &mut async_graphql::Response) -> bool {
     let request_error = matches!(r.data, async_graphql::Value::Null)
         && !r.errors.is_empty()
         && r.errors.iter().all(|e| e.path.is_empty());

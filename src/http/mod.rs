@@ -54,6 +54,7 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     let (size, idle) = crate::db::pool_usage(&s.app.db);
     let text = s.app.metrics.render(&Gauges {
         websocket_connections: s.app.connections.len(),
+        subscriptions: s.app.broker.subscribers(),
         db_pool_size: size,
         db_pool_idle: idle,
         sql_statements: s.app.statements.get(),

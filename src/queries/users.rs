@@ -53,3 +53,47 @@ pub async fn live_batches(
         .all(db)
         .await
 }
+
+/// A user's cached balance and the id of the ledger row that set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceMark {
+    pub user_id: i32,
+    pub balance: i64,
+    /// 0 when the user has no ledger rows yet.
+    pub last_entry_id: i64,
+}
+
+/// Current balances for a balance-subscription resync, in one statement.
+/// The cached balance (not the live one) so that the next event's
+/// `balanceBefore` continues from it; both values come from one snapshot.
+pub async fn balance_marks(
+    db: &DatabaseConnection,
+    ids: &[i32],
+) -> Result<Vec<BalanceMark>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT u.id, u.balance, COALESCE((SELECT t.id FROM mjk_point_transactions t \
+           WHERE t.user_id = u.uuid ORDER BY t.created_at DESC, t.id DESC LIMIT 1), 0) AS last_id \
+         FROM ts_users u WHERE u.id IN ({}) ORDER BY u.id",
+        placeholders.join(", ")
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            sql,
+            ids.iter().map(|&i| i.into()),
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(BalanceMark {
+                user_id: r.try_get("", "id")?,
+                balance: r.try_get("", "balance")?,
+                last_entry_id: r.try_get("", "last_id")?,
+            })
+        })
+        .collect()
+}

@@ -178,16 +178,15 @@ async fn websocket_clients_authenticate_in_connection_init() {
         "complete"
     );
 
-    // A forged token: the server closes instead of acknowledging. (The code
-    // is async-graphql's 1002 for now; graphql-transport-ws wants 4403,
-    // which the subscriptions work brings with its own transport.)
+    // A forged token: the server closes with graphql-transport-ws's 4403
+    // instead of acknowledging.
     let forged = TokenKeys::new(&JwtSecret::new(vec![9u8; 32]).unwrap())
         .mint(Role::Admin, None, chrono::Duration::hours(1))
         .unwrap();
     let mut ws = connect(forged).await;
     match ws.next().await {
         Some(Ok(Message::Close(Some(frame)))) => {
-            assert_eq!(u16::from(frame.code), 1002);
+            assert_eq!(u16::from(frame.code), 4403);
             assert!(frame.reason.contains("invalid"), "{}", frame.reason);
         }
         other => panic!("expected a close frame, got {other:?}"),

@@ -91,6 +91,9 @@ pub fn settings(database_url: &str) -> Settings {
         rates: points_gateway::http::rate_limit::Rates::UNLIMITED,
         introspection_for_all: false,
         log_json: false,
+        ws_init_timeout_ms: 10_000,
+        ws_keepalive_secs: 15,
+        subscriber_queue: 256,
     }
 }
 
@@ -177,6 +180,18 @@ async fn start_until(
 }
 
 impl TestApp {
+    /// The `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn user_token(&self, user: i32) -> String {
         self.keys
             .mint(Role::User, Some(user), chrono::Duration::hours(1))

@@ -15,5 +15,7 @@ mod ledger;
 mod lifecycle;
 mod reads;
 mod schema;
+mod subscriptions;
 mod transport;
 mod verify;
+mod ws_client;

@@ -572,15 +572,7 @@ async fn metrics_count_requests_ledger_operations_and_the_pool() {
         json!({ "u": u }),
     )
     .await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for line in [
         "gateway_ledger_operations_total{type=\"consume\",outcome=\"applied\"} 1",
         "gateway_ledger_operations_total{type=\"consume\",outcome=\"replayed\"} 1",

@@ -13,8 +13,14 @@ pub const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 
 impl Gateway {
     pub fn start(database_url: &str) -> anyhow::Result<Gateway> {
+        Self::start_with(database_url, &[])
+    }
+
+    /// With extra environment settings for one scenario.
+    pub fn start_with(database_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Gateway> {
         let exe = std::env::current_exe()?.with_file_name("points-gateway");
         let mut child = Command::new(&exe)
+            .envs(env.iter().copied())
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("GATEWAY_BIND", "127.0.0.1:0")

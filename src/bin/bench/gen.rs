@@ -124,6 +124,12 @@ pub async fn generate(db: &DatabaseConnection, scale: &Scale, seed: u64) -> anyh
         "id, user_id, kind, amount, remaining, expires_at, order_id, created_at",
     );
     let mut ledger = Bulk::new(db, "mjk_point_transactions", "id, user_id, type, amount, balance_before, balance_after, source_type, source_id, batch_id, duration, description, refund_key, refund_of, request_hash, created_at, updated_at");
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // History, not live changes: no NOTIFY per generated row (the
+        // setting is read by the ledger trigger, migration 4). Sent with
+        // each INSERT so it holds on whichever pooled connection runs it.
+        ledger.head = format!("SET points_gateway.notify = 'off'; {}", ledger.head);
+    }
     let mut allocs = Bulk::new(
         db,
         "mjk_point_allocations",

@@ -11,11 +11,16 @@
 //!   (30 days, all accounts, local part), `falTasks` (100 per page with
 //!   account and user); prints a table
 //!   and writes `bench-results/<engine>-<unix time>.json`.
+//! - `bench subscribe --database-url URL [--subscribers 5000 --all-users 10
+//!   --users 1000 --rate 200 --seconds 30]`: WebSocket subscribers of
+//!   `balanceChanged` while consumes arrive at a steady rate; delivery
+//!   latency, gateway memory, lost or out-of-order events.
 
 mod baseline;
 mod gateway;
 mod gen;
 mod load;
+mod subscribe;
 
 use std::sync::Arc;
 
@@ -64,6 +69,33 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         concurrency: Vec<usize>,
     },
+    /// Balance subscribers under a steady stream of changes.
+    Subscribe {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value_t = 5_000)]
+        subscribers: usize,
+        /// Subscribers following every user; the others follow one each.
+        #[arg(long, default_value_t = 10)]
+        all_users: usize,
+        /// Users changed and followed.
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+        /// Balance changes per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+/// The engine's name in reports and result file names.
+pub fn engine_name(backend: sea_orm::DbBackend) -> &'static str {
+    if backend == sea_orm::DbBackend::Postgres {
+        "postgres"
+    } else {
+        "sqlite"
+    }
 }
 
 /// Microsecond-precision now, as the gateway stores it.
@@ -99,6 +131,23 @@ async fn main() -> anyhow::Result<()> {
         } => {
             run(&database_url, requests, &concurrency).await?;
         }
+        Command::Subscribe {
+            database_url,
+            subscribers,
+            all_users,
+            users,
+            rate,
+            seconds,
+        } => {
+            let plan = subscribe::Plan {
+                subscribers,
+                all_users: all_users.min(subscribers),
+                users,
+                rate_per_s: rate,
+                seconds,
+            };
+            subscribe::run(&database_url, plan).await?;
+        }
     }
     Ok(())
 }
@@ -127,11 +176,7 @@ async fn post(
 async fn run(database_url: &str, requests: usize, concurrency: &[usize]) -> anyhow::Result<()> {
     let (db, _) = points_gateway::db::connect(database_url, 70).await?;
     let backend = db.get_database_backend();
-    let engine = if backend == sea_orm::DbBackend::Postgres {
-        "postgres"
-    } else {
-        "sqlite"
-    };
+    let engine = engine_name(backend);
     let range = db
         .query_one_raw(Statement::from_string(
             backend,

@@ -11,16 +11,17 @@ use sea_orm::{
 
 use super::idempotency::{self, replay, Keyed};
 use super::writer::{NewRow, UserRef, Writer};
-use super::{Applied, ConsumeError, Entry};
+use super::{Applied, Committer, ConsumeError, Entry};
 use crate::domain::input::ConsumeRequest;
 use crate::domain::source::{describe, SourceType, TxType};
 
 /// Consumes in its own transaction; idempotent on `(source_type, source_id)`.
 pub async fn consume(
     db: &DatabaseConnection,
+    committer: &Committer,
     req: &ConsumeRequest,
 ) -> Result<Applied, ConsumeError> {
-    idempotency::run(db, req).await
+    idempotency::run(db, committer, req).await
 }
 
 impl Keyed for ConsumeRequest {
@@ -106,10 +107,12 @@ pub async fn consume_in(
     for &(batch_id, amount) in &parts {
         w.adjust_batch(batch_id, -amount).await?;
     }
+    let w_user = w.user_id;
     let written = w.finish().await?;
     Ok(Applied {
         entry,
         written,
+        user_id: Some(w_user),
         replayed: false,
     })
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
 use super::writer::{UserRef, Writer};
-use super::{Entry, ExpireError};
+use super::{Committer, Entry, ExpireError};
 use crate::db::begin_write;
 
 /// What one sweep did.
@@ -25,6 +25,7 @@ const SWEEP_PAGE: i64 = 500;
 /// batch already expired by another sweep is simply not found again.
 pub async fn expire_due(
     db: &DatabaseConnection,
+    committer: &Committer,
     now: DateTime<Utc>,
 ) -> Result<ExpireReport, ExpireError> {
     let backend = db.get_database_backend();
@@ -52,8 +53,9 @@ pub async fn expire_due(
                 continue;
             };
             w.expire_due().await?;
+            let user = w.user_id;
             let written = w.finish().await?;
-            txn.commit().await?;
+            committer.commit(txn, Some(user), &written).await?;
             if !written.is_empty() {
                 report.users += 1;
                 report.batches += written.len() as i64;

@@ -10,7 +10,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr};
 
-use super::{Applied, Entry};
+use super::{Applied, Committer, Entry};
 use crate::db::{begin_write, is_unique_violation};
 
 pub(super) trait Keyed: Sync {
@@ -41,12 +41,18 @@ pub(super) trait Keyed: Sync {
 }
 
 /// Runs a keyed operation in its own transaction.
-pub(super) async fn run<R: Keyed>(db: &DatabaseConnection, req: &R) -> Result<Applied, R::Error> {
+pub(super) async fn run<R: Keyed>(
+    db: &DatabaseConnection,
+    committer: &Committer,
+    req: &R,
+) -> Result<Applied, R::Error> {
     let hash = req.fingerprint();
     let txn = begin_write(db).await?;
     match req.apply(&txn, &hash, crate::time::now()).await {
         Ok(applied) => {
-            txn.commit().await?;
+            committer
+                .commit(txn, applied.user_id, &applied.written)
+                .await?;
             Ok(applied)
         }
         Err(e) => {
@@ -67,6 +73,7 @@ pub(super) fn replay<R: Keyed>(req: &R, existing: Entry, hash: &str) -> Result<A
         Ok(Applied {
             entry: existing,
             written: Vec::new(),
+            user_id: None,
             replayed: true,
         })
     } else {

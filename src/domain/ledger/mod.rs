@@ -6,6 +6,7 @@
 //! `ts_points_detail` mirror and the cached balance together. Callers get
 //! back every row written, to publish after commit.
 
+mod announce;
 mod consume;
 mod errors;
 mod expire;
@@ -15,6 +16,7 @@ mod refund;
 mod users;
 mod writer;
 
+pub use announce::{Announcer, Committer};
 pub use consume::{consume, consume_in};
 pub use errors::{ConsumeError, CreateUserError, ExpireError, RechargeError, RefundError};
 pub use expire::{expire_due, ExpireReport};
@@ -32,6 +34,8 @@ pub struct Applied {
     /// Every row this call committed, in ledger order (a refund into an
     /// expired batch also writes an expire row). Empty on a replay.
     pub written: Vec<Entry>,
+    /// The user's `ts_users.id`, known when rows were written.
+    pub user_id: Option<i32>,
     /// True when an idempotent retry returned the original row.
     pub replayed: bool,
 }

@@ -12,16 +12,17 @@ use sea_orm::{
 
 use super::idempotency::{self, replay, Keyed};
 use super::writer::{NewRow, UserRef, Writer};
-use super::{Applied, Entry, RechargeError};
+use super::{Applied, Committer, Entry, RechargeError};
 use crate::domain::input::{RechargeRequest, MAX_BALANCE};
 use crate::domain::source::{RechargeKind, TxType};
 
 /// Recharges in its own transaction; idempotent on the order id.
 pub async fn recharge(
     db: &DatabaseConnection,
+    committer: &Committer,
     req: &RechargeRequest,
 ) -> Result<Applied, RechargeError> {
-    idempotency::run(db, req).await
+    idempotency::run(db, committer, req).await
 }
 
 impl Keyed for RechargeRequest {
@@ -122,10 +123,12 @@ pub async fn recharge_in(
         .insert(txn)
         .await?;
     }
+    let w_user = w.user_id;
     let written = w.finish().await?;
     Ok(Applied {
         entry,
         written,
+        user_id: Some(w_user),
         replayed: false,
     })
 }

@@ -13,13 +13,17 @@ use sea_orm::{
 use super::consume::find_consume;
 use super::idempotency::{self, replay, Keyed};
 use super::writer::{NewRow, UserRef, Writer};
-use super::{Applied, Entry, RefundError};
+use super::{Applied, Committer, Entry, RefundError};
 use crate::domain::input::RefundRequest;
 use crate::domain::source::{describe, SourceType, TxType, REFUND_LABEL};
 
 /// Refunds in its own transaction; idempotent on the refund key.
-pub async fn refund(db: &DatabaseConnection, req: &RefundRequest) -> Result<Applied, RefundError> {
-    idempotency::run(db, req).await
+pub async fn refund(
+    db: &DatabaseConnection,
+    committer: &Committer,
+    req: &RefundRequest,
+) -> Result<Applied, RefundError> {
+    idempotency::run(db, committer, req).await
 }
 
 impl Keyed for RefundRequest {
@@ -169,10 +173,12 @@ pub async fn refund_in(
         ))
         .await?;
     }
+    let w_user = w.user_id;
     let written = w.finish().await?;
     Ok(Applied {
         entry,
         written,
+        user_id: Some(w_user),
         replayed: false,
     })
 }

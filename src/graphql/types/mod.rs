@@ -1,5 +1,6 @@
 //! GraphQL object types; each wraps a row and resolves only what is asked.
 
+mod balance;
 mod costs;
 mod enums;
 mod fal;
@@ -7,6 +8,7 @@ mod ledger;
 mod page;
 mod user;
 
+pub use balance::BalanceChange;
 pub use costs::AccountCost;
 pub use enums::{RechargeKindGql, SourceTypeGql, TransactionTypeGql};
 pub use fal::{FalAccount, FalTask};

@@ -1,0 +1,384 @@
+//! The in-process broker behind `balanceChanged`.
+//!
+//! Each subscriber has its own bounded queue. Publishing never waits: when a
+//! queue is full, the subscriber is marked as having missed that user's
+//! events, later events of that user are not queued for it, and when it
+//! catches up it is told to resync that user (current balance, read from
+//! the database). Events already read past by a resync are skipped by their
+//! ledger id, so a resync is never followed by an older event.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::domain::ledger::{Announcer, Entry};
+
+/// One change of one user's balance, as delivered to subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceEvent {
+    pub user_id: i32,
+    pub balance: i64,
+    /// The ledger row; `None` on a resync (the balance is then read fresh).
+    pub entry: Option<Entry>,
+}
+
+/// Whose changes a subscriber receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    User(i32),
+    All,
+}
+
+impl Filter {
+    fn matches(self, user_id: i32) -> bool {
+        match self {
+            Filter::User(u) => u == user_id,
+            Filter::All => true,
+        }
+    }
+}
+
+/// What a subscriber should deliver next.
+#[derive(Debug)]
+pub enum Next {
+    Event(Arc<BalanceEvent>),
+    /// These users' events may have been missed: read and send their
+    /// current balances, then call [`Subscription::resynced`] for each.
+    Resync(Vec<i32>),
+}
+
+/// Users resynced per [`Next::Resync`], so one read covers them.
+const RESYNC_CHUNK: usize = 100;
+
+pub struct Broker {
+    registry: Mutex<Registry>,
+    next_id: AtomicU64,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_user: HashMap<i32, Vec<Arc<Slot>>>,
+    all: Vec<Arc<Slot>>,
+}
+
+struct Slot {
+    id: u64,
+    filter: Filter,
+    state: Mutex<SlotState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct SlotState {
+    queue: VecDeque<Arc<BalanceEvent>>,
+    /// Users whose events this subscriber lost; sorted so resyncs come in a
+    /// stable order.
+    missed: BTreeSet<i32>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Slot {
+    fn offer(&self, event: &Arc<BalanceEvent>, capacity: usize) {
+        let mut st = lock(&self.state);
+        let user = event.user_id;
+        if st.missed.contains(&user) {
+            // Already behind for this user: the resync will cover this.
+        } else if st.queue.len() < capacity {
+            st.queue.push_back(event.clone());
+        } else {
+            st.missed.insert(user);
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    fn mark_missed(&self, users: impl IntoIterator<Item = i32>) {
+        let mut st = lock(&self.state);
+        st.missed.extend(users);
+        drop(st);
+        self.wake.notify_one();
+    }
+}
+
+impl Broker {
+    /// `capacity`: events queued per subscriber before it is considered
+    /// behind (events are shared, so a full queue costs pointers, not rows).
+    pub fn new(capacity: usize) -> Arc<Broker> {
+        Arc::new(Broker {
+            registry: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            capacity: capacity.max(1),
+        })
+    }
+
+    pub fn subscribe(self: &Arc<Self>, filter: Filter) -> Subscription {
+        let slot = Arc::new(Slot {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            filter,
+            state: Mutex::default(),
+            wake: Notify::new(),
+        });
+        let mut reg = lock(&self.registry);
+        match filter {
+            Filter::User(u) => reg.by_user.entry(u).or_default().push(slot.clone()),
+            Filter::All => reg.all.push(slot.clone()),
+        }
+        Subscription {
+            broker: self.clone(),
+            slot,
+            watermarks: HashMap::new(),
+        }
+    }
+
+    /// Open subscriptions, for `/metrics`.
+    pub fn subscribers(&self) -> usize {
+        let reg = lock(&self.registry);
+        reg.all.len() + reg.by_user.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Hands one committed change to every matching subscriber; never waits.
+    pub fn publish(&self, event: BalanceEvent) {
+        let event = Arc::new(event);
+        let reg = lock(&self.registry);
+        if let Some(slots) = reg.by_user.get(&event.user_id) {
+            for s in slots {
+                s.offer(&event, self.capacity);
+            }
+        }
+        for s in &reg.all {
+            s.offer(&event, self.capacity);
+        }
+    }
+
+    /// After events may have been lost (the database listener reconnected):
+    /// every single-user subscriber resyncs its user, and every all-users
+    /// subscriber resyncs `changed`, the users whose ledger moved meanwhile.
+    pub fn resync(&self, changed: &[i32]) {
+        let reg = lock(&self.registry);
+        for (user, slots) in &reg.by_user {
+            for s in slots {
+                s.mark_missed([*user]);
+            }
+        }
+        for s in &reg.all {
+            s.mark_missed(changed.iter().copied());
+        }
+    }
+
+    fn remove(&self, slot: &Slot) {
+        let mut reg = lock(&self.registry);
+        match slot.filter {
+            Filter::User(u) => {
+                if let Some(v) = reg.by_user.get_mut(&u) {
+                    v.retain(|s| s.id != slot.id);
+                    if v.is_empty() {
+                        reg.by_user.remove(&u);
+                    }
+                }
+            }
+            Filter::All => reg.all.retain(|s| s.id != slot.id),
+        }
+    }
+}
+
+/// Ledger rows committed in this process (SQLite) become events.
+impl Announcer for Broker {
+    fn committed(&self, user_id: i32, rows: &[Entry]) {
+        for row in rows {
+            self.publish(BalanceEvent {
+                user_id,
+                balance: row.balance_after,
+                entry: Some(row.clone()),
+            });
+        }
+    }
+}
+
+/// One subscriber's handle; unregisters when dropped.
+pub struct Subscription {
+    broker: Arc<Broker>,
+    slot: Arc<Slot>,
+    /// Per resynced user, the last ledger id the resync covered.
+    watermarks: HashMap<i32, i64>,
+}
+
+impl Subscription {
+    pub fn filter(&self) -> Filter {
+        self.slot.filter
+    }
+
+    /// Waits for the next event or resync request.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            {
+                let mut st = lock(&self.slot.state);
+                if !st.missed.is_empty() {
+                    let mut users = Vec::new();
+                    while users.len() < RESYNC_CHUNK {
+                        match st.missed.pop_first() {
+                            Some(u) => users.push(u),
+                            None => break,
+                        }
+                    }
+                    return Next::Resync(users);
+                }
+                while let Some(event) = st.queue.pop_front() {
+                    if is_stale(&mut self.watermarks, &event) {
+                        continue;
+                    }
+                    return Next::Event(event);
+                }
+            }
+            // A notification sent between the check above and this await is
+            // kept as a permit, so no wake-up is lost.
+            self.slot.wake.notified().await;
+        }
+    }
+
+    /// Records that a resync of `user` covered the ledger up to `last_id`.
+    pub fn resynced(&mut self, user: i32, last_id: i64) {
+        if self.slot.filter.matches(user) {
+            self.watermarks.insert(user, last_id);
+        }
+    }
+}
+
+/// An event older than the resync already sent for its user; ledger ids grow
+/// along one user's chain, so the first newer one ends the check.
+fn is_stale(watermarks: &mut HashMap<i32, i64>, event: &BalanceEvent) -> bool {
+    let (Some(mark), Some(entry)) = (watermarks.get(&event.user_id), &event.entry) else {
+        return false;
+    };
+    if entry.id <= *mark {
+        return true;
+    }
+    watermarks.remove(&event.user_id);
+    false
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.broker.remove(&self.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn row(id: i64, before: i64, after: i64) -> Entry {
+        Entry {
+            id,
+            user_id: uuid::Uuid::nil(),
+            r#type: "consume".into(),
+            amount: (before - after).abs(),
+            balance_before: before,
+            balance_after: after,
+            source_type: None,
+            source_id: None,
+            batch_id: None,
+            duration: None,
+            description: None,
+            refund_key: None,
+            refund_of: None,
+            request_hash: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn event(user: i32, id: i64, after: i64) -> BalanceEvent {
+        BalanceEvent {
+            user_id: user,
+            balance: after,
+            entry: Some(row(id, after + 1, after)),
+        }
+    }
+
+    async fn next_now(s: &mut Subscription) -> Option<Next> {
+        tokio::time::timeout(std::time::Duration::from_millis(50), s.next())
+            .await
+            .ok()
+    }
+
+    fn event_id(n: &Next) -> i64 {
+        match n {
+            Next::Event(e) => e.entry.as_ref().map(|e| e.id).unwrap_or(-1),
+            Next::Resync(_) => -1,
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_by_user_and_all() {
+        let b = Broker::new(16);
+        let mut one = b.subscribe(Filter::User(1));
+        let mut all = b.subscribe(Filter::All);
+        b.publish(event(2, 10, 5));
+        b.publish(event(1, 11, 7));
+        assert_eq!(event_id(&next_now(&mut one).await.unwrap()), 11);
+        assert!(next_now(&mut one).await.is_none());
+        assert_eq!(event_id(&next_now(&mut all).await.unwrap()), 10);
+        assert_eq!(event_id(&next_now(&mut all).await.unwrap()), 11);
+        assert_eq!(b.subscribers(), 2);
+        drop(one);
+        assert_eq!(b.subscribers(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_turns_into_one_resync_and_older_events_are_skipped() {
+        let b = Broker::new(3);
+        let mut slow = b.subscribe(Filter::User(1));
+        let mut fast = b.subscribe(Filter::User(1));
+        for i in 0..10 {
+            b.publish(event(1, 100 + i, 1000 - i));
+            // The fast one keeps up and sees everything in order.
+            assert_eq!(event_id(&next_now(&mut fast).await.unwrap()), 100 + i);
+        }
+        // The slow one: a resync first (its user is marked), then its
+        // three queued events are older than the resync and are skipped.
+        match next_now(&mut slow).await.unwrap() {
+            Next::Resync(users) => assert_eq!(users, vec![1]),
+            other => panic!("expected a resync, got {other:?}"),
+        }
+        slow.resynced(1, 109);
+        assert!(next_now(&mut slow).await.is_none());
+        // Newer events flow again after the resync.
+        b.publish(event(1, 110, 990));
+        assert_eq!(event_id(&next_now(&mut slow).await.unwrap()), 110);
+    }
+
+    #[tokio::test]
+    async fn events_of_a_missed_user_are_not_queued_until_resynced() {
+        let b = Broker::new(1);
+        let mut s = b.subscribe(Filter::All);
+        b.publish(event(1, 1, 9));
+        b.publish(event(2, 2, 9)); // queue full: user 2 missed
+        b.publish(event(2, 3, 8)); // dropped, covered by the resync
+        b.publish(event(1, 4, 8)); // queue still full: user 1 missed too
+        match next_now(&mut s).await.unwrap() {
+            Next::Resync(users) => assert_eq!(users, vec![1, 2]),
+            other => panic!("expected a resync, got {other:?}"),
+        }
+        s.resynced(1, 4);
+        s.resynced(2, 3);
+        // The queued event of user 1 predates the resync.
+        assert!(next_now(&mut s).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn resync_after_reconnect_reaches_every_subscriber() {
+        let b = Broker::new(8);
+        let mut one = b.subscribe(Filter::User(7));
+        let mut all = b.subscribe(Filter::All);
+        b.resync(&[3, 7]);
+        assert!(matches!(next_now(&mut one).await, Some(Next::Resync(u)) if u == vec![7]));
+        assert!(matches!(next_now(&mut all).await, Some(Next::Resync(u)) if u == vec![3, 7]));
+    }
+}

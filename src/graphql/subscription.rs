@@ -1,0 +1,88 @@
+//! `balanceChanged`: live balance changes from the broker.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use async_graphql::{Context, Subscription};
+use futures_util::Stream;
+
+use super::context::{caller, state};
+use super::error::{coded, GqlResult};
+use super::types::BalanceChange;
+use crate::domain::Code;
+use crate::events::{BalanceEvent, Filter, Next, Subscription as Feed};
+use crate::queries;
+use crate::state::AppState;
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Every committed change of a balance, in ledger order per user.
+    /// `userId` omitted: users get their own; partners and admins get all.
+    async fn balance_changed(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<i32>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<BalanceChange>>> {
+        let scope = caller(ctx)?.balance_feed_scope(user_id).gql()?;
+        let st = state(ctx)?.clone();
+        let filter = match scope {
+            Some(id) => {
+                if queries::users::by_id(&st.db, id).await.gql()?.is_none() {
+                    return Err(coded(
+                        Code::UserNotFound,
+                        format!("user {id} does not exist"),
+                    ));
+                }
+                Filter::User(id)
+            }
+            None => Filter::All,
+        };
+        let feed = st.broker.subscribe(filter);
+        Ok(futures_util::stream::unfold(
+            (feed, st, VecDeque::new(), false),
+            |(mut feed, st, mut pending, failed)| async move {
+                if failed {
+                    return None;
+                }
+                loop {
+                    if let Some(change) = pending.pop_front() {
+                        return Some((Ok(change), (feed, st, pending, false)));
+                    }
+                    match feed.next().await {
+                        Next::Event(e) => {
+                            return Some((Ok(BalanceChange(e)), (feed, st, pending, false)))
+                        }
+                        Next::Resync(users) => match resync(&st, &mut feed, &users).await {
+                            Ok(changes) => pending.extend(changes),
+                            // The stream ends after this error; the client
+                            // resubscribes rather than trusting a gap.
+                            Err(e) => return Some((Err(e), (feed, st, pending, true))),
+                        },
+                    }
+                }
+            },
+        ))
+    }
+}
+
+/// Current balances for users whose events may have been missed.
+async fn resync(
+    st: &AppState,
+    feed: &mut Feed,
+    users: &[i32],
+) -> async_graphql::Result<Vec<BalanceChange>> {
+    let marks = queries::users::balance_marks(&st.db, users).await.gql()?;
+    Ok(marks
+        .into_iter()
+        .map(|m| {
+            feed.resynced(m.user_id, m.last_entry_id);
+            BalanceChange(Arc::new(BalanceEvent {
+                user_id: m.user_id,
+                balance: m.balance,
+                entry: None,
+            }))
+        })
+        .collect())
+}

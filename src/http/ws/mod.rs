@@ -1,0 +1,326 @@
+//! The WebSocket transport on `/graphql`, same schema as HTTP. The caller
+//! authenticates in the `connection_init` payload
+//! (`{"authorization": "Bearer <token>"}`); the connection ends when the
+//! token expires. Connections are tracked so shutdown closes them with 1001.
+//!
+//! One task per connection reads client messages and writes every frame;
+//! each operation runs in its own task and hands frames to the connection
+//! through a bounded queue. A client that stops reading therefore stalls
+//! only its own operations, whose broker queues then overflow into resyncs:
+//! the ledger and other subscribers never wait for it.
+
+mod protocol;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::SinkExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::graphql::{assign_codes, prepare, well_formed};
+use super::HttpState;
+use crate::auth::{AuthError, Caller};
+use crate::domain::Code;
+use protocol::{ClientMessage, Close, Protocol};
+
+/// Largest client message accepted (the HTTP body limit).
+const MAX_MESSAGE: usize = 256 * 1024;
+/// Read buffer per socket (a bigger message still arrives, in pieces).
+const SOCKET_BUFFER: usize = 4 * 1024;
+/// Operations one connection may run at once.
+const MAX_OPERATIONS: usize = 100;
+/// Frames waiting for the socket, per connection.
+const OUT_QUEUE: usize = 64;
+
+pub async fn upgrade(s: HttpState, req: Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let offered = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(protocol) = Protocol::negotiate(offered) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "WebSocket subprotocol must be graphql-transport-ws or graphql-ws",
+        )
+            .into_response();
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    upgrade
+        .protocols([protocol.name()])
+        .max_message_size(MAX_MESSAGE)
+        // tungstenite's default 128 KiB read and write buffers per socket
+        // would cost 1.25 GiB at 5,000 subscribers; frames here are small.
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| {
+            let tracker = s.app.connections.clone();
+            tracker.track_future(Connection::new(s, protocol).run(socket))
+        })
+}
+
+/// A frame from an operation task to the socket.
+enum Out {
+    Frame(String),
+    /// The operation's last frames; its id is free again after them.
+    Finished {
+        id: String,
+        frames: Vec<String>,
+    },
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+struct Connection {
+    s: HttpState,
+    protocol: Protocol,
+    init_received: bool,
+    caller: Option<Caller>,
+    operations: HashMap<String, AbortHandle>,
+    tasks: JoinSet<()>,
+}
+
+impl Connection {
+    fn new(s: HttpState, protocol: Protocol) -> Self {
+        Connection {
+            s,
+            protocol,
+            init_received: false,
+            caller: None,
+            operations: HashMap::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut stream) = socket.split();
+        let (tx, mut rx) = mpsc::channel::<Out>(OUT_QUEUE);
+        let settings = &self.s.app.settings;
+        let init_deadline = tokio::time::sleep(Duration::from_millis(settings.ws_init_timeout_ms));
+        tokio::pin!(init_deadline);
+        let keep_alive_every = Duration::from_secs(settings.ws_keepalive_secs.max(1));
+        let mut keep_alive = tokio::time::interval_at(
+            tokio::time::Instant::now() + keep_alive_every,
+            keep_alive_every,
+        );
+        let keep_alive_on = settings.ws_keepalive_secs > 0;
+        let shutdown = self.s.app.shutdown.clone();
+        let close = loop {
+            let expiry = token_expiry(self.caller.as_ref());
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Some(Close::GoingAway),
+                msg = stream.next() => match msg {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(Message::Text(text))) => {
+                        if let Err(close) = self.handle(text.as_str(), &tx, &mut sink).await {
+                            break close;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        break Some(Close::BadMessage("binary frames are not supported".into()))
+                    }
+                    Some(Ok(_)) => {} // WebSocket-level ping/pong
+                },
+                Some(out) = rx.recv() => {
+                    let frames = match out {
+                        Out::Frame(f) => vec![f],
+                        // Nothing more for an operation the client completed.
+                        Out::Finished { id, frames } => match self.operations.remove(&id) {
+                            Some(_) => frames,
+                            None => continue,
+                        },
+                    };
+                    if send_all(&mut sink, frames).await.is_err() {
+                        break None;
+                    }
+                }
+                _ = &mut init_deadline, if !self.init_received => break Some(Close::InitTimeout),
+                _ = keep_alive.tick(), if keep_alive_on && self.caller.is_some() => {
+                    if send(&mut sink, protocol::keep_alive(self.protocol)).await.is_err() {
+                        break None;
+                    }
+                }
+                _ = expiry => break Some(Close::Forbidden("token expired".into())),
+            }
+        };
+        self.tasks.abort_all();
+        if let Some(close) = close {
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: close.code(),
+                    reason: close.reason().into(),
+                })))
+                .await;
+        }
+        let _ = sink.close().await;
+    }
+
+    /// One client message; `Err` closes the connection (`None`: silently).
+    async fn handle(
+        &mut self,
+        text: &str,
+        tx: &mpsc::Sender<Out>,
+        sink: &mut Sink,
+    ) -> Result<(), Option<Close>> {
+        let msg =
+            protocol::parse(self.protocol, text).map_err(|why| Some(Close::BadMessage(why)))?;
+        match msg {
+            ClientMessage::Init(payload) => {
+                if self.init_received {
+                    return Err(Some(Close::TooManyInits));
+                }
+                self.init_received = true;
+                match self.authenticate(&payload) {
+                    Ok(caller) => {
+                        self.caller = Some(caller);
+                        send(sink, protocol::ack()).await.map_err(|_| None)?;
+                        if self.protocol == Protocol::LegacyWs {
+                            send(sink, protocol::keep_alive(self.protocol))
+                                .await
+                                .map_err(|_| None)?;
+                        }
+                    }
+                    Err(e) => {
+                        if self.protocol == Protocol::LegacyWs {
+                            let _ = send(sink, protocol::connection_error(&e.to_string())).await;
+                        }
+                        return Err(Some(Close::Forbidden(e.to_string())));
+                    }
+                }
+            }
+            ClientMessage::Ping => send(sink, protocol::pong()).await.map_err(|_| None)?,
+            ClientMessage::Pong => {}
+            ClientMessage::Subscribe { id, payload } => {
+                let Some(caller) = self.caller.clone() else {
+                    return Err(Some(Close::Unauthorized));
+                };
+                if self.operations.contains_key(&id) {
+                    return Err(Some(Close::Duplicate(id)));
+                }
+                let request = parse_request(payload).map_err(|why| Some(Close::BadMessage(why)))?;
+                if self.operations.len() >= MAX_OPERATIONS {
+                    let errors = error_array(
+                        Code::LimitExceeded,
+                        &format!("at most {MAX_OPERATIONS} operations per connection"),
+                    );
+                    send_all(sink, protocol::failed(self.protocol, &id, &errors))
+                        .await
+                        .map_err(|_| None)?;
+                    return Ok(());
+                }
+                let request = prepare(&self.s, request, &Some(caller));
+                let handle = self.tasks.spawn(operate(
+                    self.s.schema.clone(),
+                    self.protocol,
+                    id.clone(),
+                    request,
+                    tx.clone(),
+                ));
+                self.operations.insert(id, handle);
+            }
+            ClientMessage::Complete { id } => {
+                if let Some(handle) = self.operations.remove(&id) {
+                    handle.abort();
+                    if self.protocol == Protocol::LegacyWs {
+                        send(sink, protocol::complete(&id))
+                            .await
+                            .map_err(|_| None)?;
+                    }
+                }
+            }
+            ClientMessage::Terminate => return Err(None),
+        }
+        Ok(())
+    }
+
+    fn authenticate(&self, payload: &Value) -> Result<Caller, AuthError> {
+        let header = payload
+            .get("authorization")
+            .or_else(|| payload.get("Authorization"))
+            .and_then(Value::as_str)
+            .ok_or(AuthError::Malformed)?;
+        self.s.app.keys.verify_header(header)
+    }
+}
+
+/// Resolves when the caller's token expires (never before `connection_init`).
+async fn token_expiry(caller: Option<&Caller>) {
+    let Some(c) = caller else {
+        return std::future::pending().await;
+    };
+    let left = c.expires_at - chrono::Utc::now().timestamp();
+    let left = Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0));
+    tokio::time::sleep(left).await;
+}
+
+fn parse_request(payload: Value) -> Result<async_graphql::Request, String> {
+    well_formed(&payload)?;
+    serde_json::from_value(payload).map_err(|e| format!("invalid request: {e}"))
+}
+
+fn error_array(code: Code, message: &str) -> String {
+    serde_json::json!([{ "message": message, "extensions": { "code": code.as_str() } }]).to_string()
+}
+
+/// Runs one operation and hands its frames to the connection. A first
+/// result without data is the operation failing as a whole (invalid
+/// document, refused subscription): an `error` message, not `next`.
+async fn operate(
+    schema: crate::graphql::AppSchema,
+    protocol: Protocol,
+    id: String,
+    request: async_graphql::Request,
+    tx: mpsc::Sender<Out>,
+) {
+    let mut results = schema.execute_stream(request);
+    let mut first = true;
+    while let Some(mut r) = results.next().await {
+        assign_codes(&mut r);
+        if first && matches!(r.data, async_graphql::Value::Null) && !r.errors.is_empty() {
+            let errors = serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
+            let frames = protocol::failed(protocol, &id, &errors);
+            let _ = tx.send(Out::Finished { id, frames }).await;
+            return;
+        }
+        first = false;
+        let body = match serde_json::to_string(&r) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize a subscription result");
+                break;
+            }
+        };
+        if tx
+            .send(Out::Frame(protocol::next(protocol, &id, &body)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let frames = vec![protocol::complete(&id)];
+    let _ = tx.send(Out::Finished { id, frames }).await;
+}
+
+async fn send(sink: &mut Sink, text: String) -> Result<(), axum::Error> {
+    sink.send(Message::Text(text.into())).await
+}
+
+async fn send_all(sink: &mut Sink, frames: Vec<String>) -> Result<(), axum::Error> {
+    for f in frames {
+        sink.feed(Message::Text(f.into())).await?;
+    }
+    sink.flush().await
+}

@@ -68,6 +68,13 @@ enum Command {
         requests: usize,
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         concurrency: Vec<usize>,
+        /// Which scenarios: consume, usage, costs, tasks (default: all).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "consume,usage,costs,tasks"
+        )]
+        scenarios: Vec<String>,
     },
     /// Balance subscribers under a steady stream of changes.
     Subscribe {
@@ -128,8 +135,9 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             requests,
             concurrency,
+            scenarios,
         } => {
-            run(&database_url, requests, &concurrency).await?;
+            run(&database_url, requests, &concurrency, &scenarios).await?;
         }
         Command::Subscribe {
             database_url,
@@ -173,7 +181,13 @@ async fn post(
     v.get("errors").is_none().then_some(v)
 }
 
-async fn run(database_url: &str, requests: usize, concurrency: &[usize]) -> anyhow::Result<()> {
+async fn run(
+    database_url: &str,
+    requests: usize,
+    concurrency: &[usize],
+    scenarios: &[String],
+) -> anyhow::Result<()> {
+    let wants = |s: &str| scenarios.iter().any(|x| x == s);
     let (db, _) = points_gateway::db::connect(database_url, 70).await?;
     let backend = db.get_database_backend();
     let engine = engine_name(backend);
@@ -206,7 +220,7 @@ async fn run(database_url: &str, requests: usize, concurrency: &[usize]) -> anyh
     let run_id: u32 = rand::thread_rng().gen();
     let mut rows = Vec::new();
 
-    for &c in concurrency {
+    for &c in concurrency.iter().filter(|_| wants("consume")) {
         let (client, url, token) = (client.clone(), gw.url.clone(), service.clone());
         let mut s = load::run("consume via HTTP", c, requests, move |i| {
             let (client, url, token) = (client.clone(), url.clone(), token.clone());
@@ -246,7 +260,7 @@ async fn run(database_url: &str, requests: usize, concurrency: &[usize]) -> anyh
     // Deep cursors: 80 rows into the history of some users.
     let admin = keys.mint(Role::Admin, None, chrono::Duration::hours(4))?;
     let mut deep = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..if wants("usage") { 100 } else { 0 } {
         let u = rand::thread_rng().gen_range(lo..=hi);
         let q = "query($u: Int) { usageDetails(userId: $u, first: 80) { pageInfo { endCursor } } }";
         if let Some(v) = post(&client, &gw.url, &admin, q, json!({ "u": u })).await {
@@ -256,7 +270,7 @@ async fn run(database_url: &str, requests: usize, concurrency: &[usize]) -> anyh
         }
     }
     let deep = Arc::new(deep);
-    for &c in concurrency {
+    for &c in concurrency.iter().filter(|_| wants("usage")) {
         let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
         let mut s = load::run("usageDetails first page", c, requests, move |_| {
             let (client, url, token) = (client2.clone(), url.clone(), token.clone());
@@ -299,7 +313,7 @@ async fn run(database_url: &str, requests: usize, concurrency: &[usize]) -> anyh
     let to = chrono::Utc::now();
     let from = to - chrono::Duration::days(30);
     let costs = "query($from: DateTime!, $to: DateTime!) { accountCosts(from: $from, to: $to) { account { id name } taskCount succeededCount failedCount refundedCount chargedPoints refundedPoints costUsd marginUsd byEndpoint { appName taskCount chargedPoints costUsd } } }";
-    for &c in concurrency.iter().filter(|&&c| c <= 16) {
+    for &c in concurrency.iter().filter(|&&c| c <= 16 && wants("costs")) {
         let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
         let vars = json!({ "from": from, "to": to });
         let mut s = load::run(
@@ -318,7 +332,7 @@ async fn run(database_url: &str, requests: usize, concurrency: &[usize]) -> anyh
     }
     // fal tasks with their account and user through the dataloaders.
     let tasks_q = "query($from: DateTime) { falTasks(first: 100, filter: { from: $from }) { nodes { taskId appName status money costUsd isRefund createdAt account { name maskedKey } user { id name } } pageInfo { endCursor } } }";
-    for &c in concurrency {
+    for &c in concurrency.iter().filter(|_| wants("tasks")) {
         let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
         let mut s = load::run(
             "falTasks 100/page with account+user",

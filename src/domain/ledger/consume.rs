@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use super::idempotency::{self, replay, Keyed};
-use super::writer::{NewRow, UserRef, Writer};
+use super::writer::{NewRow, Probe, UserRef, Writer};
 use super::{Applied, Committer, ConsumeError, Entry};
 use crate::domain::input::ConsumeRequest;
 use crate::domain::source::{describe, SourceType, TxType};
@@ -70,17 +70,34 @@ pub async fn consume_in(
     hash: &str,
     now: DateTime<Utc>,
 ) -> Result<Applied, ConsumeError> {
-    let mut w = Writer::lock(txn, UserRef::Id(req.user_id), now)
+    // The lock and the idempotency check in one round trip. The check may
+    // miss an identical request that committed while this one waited for
+    // the lock (PostgreSQL's statement snapshot); then the insert meets the
+    // unique index and the caller replays, or the shortfall below re-reads.
+    let probe = Probe {
+        subquery: "SELECT t.id FROM mjk_point_transactions t \
+                   WHERE t.type = 'consume' AND t.source_type = $1 AND t.source_id = $2",
+        values: vec![
+            req.source_type.as_str().into(),
+            req.source_id.as_str().into(),
+        ],
+    };
+    let (mut w, existing) = Writer::lock_probing(txn, UserRef::Id(req.user_id), now, Some(probe))
         .await?
         .ok_or(ConsumeError::UserNotFound(req.user_id))?;
-    // Checked under the user lock, so an identical request that committed
-    // while we waited is seen here and replayed instead of written twice.
-    if let Some(existing) = find_consume(txn, req.source_type, req.source_id.as_str()).await? {
-        return replay(req, existing, hash);
+    if existing.is_some() {
+        if let Some(existing) = find_consume(txn, req.source_type, req.source_id.as_str()).await? {
+            return replay(req, existing, hash);
+        }
     }
     let live = w.expire_due_then_live().await?;
     let requested = req.amount.get();
     if w.balance < requested {
+        // A retry of a consume that committed while this one waited must
+        // get its row back, not a shortfall the original caused.
+        if let Some(existing) = find_consume(txn, req.source_type, req.source_id.as_str()).await? {
+            return replay(req, existing, hash);
+        }
         return Err(ConsumeError::InsufficientBalance {
             available: w.balance,
             requested,
@@ -102,11 +119,7 @@ pub async fn consume_in(
     row.duration = req.duration.map(|d| d.secs());
     row.request_hash = Some(hash.to_owned());
     row.mirror_order = Some(req.source_id.as_str().to_owned());
-    let entry = w.append(row).await?;
-    w.allocate(entry.id, &parts).await?;
-    for &(batch_id, amount) in &parts {
-        w.adjust_batch(batch_id, -amount).await?;
-    }
+    let entry = w.append_spend(row, &parts).await?;
     let w_user = w.user_id;
     let written = w.finish().await?;
     Ok(Applied {

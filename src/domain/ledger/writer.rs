@@ -9,8 +9,8 @@
 use chrono::{DateTime, Utc};
 use entity::{point_transaction, points_detail};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ConnectionTrait, DatabaseTransaction, DbErr, Set,
-    Statement,
+    ActiveModelTrait, ActiveValue::NotSet, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
+    FromQueryResult, Set, Statement,
 };
 use uuid::Uuid;
 
@@ -68,7 +68,17 @@ pub(super) struct Writer<'t> {
     /// The balance as of the last row this writer appended.
     pub balance: i64,
     pub now: DateTime<Utc>,
+    /// Whether `ts_users.balance` already holds `balance` (a combined write
+    /// stored it), so `finish` need not.
+    balance_stored: bool,
     written: Vec<Entry>,
+}
+
+/// A scalar subquery for [`Writer::lock_probing`]; its placeholders are
+/// numbered from `$1`.
+pub(super) struct Probe {
+    pub subquery: &'static str,
+    pub values: Vec<sea_orm::Value>,
 }
 
 impl<'t> Writer<'t> {
@@ -79,27 +89,59 @@ impl<'t> Writer<'t> {
         user: UserRef,
         now: DateTime<Utc>,
     ) -> Result<Option<Writer<'t>>, DbErr> {
+        Ok(Self::lock_probing(txn, user, now, None)
+            .await?
+            .map(|(w, _)| w))
+    }
+
+    /// Locks the user row and, in the same round trip, runs `probe` (a
+    /// scalar subquery, e.g. "is this request's row already written?").
+    ///
+    /// On PostgreSQL the probe reads the snapshot taken when the statement
+    /// started, before any wait for the lock: a row committed by a
+    /// concurrent transaction while this one waited is not seen. Callers
+    /// must treat `None` as "probably not" and rely on the unique index (or
+    /// a fresh read) for the race.
+    pub async fn lock_probing(
+        txn: &'t DatabaseTransaction,
+        user: UserRef,
+        now: DateTime<Utc>,
+        probe: Option<Probe>,
+    ) -> Result<Option<(Writer<'t>, Option<i64>)>, DbErr> {
         let backend = txn.get_database_backend();
         let (column, value): (&str, sea_orm::Value) = match user {
             UserRef::Id(id) => ("id", id.into()),
             UserRef::Uuid(u) => ("uuid", u.into()),
         };
+        let (probe_sql, mut values) = match probe {
+            Some(p) => (format!(", ({}) AS probe", p.subquery), p.values),
+            None => (String::new(), Vec::new()),
+        };
         let sql = format!(
-            "SELECT id, uuid, balance FROM ts_users WHERE {column} = $1{}",
+            "SELECT id, uuid, balance{probe_sql} FROM ts_users WHERE {column} = ${}{}",
+            values.len() + 1,
             for_update(backend)
         );
+        values.push(value);
         let row = txn
-            .query_one_raw(Statement::from_sql_and_values(backend, sql, [value]))
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
         let Some(row) = row else { return Ok(None) };
-        Ok(Some(Writer {
+        let probed: Option<i64> = if probe_sql.is_empty() {
+            None
+        } else {
+            row.try_get("", "probe")?
+        };
+        let w = Writer {
             txn,
             user_id: row.try_get("", "id")?,
             user_uuid: row.try_get("", "uuid")?,
             balance: row.try_get("", "balance")?,
+            balance_stored: true,
             now,
             written: Vec::new(),
-        }))
+        };
+        Ok(Some((w, probed)))
     }
 
     /// Appends one ledger row and its `ts_points_detail` mirror, moving the
@@ -143,6 +185,101 @@ impl<'t> Writer<'t> {
         .insert(self.txn)
         .await?;
         self.balance = after;
+        self.balance_stored = false;
+        self.written.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Appends a spending row (consume) drawn from `parts` as
+    /// `(batch_id, amount)`: the row, its mirror, the allocations, the batch
+    /// decrements and the cached balance. On PostgreSQL all of it is one
+    /// statement of data-modifying CTEs, one round trip instead of five or
+    /// more; elsewhere (SQLite, in-process) the same writes one by one.
+    pub async fn append_spend(
+        &mut self,
+        row: NewRow,
+        parts: &[(i64, i64)],
+    ) -> Result<Entry, DbErr> {
+        if self.txn.get_database_backend() != DbBackend::Postgres {
+            let entry = self.append(row).await?;
+            self.allocate(entry.id, parts).await?;
+            for &(batch_id, amount) in parts {
+                self.adjust_batch(batch_id, -amount).await?;
+            }
+            return Ok(entry);
+        }
+        let before = self.balance;
+        let after = before + row.tx.sign() * row.amount;
+        // The draw goes as parameters, so the statement text never changes
+        // (parsed once per connection): `[[batch_id, amount], ...]` in draw
+        // order (allocation ids keep that order, refunds rely on it), and
+        // the ids as a list for an index lookup of the batches.
+        let draw = serde_json::Value::Array(
+            parts
+                .iter()
+                .map(|(b, a)| serde_json::json!([b, a]))
+                .collect(),
+        )
+        .to_string();
+        let ids = parts
+            .iter()
+            .map(|(b, _)| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = concat!(
+            "WITH e AS (\
+               INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, \
+                 source_type, source_id, batch_id, duration, description, refund_key, refund_of, \
+                 request_hash, created_at, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING *), \
+             m AS (\
+               INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, \
+                 balance_before, balance_after, created_at, ledger_id) \
+               SELECT $15, $16, $17, $10, $18, $19, $20, $14, e.id FROM e), \
+             a AS (INSERT INTO mjk_point_allocations (entry_id, batch_id, amount) \
+               SELECT e.id, (p.x ->> 0)::bigint, (p.x ->> 1)::bigint \
+               FROM e, jsonb_array_elements($21::jsonb) WITH ORDINALITY AS p(x, n) ORDER BY p.n), \
+             b AS (UPDATE mjk_point_batches SET remaining = remaining - \
+                 (SELECT (d.x ->> 1)::bigint FROM jsonb_array_elements($21::jsonb) AS d(x) \
+                  WHERE (d.x ->> 0)::bigint = mjk_point_batches.id) \
+               WHERE id = ANY(string_to_array($22, ',')::bigint[])), \
+             u AS (UPDATE ts_users SET balance = $5, updated_at = $14 WHERE id = $15) \
+             SELECT * FROM e"
+        );
+        let params: Vec<sea_orm::Value> = vec![
+            self.user_uuid.into(),
+            row.tx.as_str().into(),
+            row.amount.into(),
+            before.into(),
+            after.into(),
+            row.source_type.into(),
+            row.source_id.into(),
+            row.batch_id.into(),
+            row.duration.into(),
+            Some(row.description).into(),
+            row.refund_key.into(),
+            row.refund_of.into(),
+            row.request_hash.into(),
+            self.now.into(),
+            self.user_id.into(),
+            to_i32(row.tx.sign() * row.amount)?.into(),
+            row.mirror_order.into(),
+            row.mirror_source.into(),
+            to_i32(before)?.into(),
+            to_i32(after)?.into(),
+            draw.into(),
+            ids.into(),
+        ];
+        let entry = point_transaction::Model::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            params,
+        ))
+        .one(self.txn)
+        .await?
+        .ok_or_else(|| DbErr::Custom("the ledger insert returned no row".into()))?;
+        self.balance = after;
+        self.balance_stored = true;
         self.written.push(entry.clone());
         Ok(entry)
     }
@@ -229,7 +366,7 @@ impl<'t> Writer<'t> {
 
     /// Stores the cached balance; returns every row appended, in order.
     pub async fn finish(self) -> Result<Vec<Entry>, DbErr> {
-        if !self.written.is_empty() {
+        if !self.written.is_empty() && !self.balance_stored {
             let backend = self.txn.get_database_backend();
             self.txn
                 .execute_raw(Statement::from_sql_and_values(

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use entity::{fal_account, fal_task};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, Select,
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, Iterable, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select, Value,
 };
 
 use super::Page;
@@ -64,6 +65,19 @@ pub async fn accounts(db: &DatabaseConnection) -> Result<Vec<fal_account::Model>
         .await
 }
 
+/// Every task column except the JSON `input_params` / `output_params`
+/// (prompts and results, the widest by far), read as NULL: the API does not
+/// expose them, so a page of 100 tasks need not carry them.
+fn without_params(sel: Select<fal_task::Entity>) -> Select<fal_task::Entity> {
+    use fal_task::Column;
+    sel.select_only()
+        .columns(
+            Column::iter().filter(|c| !matches!(c, Column::InputParams | Column::OutputParams)),
+        )
+        .expr_as(Expr::value(Value::String(None)), "input_params")
+        .expr_as(Expr::value(Value::String(None)), "output_params")
+}
+
 pub async fn task_page(
     db: &DatabaseConnection,
     filter: &TaskFilter,
@@ -71,7 +85,7 @@ pub async fn task_page(
 ) -> Result<(Vec<fal_task::Model>, bool), DbErr> {
     let rows = page
         .apply(
-            filter.select(),
+            without_params(filter.select()),
             fal_task::Column::CreatedAt,
             fal_task::Column::Id,
         )

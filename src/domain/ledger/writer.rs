@@ -226,26 +226,6 @@ impl<'t> Writer<'t> {
             .map(|(b, _)| b.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        let sql = concat!(
-            "WITH e AS (\
-               INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, \
-                 source_type, source_id, batch_id, duration, description, refund_key, refund_of, \
-                 request_hash, created_at, updated_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING *), \
-             m AS (\
-               INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, \
-                 balance_before, balance_after, created_at, ledger_id) \
-               SELECT $15, $16, $17, $10, $18, $19, $20, $14, e.id FROM e), \
-             a AS (INSERT INTO mjk_point_allocations (entry_id, batch_id, amount) \
-               SELECT e.id, (p.x ->> 0)::bigint, (p.x ->> 1)::bigint \
-               FROM e, jsonb_array_elements($21::jsonb) WITH ORDINALITY AS p(x, n) ORDER BY p.n), \
-             b AS (UPDATE mjk_point_batches SET remaining = remaining - \
-                 (SELECT (d.x ->> 1)::bigint FROM jsonb_array_elements($21::jsonb) AS d(x) \
-                  WHERE (d.x ->> 0)::bigint = mjk_point_batches.id) \
-               WHERE id = ANY(string_to_array($22, ',')::bigint[])), \
-             u AS (UPDATE ts_users SET balance = $5, updated_at = $14 WHERE id = $15) \
-             SELECT * FROM e"
-        );
         let params: Vec<sea_orm::Value> = vec![
             self.user_uuid.into(),
             row.tx.as_str().into(),
@@ -272,7 +252,7 @@ impl<'t> Writer<'t> {
         ];
         let entry = point_transaction::Model::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            sql,
+            SPEND_SQL,
             params,
         ))
         .one(self.txn)
@@ -379,6 +359,29 @@ impl<'t> Writer<'t> {
         Ok(self.written)
     }
 }
+
+/// [`Writer::append_spend`] on PostgreSQL: one statement, fixed text.
+/// `$1..$14`: the ledger row (`$14` both timestamps); `$15` the user's int
+/// id; `$16..$20` the mirror's points, order, source and balances; `$21`
+/// the draw as `[[batch_id, amount], ...]`; `$22` the batch ids, comma-joined.
+const SPEND_SQL: &str = "WITH e AS (\
+               INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, \
+                 source_type, source_id, batch_id, duration, description, refund_key, refund_of, \
+                 request_hash, created_at, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING *), \
+             m AS (\
+               INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, \
+                 balance_before, balance_after, created_at, ledger_id) \
+               SELECT $15, $16, $17, $10, $18, $19, $20, $14, e.id FROM e), \
+             a AS (INSERT INTO mjk_point_allocations (entry_id, batch_id, amount) \
+               SELECT e.id, (p.x ->> 0)::bigint, (p.x ->> 1)::bigint \
+               FROM e, jsonb_array_elements($21::jsonb) WITH ORDINALITY AS p(x, n) ORDER BY p.n), \
+             b AS (UPDATE mjk_point_batches SET remaining = remaining - \
+                 (SELECT (d.x ->> 1)::bigint FROM jsonb_array_elements($21::jsonb) AS d(x) \
+                  WHERE (d.x ->> 0)::bigint = mjk_point_batches.id) \
+               WHERE id = ANY(string_to_array($22, ',')::bigint[])), \
+             u AS (UPDATE ts_users SET balance = $5, updated_at = $14 WHERE id = $15) \
+             SELECT * FROM e";
 
 fn to_i32(v: i64) -> Result<i32, DbErr> {
     i32::try_from(v).map_err(|_| DbErr::Custom(format!("{v} does not fit ts_points_detail")))

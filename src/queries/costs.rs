@@ -83,6 +83,14 @@ pub async fn account_costs(
             format!(" AND t.api_key IN ({})", ph.join(", "))
         }
     };
+    // SQLite's planner, seeing few distinct keys, prefers a skip-scan of
+    // `(api_key, created_at)` with a row lookup per task (1.57 s for 335k
+    // tasks) over the covering index (0.79 s): name it.
+    let tasks_from = if db.get_database_backend() == DbBackend::Sqlite {
+        "ts_fal_tasks t INDEXED BY ix_fal_tasks_cost_cover"
+    } else {
+        "ts_fal_tasks t"
+    };
     // The window's tasks, aggregated from the covering index alone.
     // `flagged` is the money of tasks marked refunded; the exact refunded
     // points come from the ledger where it has refund rows (below).
@@ -95,7 +103,7 @@ pub async fn account_costs(
            CAST(SUM(t.money) AS BIGINT) AS charged, \
            CAST(SUM(CASE WHEN t.is_refund = 1 THEN t.money ELSE 0 END) AS BIGINT) AS flagged, \
            SUM(t.cost_money) AS cost \
-         FROM ts_fal_tasks t \
+         FROM {tasks_from} \
          WHERE t.created_at >= $1 AND t.created_at < $2{key_filter} \
          GROUP BY t.api_key, t.app_name"
     );

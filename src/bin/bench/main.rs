@@ -163,22 +163,24 @@ async fn main() -> anyhow::Result<()> {
 const CONSUME: &str = "mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 1, sourceType: SCRIPT, sourceId: $id}) { id balanceAfter } }";
 const PAGE: &str = "query UsageDetail($u: Int, $after: String) { usageDetails(userId: $u, first: 20, after: $after) { edges { node { createdAt description duration change balanceAfter } } pageInfo { hasNextPage endCursor } } }";
 
-async fn post(
+/// One GraphQL request; an error for a transport failure or any GraphQL error.
+pub async fn post(
     client: &reqwest::Client,
     url: &str,
     token: &str,
     query: &str,
     vars: Value,
-) -> Option<Value> {
-    let r = client
+) -> anyhow::Result<Value> {
+    let v: Value = client
         .post(format!("{url}/graphql"))
         .bearer_auth(token)
         .json(&json!({ "query": query, "variables": vars }))
         .send()
-        .await
-        .ok()?;
-    let v: Value = r.json().await.ok()?;
-    v.get("errors").is_none().then_some(v)
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(v.get("errors").is_none(), "{v}");
+    Ok(v)
 }
 
 async fn run(
@@ -234,7 +236,7 @@ async fn run(
                     json!({ "u": u, "id": format!("bh-{run_id:08x}-{c}-{i}") }),
                 )
                 .await
-                .is_some()
+                .is_ok()
             }
         })
         .await;
@@ -263,7 +265,7 @@ async fn run(
     for _ in 0..if wants("usage") { 100 } else { 0 } {
         let u = rand::thread_rng().gen_range(lo..=hi);
         let q = "query($u: Int) { usageDetails(userId: $u, first: 80) { pageInfo { endCursor } } }";
-        if let Some(v) = post(&client, &gw.url, &admin, q, json!({ "u": u })).await {
+        if let Ok(v) = post(&client, &gw.url, &admin, q, json!({ "u": u })).await {
             if let Some(c) = v["data"]["usageDetails"]["pageInfo"]["endCursor"].as_str() {
                 deep.push((u, c.to_owned()));
             }
@@ -278,7 +280,7 @@ async fn run(
                 let u = rand::thread_rng().gen_range(lo..=hi);
                 post(&client, &url, &token, PAGE, json!({ "u": u }))
                     .await
-                    .is_some()
+                    .is_ok()
             }
         })
         .await;
@@ -301,7 +303,7 @@ async fn run(
                     json!({ "u": u, "after": cursor }),
                 )
                 .await
-                .is_some()
+                .is_ok()
             }
         })
         .await;
@@ -323,7 +325,7 @@ async fn run(
             move |_| {
                 let (client, url, token, vars) =
                     (client2.clone(), url.clone(), token.clone(), vars.clone());
-                async move { post(&client, &url, &token, costs, vars).await.is_some() }
+                async move { post(&client, &url, &token, costs, vars).await.is_ok() }
             },
         )
         .await;
@@ -345,7 +347,7 @@ async fn run(
                         - chrono::Duration::minutes(rand::thread_rng().gen_range(60..90 * 24 * 60));
                     post(&client, &url, &token, tasks_q, json!({ "from": from }))
                         .await
-                        .is_some()
+                        .is_ok()
                 }
             },
         )

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
 use crate::gateway::{self, Gateway};
+use crate::post;
 
 pub struct Plan {
     pub subscribers: usize,
@@ -255,25 +256,6 @@ async fn open_subscriptions(client: &reqwest::Client, url: &str) -> usize {
         .find_map(|l| l.strip_prefix("gateway_subscriptions "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
-}
-
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    query: &str,
-    vars: Value,
-) -> anyhow::Result<Value> {
-    let v: Value = client
-        .post(format!("{url}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": vars }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    anyhow::ensure!(v.get("errors").is_none(), "{v}");
-    Ok(v)
 }
 
 /// One subscriber: connect, init, subscribe, then record every event until

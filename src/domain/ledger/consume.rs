@@ -120,14 +120,7 @@ pub async fn consume_in(
     row.request_hash = Some(hash.to_owned());
     row.mirror_order = Some(req.source_id.as_str().to_owned());
     let entry = w.append_spend(row, &parts).await?;
-    let w_user = w.user_id;
-    let written = w.finish().await?;
-    Ok(Applied {
-        entry,
-        written,
-        user_id: Some(w_user),
-        replayed: false,
-    })
+    Ok(w.applied(entry).await?)
 }
 
 /// Picks `(batch_id, amount)` parts covering `amount` from the live

@@ -123,14 +123,7 @@ pub async fn recharge_in(
         .insert(txn)
         .await?;
     }
-    let w_user = w.user_id;
-    let written = w.finish().await?;
-    Ok(Applied {
-        entry,
-        written,
-        user_id: Some(w_user),
-        replayed: false,
-    })
+    Ok(w.applied(entry).await?)
 }
 
 async fn find_recharge<C: ConnectionTrait>(

@@ -173,14 +173,7 @@ pub async fn refund_in(
         ))
         .await?;
     }
-    let w_user = w.user_id;
-    let written = w.finish().await?;
-    Ok(Applied {
-        entry,
-        written,
-        user_id: Some(w_user),
-        replayed: false,
-    })
+    Ok(w.applied(entry).await?)
 }
 
 async fn find_refund<C: ConnectionTrait>(conn: &C, key: &str) -> Result<Option<Entry>, DbErr> {

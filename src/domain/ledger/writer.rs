@@ -14,7 +14,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::Entry;
+use super::{Applied, Entry};
 use crate::db::for_update;
 use crate::domain::source::{TxType, EXPIRE_LABEL};
 
@@ -342,6 +342,18 @@ impl<'t> Writer<'t> {
             .await?;
         }
         Ok(())
+    }
+
+    /// Finishes an operation about `entry`: what its caller commits and
+    /// announces.
+    pub async fn applied(self, entry: Entry) -> Result<Applied, DbErr> {
+        let user_id = self.user_id;
+        Ok(Applied {
+            entry,
+            written: self.finish().await?,
+            user_id: Some(user_id),
+            replayed: false,
+        })
     }
 
     /// Stores the cached balance; returns every row appended, in order.

@@ -116,8 +116,17 @@ impl Connection {
         );
         let keep_alive_on = settings.ws_keepalive_secs > 0;
         let shutdown = self.s.app.shutdown.clone();
+        // Armed once, when `connection_init` is accepted.
+        let expiry = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(expiry);
+        let mut expiry_armed = false;
         let close = loop {
-            let expiry = token_expiry(self.caller.as_ref());
+            if !expiry_armed {
+                if let Some(c) = &self.caller {
+                    expiry.as_mut().reset(token_deadline(c));
+                    expiry_armed = true;
+                }
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Some(Close::GoingAway),
@@ -152,7 +161,7 @@ impl Connection {
                         break None;
                     }
                 }
-                _ = expiry => break Some(Close::Forbidden("token expired".into())),
+                _ = &mut expiry, if expiry_armed => break Some(Close::Forbidden("token expired".into())),
             }
         };
         self.tasks.abort_all();
@@ -255,14 +264,10 @@ impl Connection {
     }
 }
 
-/// Resolves when the caller's token expires (never before `connection_init`).
-async fn token_expiry(caller: Option<&Caller>) {
-    let Some(c) = caller else {
-        return std::future::pending().await;
-    };
+/// When the caller's token expires, on the runtime's clock.
+fn token_deadline(c: &Caller) -> tokio::time::Instant {
     let left = c.expires_at - chrono::Utc::now().timestamp();
-    let left = Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0));
-    tokio::time::sleep(left).await;
+    tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0))
 }
 
 fn parse_request(payload: Value) -> Result<async_graphql::Request, String> {

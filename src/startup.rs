@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::domain::ledger::Committer;
 use crate::events::Broker;
 use crate::fal::{CachedFal, FalHttp};
+use crate::graphql::documents::Documents;
 use crate::graphql::{build_schema, AppSchema};
 use crate::http::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
@@ -89,6 +90,7 @@ impl Application {
             statements,
             broker,
             committer,
+            documents: Documents::new(),
         }));
         let schema = build_schema(state.clone());
         Ok(Application {

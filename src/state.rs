@@ -10,6 +10,7 @@ use crate::db::StatementCounter;
 use crate::domain::ledger::Committer;
 use crate::events::Broker;
 use crate::fal::FalPlatform;
+use crate::graphql::documents::Documents;
 use crate::http::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,8 @@ pub struct App {
     /// How ledger transactions commit: announcing to the broker on SQLite;
     /// plain on PostgreSQL, where the trigger and the listener do it.
     pub committer: Committer,
+    /// Parsed GraphQL documents by text, with their limit checks.
+    pub documents: Documents,
 }
 
 impl std::ops::Deref for AppState {

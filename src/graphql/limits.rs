@@ -1,26 +1,18 @@
 //! Operation limits that async-graphql does not offer: aliases and root
 //! fields per operation. Checked right after parsing, for every transport.
+//!
+//! Not an async-graphql extension on purpose: with any extension installed,
+//! async-graphql runs every field of every response through the extension
+//! chain (a registry lookup and a boxed future per field), which cost more
+//! CPU than the whole database query on a 20-row UsageDetail page.
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
-use async_graphql::{ServerError, ServerResult, Variables};
+use async_graphql::ServerError;
 
 use crate::domain::Code;
 
 pub const MAX_ALIASES: usize = 30;
 pub const MAX_ROOT_FIELDS: usize = 20;
-
-pub struct OperationLimits;
-
-impl ExtensionFactory for OperationLimits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationLimitsExtension)
-    }
-}
-
-struct OperationLimitsExtension;
 
 pub fn limit_error(message: impl Into<String>) -> ServerError {
     let mut e = ServerError::new(message, None);
@@ -68,31 +60,24 @@ fn count_fields(
         .sum()
 }
 
-#[async_trait::async_trait]
-impl Extension for OperationLimitsExtension {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        for (_, op) in doc.operations.iter() {
-            let set = &op.node.selection_set.node;
-            let aliases = count_fields(set, &doc, 0, 64, true, &|f| f.alias.is_some());
-            if aliases > MAX_ALIASES {
-                return Err(limit_error(format!(
-                    "an operation may use at most {MAX_ALIASES} aliases, this one uses {aliases}"
-                )));
-            }
-            let roots = count_fields(set, &doc, 0, 8, false, &|_| true);
-            if roots > MAX_ROOT_FIELDS {
-                return Err(limit_error(format!(
-                    "an operation may select at most {MAX_ROOT_FIELDS} root fields, this one selects {roots}"
-                )));
-            }
+/// Refuses a document whose operations use too many aliases or select too
+/// many root fields. Runs once per distinct document text (see
+/// [`super::documents`]), before execution, for every transport.
+pub fn check(doc: &ExecutableDocument) -> Result<(), ServerError> {
+    for (_, op) in doc.operations.iter() {
+        let set = &op.node.selection_set.node;
+        let aliases = count_fields(set, doc, 0, 64, true, &|f| f.alias.is_some());
+        if aliases > MAX_ALIASES {
+            return Err(limit_error(format!(
+                "an operation may use at most {MAX_ALIASES} aliases, this one uses {aliases}"
+            )));
         }
-        Ok(doc)
+        let roots = count_fields(set, doc, 0, 8, false, &|_| true);
+        if roots > MAX_ROOT_FIELDS {
+            return Err(limit_error(format!(
+                "an operation may select at most {MAX_ROOT_FIELDS} root fields, this one selects {roots}"
+            )));
+        }
     }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The GraphQL schema: one instance serves every transport.
 
 pub mod context;
+pub mod documents;
 pub mod error;
 mod limits;
 mod loaders;
@@ -35,7 +36,6 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(MAX_RECURSION)
         .limit_directives(MAX_DIRECTIVES)
-        .extension(limits::OperationLimits)
 }
 
 /// The schema the server runs, with its state.

@@ -112,12 +112,8 @@ impl QueryRoot {
         let f = filter.unwrap_or_default();
         check_range(f.from, f.to)?;
         let db = &state(ctx)?.db;
-        let user = queries::users::by_id(db, uid)
-            .await
-            .gql()?
-            .ok_or_else(|| coded(Code::UserNotFound, format!("user {uid} does not exist")))?;
         let filter = queries::ledger::UsageFilter {
-            user_uuid: user.uuid,
+            user_id: uid,
             types: f.types.map(|v| v.into_iter().map(Into::into).collect()),
             source_types: f
                 .source_types
@@ -128,6 +124,13 @@ impl QueryRoot {
         let (rows, more) = queries::ledger::usage_page(db, &filter, &page)
             .await
             .gql()?;
+        // An empty page may mean the user does not exist: only then ask.
+        if rows.is_empty() && queries::users::by_id(db, uid).await.gql()?.is_none() {
+            return Err(coded(
+                Code::UserNotFound,
+                format!("user {uid} does not exist"),
+            ));
+        }
         Ok(connection(
             rows,
             more,

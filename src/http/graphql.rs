@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{BatchRequest, BatchResponse, ServerError};
+use async_graphql::{BatchRequest, ServerError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::Value;
 
 use super::media::{is_json_body, negotiate, Media, JSON};
@@ -270,7 +271,7 @@ pub async fn get(
         }
     };
     // A mutation over GET would let any page a browser visits spend points.
-    if is_mutation(&request.query, request.operation_name.as_deref()) {
+    if is_mutation(&s, &request.query, request.operation_name.as_deref()) {
         let mut resp = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             media,
@@ -313,11 +314,12 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn is_mutation(query: &str, operation: Option<&str>) -> bool {
-    let Ok(doc) = async_graphql::parser::parse_query(query) else {
+fn is_mutation(s: &HttpState, query: &str, operation: Option<&str>) -> bool {
+    let checked = s.app.documents.checked(query);
+    let Ok(doc) = &*checked else {
         return false;
     };
-    match doc.operations {
+    match &doc.operations {
         DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
         DocumentOperations::Multiple(ops) => ops.iter().any(|(name, op)| {
             operation.is_none_or(|o| o == name.as_str()) && op.node.ty == OperationType::Mutation
@@ -371,11 +373,15 @@ fn first_operation_name(query: &str) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
+/// Readies one request for the schema: its parsed document (or the error
+/// that ends it before execution), its dataloaders, the caller, and
+/// introspection only for admins.
 pub(super) fn prepare(
     s: &HttpState,
     r: async_graphql::Request,
     caller: &Option<Caller>,
-) -> async_graphql::Request {
+) -> Result<async_graphql::Request, ServerError> {
+    let r = s.app.documents.attach(r)?;
     let mut r = crate::graphql::request_loaders(&s.app, r);
     let is_admin = caller.as_ref().is_some_and(|c| c.role == Role::Admin);
     if let Some(c) = caller {
@@ -384,7 +390,19 @@ pub(super) fn prepare(
     if !is_admin && !s.app.settings.introspection_for_all {
         r = r.disable_introspection();
     }
-    r
+    Ok(r)
+}
+
+/// Executes one prepared request; a request refused while preparing gets
+/// its error as the whole response, as async-graphql would answer it.
+async fn execute_one(
+    s: &HttpState,
+    r: Result<async_graphql::Request, ServerError>,
+) -> async_graphql::Response {
+    match r {
+        Ok(r) => s.schema.execute(r).await,
+        Err(e) => async_graphql::Response::from_errors(vec![e]),
+    }
 }
 
 async fn execute(
@@ -403,17 +421,23 @@ async fn execute(
         BatchRequest::Single(r) => vec![label(r)],
         BatchRequest::Batch(v) => v.iter().map(label).collect(),
     };
-    let batch = match batch {
-        BatchRequest::Single(r) => BatchRequest::Single(prepare(s, r, &caller)),
-        BatchRequest::Batch(v) => {
-            BatchRequest::Batch(v.into_iter().map(|r| prepare(s, r, &caller)).collect())
+    let run = async {
+        match batch {
+            BatchRequest::Single(r) => vec![execute_one(s, prepare(s, r, &caller)).await],
+            BatchRequest::Batch(v) => {
+                v.into_iter()
+                    .map(|r| execute_one(s, prepare(s, r, &caller)))
+                    .collect::<FuturesOrdered<_>>()
+                    .collect()
+                    .await
+            }
         }
     };
     let budget = std::time::Duration::from_millis(s.app.settings.request_timeout_ms);
     // Past the budget the execution future is dropped: its queries are
     // cancelled and an open transaction rolls back (a mutation is then
     // either committed before or not at all; a retry with its key tells).
-    let resp = match tokio::time::timeout(budget, s.schema.execute_batch(batch)).await {
+    let mut responses = match tokio::time::timeout(budget, run).await {
         Ok(r) => r,
         Err(_) => {
             for n in &names {
@@ -430,10 +454,6 @@ async fn execute(
                 &format!("the request exceeded its {} ms budget", budget.as_millis()),
             );
         }
-    };
-    let mut responses = match resp {
-        BatchResponse::Single(r) => vec![r],
-        BatchResponse::Batch(v) => v,
     };
     let single = names.len() == 1;
     let mut bodies = Vec::with_capacity(responses.len());

@@ -14,6 +14,7 @@ both_engines!(
     fal_tasks_resolve_accounts_and_users_in_a_fixed_number_of_statements,
     fal_keys_are_masked_everywhere,
     total_count_runs_only_when_selected,
+    a_usage_page_is_one_statement_and_unknown_users_are_refused,
 );
 
 const PAGE: &str = "query($u: Int, $after: String, $first: Int) { usageDetails(userId: $u, first: $first, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }";
@@ -264,4 +265,21 @@ async fn total_count_runs_only_when_selected(app: TestApp) {
     let with = app.statements.get() - before;
     assert_eq!(data(&r, "usageDetails")["totalCount"], 1);
     assert_eq!(with, without + 1);
+}
+
+async fn a_usage_page_is_one_statement_and_unknown_users_are_refused(app: TestApp) {
+    let u = app.create_user("one-statement").await;
+    app.recharge(u, 10, "o-one", None).await;
+    let q = "query($u: Int) { usageDetails(userId: $u) { nodes { id change } } }";
+    let before = app.statements.get();
+    let r = app.gql(&app.admin, q, json!({ "u": u })).await;
+    assert_eq!(app.statements.get() - before, 1, "{r}");
+    assert_eq!(data(&r, "usageDetails")["nodes"][0]["change"], 10);
+    // No rows: an empty page for a user who exists, an error for one who
+    // does not (a second statement, only then).
+    let empty = app.create_user("no-rows").await;
+    let r = app.gql(&app.admin, q, json!({ "u": empty })).await;
+    assert_eq!(data(&r, "usageDetails")["nodes"], json!([]), "{r}");
+    let r = app.gql(&app.admin, q, json!({ "u": 987_654 })).await;
+    assert_eq!(code(&r), Some("USER_NOT_FOUND"), "{r}");
 }

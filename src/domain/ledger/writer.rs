@@ -15,7 +15,6 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{Applied, Entry};
-use crate::db::for_update;
 use crate::domain::source::{TxType, EXPIRE_LABEL};
 
 /// Which user to lock: the ts_* tables name users by int id, the ledger by uuid.
@@ -72,7 +71,14 @@ pub(super) struct Writer<'t> {
     /// stored it), so `finish` need not.
     balance_stored: bool,
     written: Vec<Entry>,
+    /// The user's batches with points left, read by the lock statement when
+    /// that read is known to be current; used (once) by the first
+    /// [`Self::expire_due_then_live`] instead of a second round trip.
+    prefetched: Option<Vec<BatchRow>>,
 }
+
+/// `(batch_id, remaining, expires_at)` in the published draw order.
+type BatchRow = (i64, i64, Option<DateTime<Utc>>);
 
 /// A scalar subquery for [`Writer::lock_probing`]; its placeholders are
 /// numbered from `$1`.
@@ -117,11 +123,15 @@ impl<'t> Writer<'t> {
             Some(p) => (format!(", ({}) AS probe", p.subquery), p.values),
             None => (String::new(), Vec::new()),
         };
-        let sql = format!(
-            "SELECT id, uuid, balance{probe_sql} FROM ts_users WHERE {column} = ${}{}",
-            values.len() + 1,
-            for_update(backend)
-        );
+        let key = values.len() + 1;
+        let pg = backend == DbBackend::Postgres;
+        let sql = if pg {
+            format!("{LOCK_READING_BATCHES_SQL}{probe_sql} FROM l CROSS JOIN s")
+                .replace("{column}", column)
+                .replace("{key}", &format!("${key}"))
+        } else {
+            format!("SELECT id, uuid, balance{probe_sql} FROM ts_users WHERE {column} = ${key}")
+        };
         values.push(value);
         let row = txn
             .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -132,6 +142,12 @@ impl<'t> Writer<'t> {
         } else {
             row.try_get("", "probe")?
         };
+        let prefetched = if pg && row.try_get::<bool>("", "fresh")? {
+            let text: Option<String> = row.try_get("", "batches")?;
+            Some(parse_batches(text.as_deref())?)
+        } else {
+            None
+        };
         let w = Writer {
             txn,
             user_id: row.try_get("", "id")?,
@@ -140,6 +156,7 @@ impl<'t> Writer<'t> {
             balance_stored: true,
             now,
             written: Vec::new(),
+            prefetched,
         };
         Ok(Some((w, probed)))
     }
@@ -186,6 +203,7 @@ impl<'t> Writer<'t> {
         .await?;
         self.balance = after;
         self.balance_stored = false;
+        self.prefetched = None;
         self.written.push(entry.clone());
         Ok(entry)
     }
@@ -260,6 +278,7 @@ impl<'t> Writer<'t> {
         .ok_or_else(|| DbErr::Custom("the ledger insert returned no row".into()))?;
         self.balance = after;
         self.balance_stored = true;
+        self.prefetched = None;
         self.written.push(entry.clone());
         Ok(entry)
     }
@@ -277,6 +296,22 @@ impl<'t> Writer<'t> {
     /// soonest `expires_at` first, never-expiring last, then oldest — from
     /// one read of the user's batches (a consume needs both).
     pub async fn expire_due_then_live(&mut self) -> Result<Vec<(i64, i64)>, DbErr> {
+        let rows = match self.prefetched.take() {
+            Some(rows) => rows,
+            None => self.read_batches().await?,
+        };
+        let mut live = Vec::with_capacity(rows.len());
+        for (batch_id, remaining, expires_at) in rows {
+            if expires_at.is_some_and(|at| at <= self.now) {
+                self.expire_batch(batch_id, remaining).await?;
+            } else {
+                live.push((batch_id, remaining));
+            }
+        }
+        Ok(live)
+    }
+
+    async fn read_batches(&self) -> Result<Vec<BatchRow>, DbErr> {
         let backend = self.txn.get_database_backend();
         let rows = self
             .txn
@@ -288,18 +323,15 @@ impl<'t> Writer<'t> {
                 [self.user_id.into()],
             ))
             .await?;
-        let mut live = Vec::with_capacity(rows.len());
-        for b in rows {
-            let batch_id: i64 = b.try_get("", "id")?;
-            let remaining: i64 = b.try_get("", "remaining")?;
-            let expires_at: Option<DateTime<Utc>> = b.try_get("", "expires_at")?;
-            if expires_at.is_some_and(|at| at <= self.now) {
-                self.expire_batch(batch_id, remaining).await?;
-            } else {
-                live.push((batch_id, remaining));
-            }
-        }
-        Ok(live)
+        rows.iter()
+            .map(|b| {
+                Ok((
+                    b.try_get("", "id")?,
+                    b.try_get("", "remaining")?,
+                    b.try_get("", "expires_at")?,
+                ))
+            })
+            .collect()
     }
 
     async fn expire_batch(&mut self, batch_id: i64, remaining: i64) -> Result<(), DbErr> {
@@ -318,7 +350,8 @@ impl<'t> Writer<'t> {
     }
 
     /// Moves `delta` points into (+) or out of (-) one batch.
-    pub async fn adjust_batch(&self, batch_id: i64, delta: i64) -> Result<(), DbErr> {
+    pub async fn adjust_batch(&mut self, batch_id: i64, delta: i64) -> Result<(), DbErr> {
+        self.prefetched = None;
         let backend = self.txn.get_database_backend();
         self.txn
             .execute_raw(Statement::from_sql_and_values(
@@ -370,6 +403,56 @@ impl<'t> Writer<'t> {
         }
         Ok(self.written)
     }
+}
+
+/// [`Writer::lock_probing`] on PostgreSQL: the user's row locked, and in
+/// the same round trip the user's batches with points left as JSON
+/// `[[id, remaining, expires_at in µs since the epoch or null], ...]` in
+/// the draw order (the same order as [`Writer::read_batches`]).
+///
+/// The batches are read from the statement's snapshot, taken before any
+/// wait for the lock, so they are only used when `fresh`: the locked row
+/// is the very version that snapshot saw (same `ctid`). Every transaction
+/// that changes a user's batches also rewrites that user's row (the cached
+/// balance) while holding its lock, so an unchanged row means no such
+/// transaction committed after the snapshot and none is still running.
+/// Otherwise (a writer of the same user got there first) the writer reads
+/// the batches again, after the lock.
+///
+/// `{column}` and `{key}` are filled in; an optional probe column and
+/// `FROM l CROSS JOIN s` follow.
+const LOCK_READING_BATCHES_SQL: &str = "WITH s AS (SELECT ctid AS c FROM ts_users WHERE {column} = {key}), \
+             l AS (SELECT ctid AS c, id, uuid, balance FROM ts_users WHERE {column} = {key} FOR UPDATE) \
+             SELECT l.id, l.uuid, l.balance, l.c = s.c AS fresh, \
+               (SELECT json_agg(json_build_array(b.id, b.remaining, \
+                    (extract(epoch FROM b.expires_at) * 1000000)::bigint) \
+                  ORDER BY CASE WHEN b.expires_at IS NULL THEN 1 ELSE 0 END, b.expires_at, b.id)::text \
+                FROM mjk_point_batches b WHERE b.user_id = l.id AND b.remaining > 0) AS batches";
+
+/// Reads [`LOCK_READING_BATCHES_SQL`]'s batch list (null: none).
+fn parse_batches(text: Option<&str>) -> Result<Vec<BatchRow>, DbErr> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let bad = |e: String| {
+        DbErr::Custom(format!(
+            "unreadable batch list from the lock statement: {e}"
+        ))
+    };
+    let rows: Vec<(i64, i64, Option<i64>)> =
+        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    rows.into_iter()
+        .map(|(id, remaining, micros)| {
+            let expires_at = match micros {
+                None => None,
+                Some(us) => Some(
+                    DateTime::<Utc>::from_timestamp_micros(us)
+                        .ok_or_else(|| bad(format!("expiry {us} out of range")))?,
+                ),
+            };
+            Ok((id, remaining, expires_at))
+        })
+        .collect()
 }
 
 /// [`Writer::append_spend`] on PostgreSQL: one statement, fixed text.

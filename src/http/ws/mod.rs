@@ -229,7 +229,19 @@ impl Connection {
                         .map_err(|_| None)?;
                     return Ok(());
                 }
-                let request = prepare(&self.s, request, &Some(caller));
+                let request = match prepare(&self.s, request, &Some(caller)) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let mut r = async_graphql::Response::from_errors(vec![e]);
+                        assign_codes(&mut r);
+                        let errors =
+                            serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
+                        send_all(sink, protocol::failed(self.protocol, &id, &errors))
+                            .await
+                            .map_err(|_| None)?;
+                        return Ok(());
+                    }
+                };
                 let handle = self.tasks.spawn(operate(
                     self.s.schema.clone(),
                     self.protocol,

@@ -68,6 +68,11 @@ impl Gateway {
         self.status_kib("VmRSS:").map(|k| k / 1024.0)
     }
 
+    /// CPU time the gateway has used so far.
+    pub fn cpu(&self) -> Option<std::time::Duration> {
+        crate::cpu::process(self.child.id())
+    }
+
     /// Peak resident memory since start, MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
         self.status_kib("VmHWM:").map(|k| k / 1024.0)

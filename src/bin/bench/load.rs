@@ -16,9 +16,39 @@ pub struct Stats {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub peak_rss_mib: Option<f64>,
+    /// CPU time of the gateway process per request, ms.
+    pub gateway_cpu_ms: Option<f64>,
+    /// CPU time of the local PostgreSQL (all its processes) per request, ms.
+    pub db_cpu_ms: Option<f64>,
+}
+
+/// What one bounded run saw; [`summarize`] pools several.
+pub struct Measured {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+    /// CPU used meanwhile by the gateway and by the database, when known.
+    pub gateway_cpu: Option<Duration>,
+    pub db_cpu: Option<Duration>,
+}
+
+impl Measured {
+    pub fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
 }
 
 pub async fn run<F, Fut>(scenario: &str, concurrency: usize, total: usize, op: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let m = measure(concurrency, total, op).await;
+    summarize(scenario, concurrency, &[m])
+}
+
+/// `total` requests from `concurrency` workers.
+pub async fn measure<F, Fut>(concurrency: usize, total: usize, op: F) -> Measured
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send,
@@ -45,15 +75,32 @@ where
             }
         }));
     }
-    let mut all: Vec<Duration> = Vec::with_capacity(total);
+    let mut latencies: Vec<Duration> = Vec::with_capacity(total);
     let mut errors = 0;
     for w in workers {
         if let Ok((l, e)) = w.await {
-            all.extend(l);
+            latencies.extend(l);
             errors += e;
         }
     }
-    let elapsed = started.elapsed();
+    Measured {
+        latencies,
+        errors,
+        elapsed: started.elapsed(),
+        gateway_cpu: None,
+        db_cpu: None,
+    }
+}
+
+/// One row from one or more runs: requests over time spent, percentiles
+/// over every latency.
+pub fn summarize(scenario: &str, concurrency: usize, runs: &[Measured]) -> Stats {
+    let mut all: Vec<Duration> = runs
+        .iter()
+        .flat_map(|m| m.latencies.iter().copied())
+        .collect();
+    let errors = runs.iter().map(|m| m.errors).sum();
+    let elapsed: Duration = runs.iter().map(|m| m.elapsed).sum();
     all.sort();
     let pct = |p: f64| {
         if all.is_empty() {
@@ -63,7 +110,13 @@ where
                 * 1e3
         }
     };
+    let per_request = |f: fn(&Measured) -> Option<Duration>| {
+        let total: Option<Duration> = runs.iter().map(f).sum();
+        total.map(|t| t.as_secs_f64() * 1e3 / all.len().max(1) as f64)
+    };
     Stats {
+        gateway_cpu_ms: per_request(|m| m.gateway_cpu),
+        db_cpu_ms: per_request(|m| m.db_cpu),
         scenario: scenario.to_owned(),
         concurrency,
         requests: all.len(),
@@ -77,12 +130,22 @@ where
 
 pub fn print_table(rows: &[Stats]) {
     println!(
-        "{:<34} {:>5} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9}",
-        "scenario", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms", "RSS MiB"
+        "{:<34} {:>5} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "scenario",
+        "conc",
+        "requests",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "RSS MiB",
+        "gw CPU ms",
+        "db CPU ms"
     );
+    let ms = |v: Option<f64>| v.map(|m| format!("{m:.3}")).unwrap_or_else(|| "-".into());
     for s in rows {
         println!(
-            "{:<34} {:>5} {:>8} {:>6} {:>10.1} {:>9.2} {:>9.2} {:>9}",
+            "{:<34} {:>5} {:>8} {:>6} {:>10.1} {:>9.2} {:>9.2} {:>9} {:>10} {:>10}",
             s.scenario,
             s.concurrency,
             s.requests,
@@ -92,7 +155,9 @@ pub fn print_table(rows: &[Stats]) {
             s.p99_ms,
             s.peak_rss_mib
                 .map(|m| format!("{m:.1}"))
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            ms(s.gateway_cpu_ms),
+            ms(s.db_cpu_ms)
         );
     }
 }

@@ -4,7 +4,7 @@
 //! - `bench gen --database-url URL [--users N --ledger-rows N --accounts N --tasks N]`
 //!   fills a database (migrations applied) at the given scale; default
 //!   10,000 users, 1,000,000 ledger rows, 100 fal accounts, 1,000,000 tasks.
-//! - `bench run --database-url URL [--requests N] [--concurrency 1,16,64]`
+//! - `bench run --database-url URL [--requests N] [--concurrency 1,16,64] [--rounds 3]`
 //!   starts the release gateway next to this binary on that database and
 //!   runs the scenarios: `consume` over HTTP and the same consume as direct
 //!   SQL (the baseline), `usageDetails` first and deep pages, `accountCosts`
@@ -17,6 +17,7 @@
 //!   latency, gateway memory, lost or out-of-order events.
 
 mod baseline;
+mod cpu;
 mod gateway;
 mod gen;
 mod load;
@@ -68,6 +69,10 @@ enum Command {
         requests: usize,
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         concurrency: Vec<usize>,
+        /// Consume rounds per concurrency level, HTTP and baseline
+        /// alternating; each round runs `requests` of each.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Which scenarios: consume, usage, costs, tasks (default: all).
         #[arg(
             long,
@@ -135,9 +140,17 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             requests,
             concurrency,
+            rounds,
             scenarios,
         } => {
-            run(&database_url, requests, &concurrency, &scenarios).await?;
+            run(
+                &database_url,
+                requests,
+                &concurrency,
+                rounds.max(1),
+                &scenarios,
+            )
+            .await?;
         }
         Command::Subscribe {
             database_url,
@@ -158,6 +171,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `leg`, noting the CPU the gateway and the database used meanwhile.
+async fn with_cpu(
+    gw: &gateway::Gateway,
+    leg: impl std::future::Future<Output = load::Measured>,
+) -> load::Measured {
+    let (g0, d0) = (gw.cpu(), cpu::postgres());
+    let mut m = leg.await;
+    m.gateway_cpu = gw.cpu().zip(g0).map(|(a, b)| a.saturating_sub(b));
+    m.db_cpu = cpu::postgres().zip(d0).map(|(a, b)| a.saturating_sub(b));
+    m
 }
 
 const CONSUME: &str = "mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 1, sourceType: SCRIPT, sourceId: $id}) { id balanceAfter } }";
@@ -187,6 +212,7 @@ async fn run(
     database_url: &str,
     requests: usize,
     concurrency: &[usize],
+    rounds: usize,
     scenarios: &[String],
 ) -> anyhow::Result<()> {
     let wants = |s: &str| scenarios.iter().any(|x| x == s);
@@ -219,44 +245,80 @@ async fn run(
         .build()?;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let idle = gw.rss_mib();
+    let machine_before = cpu::machine();
     let run_id: u32 = rand::thread_rng().gen();
     let mut rows = Vec::new();
 
-    for &c in concurrency.iter().filter(|_| wants("consume")) {
-        let (client, url, token) = (client.clone(), gw.url.clone(), service.clone());
-        let mut s = load::run("consume via HTTP", c, requests, move |i| {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
-            async move {
-                let u = rand::thread_rng().gen_range(lo..=hi);
-                post(
-                    &client,
-                    &url,
-                    &token,
-                    CONSUME,
-                    json!({ "u": u, "id": format!("bh-{run_id:08x}-{c}-{i}") }),
-                )
-                .await
-                .is_ok()
-            }
-        })
-        .await;
-        s.peak_rss_mib = gw.peak_rss_mib();
-        rows.push(s);
-
+    // The headline ratio: HTTP and baseline alternate in rounds (order
+    // flipped every round) so that drift on a shared machine (autovacuum,
+    // checkpoints, the other tenant of the cores) falls on both.
+    let mut ratios = Vec::new();
+    if wants("consume") {
         baseline::prepare(&db).await?;
-        let dbc = Arc::new(db.clone());
-        let mut s = load::run("consume via direct SQL (baseline)", c, requests, move |i| {
-            let dbc = dbc.clone();
-            async move {
-                let u = rand::thread_rng().gen_range(lo..=hi);
-                baseline::consume(&dbc, u, 1, &format!("bs-{run_id:08x}-{c}-{i}"))
-                    .await
-                    .is_ok()
+    }
+    for &c in concurrency.iter().filter(|_| wants("consume")) {
+        let (mut http, mut direct) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            for leg in [round % 2, 1 - round % 2] {
+                if leg == 0 {
+                    let (client, url, token) = (client.clone(), gw.url.clone(), service.clone());
+                    http.push(
+                        with_cpu(
+                            &gw,
+                            load::measure(c, requests, move |i| {
+                                let (client, url, token) =
+                                    (client.clone(), url.clone(), token.clone());
+                                async move {
+                                    let u = rand::thread_rng().gen_range(lo..=hi);
+                                    let id = format!("bh-{run_id:08x}-{c}-{round}-{i}");
+                                    post(
+                                        &client,
+                                        &url,
+                                        &token,
+                                        CONSUME,
+                                        json!({ "u": u, "id": id }),
+                                    )
+                                    .await
+                                    .is_ok()
+                                }
+                            }),
+                        )
+                        .await,
+                    );
+                } else {
+                    let dbc = Arc::new(db.clone());
+                    direct.push(
+                        with_cpu(
+                            &gw,
+                            load::measure(c, requests, move |i| {
+                                let dbc = dbc.clone();
+                                async move {
+                                    let u = rand::thread_rng().gen_range(lo..=hi);
+                                    let sid = format!("bs-{run_id:08x}-{c}-{round}-{i}");
+                                    baseline::consume(&dbc, u, 1, &sid).await.is_ok()
+                                }
+                            }),
+                        )
+                        .await,
+                    );
+                }
             }
-        })
-        .await;
-        s.peak_rss_mib = None;
+        }
+        let per_round: Vec<f64> = http
+            .iter()
+            .zip(&direct)
+            .map(|(h, d)| h.throughput() / d.throughput())
+            .collect();
+        let mut s = load::summarize("consume via HTTP", c, &http);
+        s.peak_rss_mib = gw.peak_rss_mib();
+        let b = load::summarize("consume via direct SQL (baseline)", c, &direct);
+        ratios.push(json!({
+            "concurrency": c,
+            "overall": s.throughput_per_s / b.throughput_per_s,
+            "per_round": per_round,
+        }));
         rows.push(s);
+        rows.push(b);
     }
 
     // Deep cursors: 80 rows into the history of some users.
@@ -274,39 +336,47 @@ async fn run(
     let deep = Arc::new(deep);
     for &c in concurrency.iter().filter(|_| wants("usage")) {
         let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
-        let mut s = load::run("usageDetails first page", c, requests, move |_| {
-            let (client, url, token) = (client2.clone(), url.clone(), token.clone());
-            async move {
-                let u = rand::thread_rng().gen_range(lo..=hi);
-                post(&client, &url, &token, PAGE, json!({ "u": u }))
-                    .await
-                    .is_ok()
-            }
-        })
+        let first = with_cpu(
+            &gw,
+            load::measure(c, requests, move |_| {
+                let (client, url, token) = (client2.clone(), url.clone(), token.clone());
+                async move {
+                    let u = rand::thread_rng().gen_range(lo..=hi);
+                    post(&client, &url, &token, PAGE, json!({ "u": u }))
+                        .await
+                        .is_ok()
+                }
+            }),
+        )
         .await;
+        let mut s = load::summarize("usageDetails first page", c, &[first]);
         s.peak_rss_mib = gw.peak_rss_mib();
         rows.push(s);
         let (client2, url, token, deep) =
             (client.clone(), gw.url.clone(), admin.clone(), deep.clone());
-        let mut s = load::run("usageDetails deep page (row 80+)", c, requests, move |i| {
-            let (client, url, token, deep) =
-                (client2.clone(), url.clone(), token.clone(), deep.clone());
-            async move {
-                let Some((u, cursor)) = deep.get(i % deep.len().max(1)) else {
-                    return false;
-                };
-                post(
-                    &client,
-                    &url,
-                    &token,
-                    PAGE,
-                    json!({ "u": u, "after": cursor }),
-                )
-                .await
-                .is_ok()
-            }
-        })
+        let deep_leg = with_cpu(
+            &gw,
+            load::measure(c, requests, move |i| {
+                let (client, url, token, deep) =
+                    (client2.clone(), url.clone(), token.clone(), deep.clone());
+                async move {
+                    let Some((u, cursor)) = deep.get(i % deep.len().max(1)) else {
+                        return false;
+                    };
+                    post(
+                        &client,
+                        &url,
+                        &token,
+                        PAGE,
+                        json!({ "u": u, "after": cursor }),
+                    )
+                    .await
+                    .is_ok()
+                }
+            }),
+        )
         .await;
+        let mut s = load::summarize("usageDetails deep page (row 80+)", c, &[deep_leg]);
         s.peak_rss_mib = gw.peak_rss_mib();
         rows.push(s);
     }
@@ -361,6 +431,30 @@ async fn run(
         idle.unwrap_or(0.0)
     );
     load::print_table(&rows);
+    let steal = machine_before
+        .zip(cpu::machine())
+        .map(|(b, a)| cpu::steal_share(b, a));
+    if let Some(steal) = steal {
+        println!(
+            "CPU steal during the run: {:.1}% (time the hypervisor ran other guests)",
+            steal * 100.0
+        );
+    }
+    for r in &ratios {
+        let rounds: Vec<String> = r["per_round"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .map(|x| format!("{:.0}%", x * 100.0))
+            .collect();
+        println!(
+            "consume HTTP / direct SQL at c{}: {:.0}% overall; rounds {}",
+            r["concurrency"],
+            r["overall"].as_f64().unwrap_or(0.0) * 100.0,
+            rounds.join(", ")
+        );
+    }
     std::fs::create_dir_all("bench-results")?;
     let at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -369,7 +463,7 @@ async fn run(
     std::fs::write(
         &path,
         serde_json::to_string_pretty(
-            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows }),
+            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "consume_ratios": ratios, "cpu_steal_share": steal }),
         )?,
     )?;
     println!("wrote {path}");

@@ -112,8 +112,15 @@ impl QueryRoot {
         let f = filter.unwrap_or_default();
         check_range(f.from, f.to)?;
         let db = &state(ctx)?.db;
+        let not_found = || coded(Code::UserNotFound, format!("user {uid} does not exist"));
+        let user = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            queries::ledger::LedgerUser::Id(uid)
+        } else {
+            let u = queries::users::by_id(db, uid).await.gql()?;
+            queries::ledger::LedgerUser::Uuid(u.ok_or_else(not_found)?.uuid)
+        };
         let filter = queries::ledger::UsageFilter {
-            user_id: uid,
+            user,
             types: f.types.map(|v| v.into_iter().map(Into::into).collect()),
             source_types: f
                 .source_types
@@ -125,11 +132,11 @@ impl QueryRoot {
             .await
             .gql()?;
         // An empty page may mean the user does not exist: only then ask.
-        if rows.is_empty() && queries::users::by_id(db, uid).await.gql()?.is_none() {
-            return Err(coded(
-                Code::UserNotFound,
-                format!("user {uid} does not exist"),
-            ));
+        if rows.is_empty()
+            && matches!(user, queries::ledger::LedgerUser::Id(_))
+            && queries::users::by_id(db, uid).await.gql()?.is_none()
+        {
+            return Err(not_found());
         }
         Ok(connection(
             rows,

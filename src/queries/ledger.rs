@@ -11,12 +11,28 @@ use sea_orm::{
 use super::Page;
 use crate::domain::source::{SourceType, TxType};
 
+/// Whose ledger: the ledger names users by uuid, the API by int id.
+#[derive(Debug, Clone, Copy)]
+pub enum LedgerUser {
+    /// Looked up inside the page statement: one round trip instead of two
+    /// (PostgreSQL).
+    Id(i32),
+    /// Looked up before. On SQLite (in-process, no round trip to save) a
+    /// scalar subquery next to the keyset `OR` made deep pages several
+    /// times slower under load, so SQLite gets the uuid.
+    Uuid(uuid::Uuid),
+}
+
+impl Default for LedgerUser {
+    fn default() -> Self {
+        LedgerUser::Id(0)
+    }
+}
+
 /// Filters of `usageDetails`; the user is always set (the caller's scope).
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter {
-    /// `ts_users.id`; the ledger names users by uuid, looked up by the same
-    /// statement (one round trip per page instead of two).
-    pub user_id: i32,
+    pub user: LedgerUser,
     pub types: Option<Vec<TxType>>,
     pub source_types: Option<Vec<SourceType>>,
     /// Inclusive lower bound.
@@ -27,17 +43,22 @@ pub struct UsageFilter {
 
 impl UsageFilter {
     fn select(&self) -> Select<tx::Entity> {
-        // A scalar subquery, evaluated once before the scan, so the page
-        // is still an ordered range of the (user_id, created_at, id) index.
-        let uuid = Query::select()
-            .column(user::Column::Uuid)
-            .from(user::Entity)
-            .and_where(Expr::col(user::Column::Id).eq(self.user_id))
-            .to_owned();
-        let mut cond = Condition::all().add(
-            Expr::col((tx::Entity, tx::Column::UserId))
-                .eq(Expr::SubQuery(None, Box::new(uuid.into()))),
-        );
+        let mut cond = match self.user {
+            // A scalar subquery, evaluated once before the scan, so the page
+            // is still an ordered range of the (user_id, created_at) index.
+            LedgerUser::Id(id) => {
+                let uuid = Query::select()
+                    .column(user::Column::Uuid)
+                    .from(user::Entity)
+                    .and_where(Expr::col(user::Column::Id).eq(id))
+                    .to_owned();
+                Condition::all().add(
+                    Expr::col((tx::Entity, tx::Column::UserId))
+                        .eq(Expr::SubQuery(None, Box::new(uuid.into()))),
+                )
+            }
+            LedgerUser::Uuid(uuid) => Condition::all().add(tx::Column::UserId.eq(uuid)),
+        };
         if let Some(types) = &self.types {
             cond = cond.add(tx::Column::Type.is_in(types.iter().map(|t| t.as_str())));
         }

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 pub struct Gateway {
     child: Child,
     pub url: String,
+    /// Whether it runs on PostgreSQL (else SQLite, inside the process).
+    pub postgres: bool,
 }
 
 pub const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
@@ -52,7 +54,11 @@ impl Gateway {
             .rsplit_once("listening on ")
             .map(|(_, u)| u.to_owned())
             .ok_or_else(|| anyhow::anyhow!("unexpected first line {first:?}"))?;
-        Ok(Gateway { child, url })
+        Ok(Gateway {
+            child,
+            url,
+            postgres: database_url.starts_with("postgres"),
+        })
     }
 
     fn status_kib(&self, field: &str) -> Option<f64> {

@@ -173,15 +173,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `leg`, noting the CPU the gateway and the database used meanwhile.
+/// Runs `leg`, noting the CPU the gateway and the database used meanwhile
+/// (SQLite runs inside the gateway: no separate database figure).
 async fn with_cpu(
     gw: &gateway::Gateway,
     leg: impl std::future::Future<Output = load::Measured>,
 ) -> load::Measured {
-    let (g0, d0) = (gw.cpu(), cpu::postgres());
+    let pg = || gw.postgres.then(cpu::postgres).flatten();
+    let (g0, d0) = (gw.cpu(), pg());
     let mut m = leg.await;
     m.gateway_cpu = gw.cpu().zip(g0).map(|(a, b)| a.saturating_sub(b));
-    m.db_cpu = cpu::postgres().zip(d0).map(|(a, b)| a.saturating_sub(b));
+    m.db_cpu = pg().zip(d0).map(|(a, b)| a.saturating_sub(b));
     m
 }
 

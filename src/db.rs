@@ -101,15 +101,6 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     .await
 }
 
-/// `SELECT ... FOR UPDATE` where the engine has row locks; SQLite's
-/// IMMEDIATE transaction already holds the database write lock.
-pub fn for_update(backend: DbBackend) -> &'static str {
-    match backend {
-        DbBackend::Postgres => " FOR UPDATE",
-        _ => "",
-    }
-}
-
 /// The one classification of database failures the ledger relies on: a
 /// unique index refusing a row means another request with the same
 /// idempotency key committed first.

@@ -41,13 +41,14 @@ impl Documents {
     /// The document for `query`, parsed and checked (from the cache when
     /// this text was seen before).
     pub fn checked(&self, query: &str) -> Arc<Checked> {
-        if query.len() <= MAX_CACHED_BYTES {
+        let cacheable = query.len() <= MAX_CACHED_BYTES;
+        if cacheable {
             if let Some(hit) = self.lock().get(query) {
                 return hit.clone();
             }
         }
         let checked = Arc::new(parse_and_check(query));
-        if query.len() <= MAX_CACHED_BYTES {
+        if cacheable {
             let mut entries = self.lock();
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
@@ -74,12 +75,9 @@ impl Documents {
     }
 
     /// Documents held now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Checked>>> {

@@ -113,12 +113,10 @@ impl QueryRoot {
         check_range(f.from, f.to)?;
         let db = &state(ctx)?.db;
         let not_found = || coded(Code::UserNotFound, format!("user {uid} does not exist"));
-        let user = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            queries::ledger::LedgerUser::Id(uid)
-        } else {
-            let u = queries::users::by_id(db, uid).await.gql()?;
-            queries::ledger::LedgerUser::Uuid(u.ok_or_else(not_found)?.uuid)
-        };
+        let user = queries::ledger::LedgerUser::of(db, uid)
+            .await
+            .gql()?
+            .ok_or_else(not_found)?;
         let filter = queries::ledger::UsageFilter {
             user,
             types: f.types.map(|v| v.into_iter().map(Into::into).collect()),
@@ -130,14 +128,8 @@ impl QueryRoot {
         };
         let (rows, more) = queries::ledger::usage_page(db, &filter, &page)
             .await
-            .gql()?;
-        // An empty page may mean the user does not exist: only then ask.
-        if rows.is_empty()
-            && matches!(user, queries::ledger::LedgerUser::Id(_))
-            && queries::users::by_id(db, uid).await.gql()?.is_none()
-        {
-            return Err(not_found());
-        }
+            .gql()?
+            .ok_or_else(not_found)?;
         Ok(connection(
             rows,
             more,

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use entity::{financial_transaction as fin, point_transaction as tx, points_detail as pd, user};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    Select,
+    ColumnTrait, Condition, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, Select,
 };
 
 use super::Page;
@@ -23,14 +23,21 @@ pub enum LedgerUser {
     Uuid(uuid::Uuid),
 }
 
-impl Default for LedgerUser {
-    fn default() -> Self {
-        LedgerUser::Id(0)
+impl LedgerUser {
+    /// How a page statement names user `id` on this engine; `None` when
+    /// the user is already known not to exist.
+    pub async fn of(db: &DatabaseConnection, id: i32) -> Result<Option<LedgerUser>, DbErr> {
+        if db.get_database_backend() == DbBackend::Postgres {
+            return Ok(Some(LedgerUser::Id(id)));
+        }
+        Ok(super::users::by_id(db, id)
+            .await?
+            .map(|u| LedgerUser::Uuid(u.uuid)))
     }
 }
 
 /// Filters of `usageDetails`; the user is always set (the caller's scope).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UsageFilter {
     pub user: LedgerUser,
     pub types: Option<Vec<TxType>>,
@@ -75,16 +82,24 @@ impl UsageFilter {
     }
 }
 
+/// One page of the filter's ledger; `None` when its user does not exist.
 pub async fn usage_page(
     db: &DatabaseConnection,
     filter: &UsageFilter,
     page: &Page,
-) -> Result<(Vec<tx::Model>, bool), DbErr> {
+) -> Result<Option<(Vec<tx::Model>, bool)>, DbErr> {
     let rows = page
         .apply(filter.select(), tx::Column::CreatedAt, tx::Column::Id)
         .all(db)
         .await?;
-    Ok(page.finish(rows))
+    // Looked up inside the statement, the user may be missing: an empty
+    // page is the only case that needs asking.
+    if let (true, LedgerUser::Id(id)) = (rows.is_empty(), filter.user) {
+        if super::users::by_id(db, id).await?.is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(page.finish(rows)))
 }
 
 pub async fn usage_count(db: &DatabaseConnection, filter: &UsageFilter) -> Result<u64, DbErr> {

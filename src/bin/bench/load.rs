@@ -38,15 +38,6 @@ impl Measured {
     }
 }
 
-pub async fn run<F, Fut>(scenario: &str, concurrency: usize, total: usize, op: F) -> Stats
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = bool> + Send,
-{
-    let m = measure(concurrency, total, op).await;
-    summarize(scenario, concurrency, &[m])
-}
-
 /// `total` requests from `concurrency` workers.
 pub async fn measure<F, Fut>(concurrency: usize, total: usize, op: F) -> Measured
 where

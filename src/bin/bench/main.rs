@@ -187,6 +187,42 @@ async fn with_cpu(
     m
 }
 
+/// `total` requests of `query` from `concurrency` workers, request `i`
+/// with the variables `vars(i)` (`None` counts as an error), CPU noted.
+async fn gql_leg(
+    gw: &gateway::Gateway,
+    client: &reqwest::Client,
+    token: &str,
+    query: &'static str,
+    concurrency: usize,
+    total: usize,
+    vars: impl Fn(usize) -> Option<Value> + Send + Sync + 'static,
+) -> load::Measured {
+    let (client, url, token) = (client.clone(), gw.url.clone(), token.to_owned());
+    let leg = load::measure(concurrency, total, move |i| {
+        let (client, url, token, vars) = (client.clone(), url.clone(), token.clone(), vars(i));
+        async move {
+            match vars {
+                Some(v) => post(&client, &url, &token, query, v).await.is_ok(),
+                None => false,
+            }
+        }
+    });
+    with_cpu(gw, leg).await
+}
+
+/// One table row for gateway legs: pooled figures and the gateway's peak RSS.
+fn gateway_row(
+    gw: &gateway::Gateway,
+    scenario: &str,
+    concurrency: usize,
+    runs: &[load::Measured],
+) -> load::Stats {
+    let mut s = load::summarize(scenario, concurrency, runs);
+    s.peak_rss_mib = gw.peak_rss_mib();
+    s
+}
+
 const CONSUME: &str = "mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 1, sourceType: SCRIPT, sourceId: $id}) { id balanceAfter } }";
 const PAGE: &str = "query UsageDetail($u: Int, $after: String) { usageDetails(userId: $u, first: 20, after: $after) { edges { node { createdAt description duration change balanceAfter } } pageInfo { hasNextPage endCursor } } }";
 
@@ -263,28 +299,12 @@ async fn run(
         for round in 0..rounds {
             for leg in [round % 2, 1 - round % 2] {
                 if leg == 0 {
-                    let (client, url, token) = (client.clone(), gw.url.clone(), service.clone());
                     http.push(
-                        with_cpu(
-                            &gw,
-                            load::measure(c, requests, move |i| {
-                                let (client, url, token) =
-                                    (client.clone(), url.clone(), token.clone());
-                                async move {
-                                    let u = rand::thread_rng().gen_range(lo..=hi);
-                                    let id = format!("bh-{run_id:08x}-{c}-{round}-{i}");
-                                    post(
-                                        &client,
-                                        &url,
-                                        &token,
-                                        CONSUME,
-                                        json!({ "u": u, "id": id }),
-                                    )
-                                    .await
-                                    .is_ok()
-                                }
-                            }),
-                        )
+                        gql_leg(&gw, &client, &service, CONSUME, c, requests, move |i| {
+                            let u = rand::thread_rng().gen_range(lo..=hi);
+                            let id = format!("bh-{run_id:08x}-{c}-{round}-{i}");
+                            Some(json!({ "u": u, "id": id }))
+                        })
                         .await,
                     );
                 } else {
@@ -311,8 +331,7 @@ async fn run(
             .zip(&direct)
             .map(|(h, d)| h.throughput() / d.throughput())
             .collect();
-        let mut s = load::summarize("consume via HTTP", c, &http);
-        s.peak_rss_mib = gw.peak_rss_mib();
+        let s = gateway_row(&gw, "consume via HTTP", c, &http);
         let b = load::summarize("consume via direct SQL (baseline)", c, &direct);
         ratios.push(json!({
             "concurrency": c,
@@ -337,50 +356,23 @@ async fn run(
     }
     let deep = Arc::new(deep);
     for &c in concurrency.iter().filter(|_| wants("usage")) {
-        let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
-        let first = with_cpu(
-            &gw,
-            load::measure(c, requests, move |_| {
-                let (client, url, token) = (client2.clone(), url.clone(), token.clone());
-                async move {
-                    let u = rand::thread_rng().gen_range(lo..=hi);
-                    post(&client, &url, &token, PAGE, json!({ "u": u }))
-                        .await
-                        .is_ok()
-                }
-            }),
-        )
+        let first = gql_leg(&gw, &client, &admin, PAGE, c, requests, move |_| {
+            Some(json!({ "u": rand::thread_rng().gen_range(lo..=hi) }))
+        })
         .await;
-        let mut s = load::summarize("usageDetails first page", c, &[first]);
-        s.peak_rss_mib = gw.peak_rss_mib();
-        rows.push(s);
-        let (client2, url, token, deep) =
-            (client.clone(), gw.url.clone(), admin.clone(), deep.clone());
-        let deep_leg = with_cpu(
-            &gw,
-            load::measure(c, requests, move |i| {
-                let (client, url, token, deep) =
-                    (client2.clone(), url.clone(), token.clone(), deep.clone());
-                async move {
-                    let Some((u, cursor)) = deep.get(i % deep.len().max(1)) else {
-                        return false;
-                    };
-                    post(
-                        &client,
-                        &url,
-                        &token,
-                        PAGE,
-                        json!({ "u": u, "after": cursor }),
-                    )
-                    .await
-                    .is_ok()
-                }
-            }),
-        )
+        rows.push(gateway_row(&gw, "usageDetails first page", c, &[first]));
+        let deep = deep.clone();
+        let deep_leg = gql_leg(&gw, &client, &admin, PAGE, c, requests, move |i| {
+            let (u, cursor) = deep.get(i % deep.len().max(1))?;
+            Some(json!({ "u": u, "after": cursor }))
+        })
         .await;
-        let mut s = load::summarize("usageDetails deep page (row 80+)", c, &[deep_leg]);
-        s.peak_rss_mib = gw.peak_rss_mib();
-        rows.push(s);
+        rows.push(gateway_row(
+            &gw,
+            "usageDetails deep page (row 80+)",
+            c,
+            &[deep_leg],
+        ));
     }
 
     // The cost report, local part (no falUsage): 30 days, every account.
@@ -388,44 +380,33 @@ async fn run(
     let from = to - chrono::Duration::days(30);
     let costs = "query($from: DateTime!, $to: DateTime!) { accountCosts(from: $from, to: $to) { account { id name } taskCount succeededCount failedCount refundedCount chargedPoints refundedPoints costUsd marginUsd byEndpoint { appName taskCount chargedPoints costUsd } } }";
     for &c in concurrency.iter().filter(|&&c| c <= 16 && wants("costs")) {
-        let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
         let vars = json!({ "from": from, "to": to });
-        let mut s = load::run(
+        let total = (requests / 20).max(20);
+        let leg = gql_leg(&gw, &client, &admin, costs, c, total, move |_| {
+            Some(vars.clone())
+        })
+        .await;
+        rows.push(gateway_row(
+            &gw,
             "accountCosts 30 days, all accounts",
             c,
-            (requests / 20).max(20),
-            move |_| {
-                let (client, url, token, vars) =
-                    (client2.clone(), url.clone(), token.clone(), vars.clone());
-                async move { post(&client, &url, &token, costs, vars).await.is_ok() }
-            },
-        )
-        .await;
-        s.peak_rss_mib = gw.peak_rss_mib();
-        rows.push(s);
+            &[leg],
+        ));
     }
     // fal tasks with their account and user through the dataloaders.
     let tasks_q = "query($from: DateTime) { falTasks(first: 100, filter: { from: $from }) { nodes { taskId appName status money costUsd isRefund createdAt account { name maskedKey } user { id name } } pageInfo { endCursor } } }";
     for &c in concurrency.iter().filter(|_| wants("tasks")) {
-        let (client2, url, token) = (client.clone(), gw.url.clone(), admin.clone());
-        let mut s = load::run(
+        let leg = gql_leg(&gw, &client, &admin, tasks_q, c, requests / 4, move |_| {
+            let back = rand::thread_rng().gen_range(60..90 * 24 * 60);
+            Some(json!({ "from": chrono::Utc::now() - chrono::Duration::minutes(back) }))
+        })
+        .await;
+        rows.push(gateway_row(
+            &gw,
             "falTasks 100/page with account+user",
             c,
-            requests / 4,
-            move |_| {
-                let (client, url, token) = (client2.clone(), url.clone(), token.clone());
-                async move {
-                    let from = chrono::Utc::now()
-                        - chrono::Duration::minutes(rand::thread_rng().gen_range(60..90 * 24 * 60));
-                    post(&client, &url, &token, tasks_q, json!({ "from": from }))
-                        .await
-                        .is_ok()
-                }
-            },
-        )
-        .await;
-        s.peak_rss_mib = gw.peak_rss_mib();
-        rows.push(s);
+            &[leg],
+        ));
     }
 
     println!(

@@ -126,10 +126,11 @@ impl<'t> Writer<'t> {
         let key = values.len() + 1;
         let pg = backend == DbBackend::Postgres;
         let sql = if pg {
-            format!("{LOCK_READING_BATCHES_SQL}{probe_sql} FROM l CROSS JOIN s")
-                .replace("{column}", column)
-                .replace("{key}", &format!("${key}"))
+            lock_reading_batches_sql(column, key, &probe_sql)
         } else {
+            // SQLite's IMMEDIATE transaction already holds the database's
+            // write lock, and its reads are current: nothing to lock or
+            // to read ahead.
             format!("SELECT id, uuid, balance{probe_sql} FROM ts_users WHERE {column} = ${key}")
         };
         values.push(value);
@@ -317,9 +318,10 @@ impl<'t> Writer<'t> {
             .txn
             .query_all_raw(Statement::from_sql_and_values(
                 backend,
-                "SELECT id, remaining, expires_at FROM mjk_point_batches \
-                 WHERE user_id = $1 AND remaining > 0 \
-                 ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id",
+                format!(
+                    "SELECT b.id, b.remaining, b.expires_at FROM mjk_point_batches b \
+                     WHERE b.user_id = $1 AND b.remaining > 0 ORDER BY {DRAW_ORDER}"
+                ),
                 [self.user_id.into()],
             ))
             .await?;
@@ -405,10 +407,15 @@ impl<'t> Writer<'t> {
     }
 }
 
-/// [`Writer::lock_probing`] on PostgreSQL: the user's row locked, and in
-/// the same round trip the user's batches with points left as JSON
+/// The published draw order of a user's batches (`mjk_point_batches b`):
+/// soonest `expires_at` first, never-expiring last, then oldest.
+const DRAW_ORDER: &str = "CASE WHEN b.expires_at IS NULL THEN 1 ELSE 0 END, b.expires_at, b.id";
+
+/// [`Writer::lock_probing`] on PostgreSQL: the user's row (`{column}` =
+/// `${key}`) locked, `probe_sql` (empty or `, (…) AS probe`), and in the
+/// same round trip the user's batches with points left as JSON
 /// `[[id, remaining, expires_at in µs since the epoch or null], ...]` in
-/// the draw order (the same order as [`Writer::read_batches`]).
+/// [`DRAW_ORDER`].
 ///
 /// The batches are read from the statement's snapshot, taken before any
 /// wait for the lock, so they are only used when `fresh`: the locked row
@@ -418,18 +425,19 @@ impl<'t> Writer<'t> {
 /// transaction committed after the snapshot and none is still running.
 /// Otherwise (a writer of the same user got there first) the writer reads
 /// the batches again, after the lock.
-///
-/// `{column}` and `{key}` are filled in; an optional probe column and
-/// `FROM l CROSS JOIN s` follow.
-const LOCK_READING_BATCHES_SQL: &str = "WITH s AS (SELECT ctid AS c FROM ts_users WHERE {column} = {key}), \
-             l AS (SELECT ctid AS c, id, uuid, balance FROM ts_users WHERE {column} = {key} FOR UPDATE) \
-             SELECT l.id, l.uuid, l.balance, l.c = s.c AS fresh, \
-               (SELECT json_agg(json_build_array(b.id, b.remaining, \
-                    (extract(epoch FROM b.expires_at) * 1000000)::bigint) \
-                  ORDER BY CASE WHEN b.expires_at IS NULL THEN 1 ELSE 0 END, b.expires_at, b.id)::text \
-                FROM mjk_point_batches b WHERE b.user_id = l.id AND b.remaining > 0) AS batches";
+fn lock_reading_batches_sql(column: &str, key: usize, probe_sql: &str) -> String {
+    format!(
+        "WITH s AS (SELECT ctid AS c FROM ts_users WHERE {column} = ${key}), \
+         l AS (SELECT ctid AS c, id, uuid, balance FROM ts_users WHERE {column} = ${key} FOR UPDATE) \
+         SELECT l.id, l.uuid, l.balance, l.c = s.c AS fresh, \
+           (SELECT json_agg(json_build_array(b.id, b.remaining, \
+                (extract(epoch FROM b.expires_at) * 1000000)::bigint) ORDER BY {DRAW_ORDER})::text \
+            FROM mjk_point_batches b WHERE b.user_id = l.id AND b.remaining > 0) AS batches{probe_sql} \
+         FROM l CROSS JOIN s"
+    )
+}
 
-/// Reads [`LOCK_READING_BATCHES_SQL`]'s batch list (null: none).
+/// Reads [`lock_reading_batches_sql`]'s batch list (null: none).
 fn parse_batches(text: Option<&str>) -> Result<Vec<BatchRow>, DbErr> {
     let Some(text) = text else {
         return Ok(Vec::new());

@@ -234,9 +234,7 @@ impl Connection {
                     Err(e) => {
                         let mut r = async_graphql::Response::from_errors(vec![e]);
                         assign_codes(&mut r);
-                        let errors =
-                            serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
-                        send_all(sink, protocol::failed(self.protocol, &id, &errors))
+                        send_all(sink, failed(self.protocol, &id, &r))
                             .await
                             .map_err(|_| None)?;
                         return Ok(());
@@ -291,6 +289,13 @@ fn error_array(code: Code, message: &str) -> String {
     serde_json::json!([{ "message": message, "extensions": { "code": code.as_str() } }]).to_string()
 }
 
+/// The frames ending operation `id` that failed as a whole (`r` carries
+/// only errors, codes assigned).
+fn failed(protocol: Protocol, id: &str, r: &async_graphql::Response) -> Vec<String> {
+    let errors = serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
+    protocol::failed(protocol, id, &errors)
+}
+
 /// Runs one operation and hands its frames to the connection. A first
 /// result without data is the operation failing as a whole (invalid
 /// document, refused subscription): an `error` message, not `next`.
@@ -306,8 +311,7 @@ async fn operate(
     while let Some(mut r) = results.next().await {
         assign_codes(&mut r);
         if first && matches!(r.data, async_graphql::Value::Null) && !r.errors.is_empty() {
-            let errors = serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
-            let frames = protocol::failed(protocol, &id, &errors);
+            let frames = failed(protocol, &id, &r);
             let _ = tx.send(Out::Finished { id, frames }).await;
             return;
         }

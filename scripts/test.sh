@@ -11,6 +11,9 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
 fi
 log=$(mktemp)
 status=0
+# The benchmark tool's generator is tested by running its binary (its own
+# workspace member), which `cargo test` does not build.
+cargo build --locked -p points-gateway-bench --bin bench
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 # Tests that restart the PostgreSQL cluster run alone, after the others.
 if [ -n "${TEST_PG_RESTART:-}" ]; then

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::auth::{Role, TokenKeys};
 use crate::config::Settings;
 use crate::startup::Application;
+use crate::store::Store;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -111,8 +112,8 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let (db, _) = crate::db::connect(&settings.database_url, 2).await?;
-            crate::db::migrate(&db).await?;
+            let store = Store::connect(&settings.database_url, 2).await?;
+            store.migrate().await?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
@@ -122,8 +123,8 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {
-            let (db, _) = crate::db::connect(&settings.database_url, 2).await?;
-            let (checked, violations) = crate::domain::verify::verify(&db)
+            let store = Store::connect(&settings.database_url, 2).await?;
+            let (checked, violations) = crate::domain::verify::verify(&store)
                 .await
                 .context("verify could not read the database")?;
             for v in &violations {
@@ -143,9 +144,9 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             })
         }
         Command::SeedDemo { users, seed } => {
-            let (db, _) = crate::db::connect(&settings.database_url, 4).await?;
-            crate::db::migrate(&db).await?;
-            let r = crate::seed::seed_demo(&db, users, seed).await?;
+            let store = Store::connect(&settings.database_url, 4).await?;
+            store.migrate().await?;
+            let r = crate::seed::seed_demo(&store, users, seed).await?;
             println!(
                 "seeded {} users, {} ledger rows, {} fal accounts, {} fal tasks",
                 r.users, r.ledger_rows, r.accounts, r.tasks

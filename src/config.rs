@@ -9,6 +9,27 @@ use rand::RngCore;
 /// Default SQLite file, in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://points-gateway.sqlite?mode=rwc";
 
+/// Requests per second allowed to one caller; bursts up to twice that.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    pub user: f64,
+    pub service: f64,
+    pub admin: f64,
+    pub partner: f64,
+    pub anonymous: f64,
+}
+
+impl Rates {
+    /// No limits at all.
+    pub const UNLIMITED: Rates = Rates {
+        user: 0.0,
+        service: 0.0,
+        admin: 0.0,
+        partner: 0.0,
+        anonymous: 0.0,
+    };
+}
+
 /// The HS256 secret. Wrapped so it cannot end up in a `{:?}` or a log line.
 #[derive(Clone)]
 pub struct JwtSecret(Vec<u8>);
@@ -64,7 +85,7 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// `RATE_LIMIT_{USER,SERVICE,ADMIN,PARTNER,ANONYMOUS}`: requests per
     /// second per token subject (anonymous: per client address); 0 = off.
-    pub rates: crate::http::rate_limit::Rates,
+    pub rates: Rates,
     /// `GATEWAY_INTROSPECTION=all` allows introspection to every caller
     /// (development); otherwise admins only.
     pub introspection_for_all: bool,
@@ -125,7 +146,7 @@ impl Settings {
             db_max_connections: parsed("DB_MAX_CONNECTIONS", 16)?,
             request_timeout_ms: parsed("REQUEST_TIMEOUT_MS", 10_000)?,
             shutdown_grace_secs: parsed("SHUTDOWN_GRACE_SECS", 20)?,
-            rates: crate::http::rate_limit::Rates {
+            rates: Rates {
                 user: parsed("RATE_LIMIT_USER", 20.0)?,
                 service: parsed("RATE_LIMIT_SERVICE", 2_000.0)?,
                 admin: parsed("RATE_LIMIT_ADMIN", 50.0)?,

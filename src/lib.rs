@@ -3,15 +3,15 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod db;
 pub mod domain;
+pub mod errors;
 pub mod events;
 pub mod fal;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
-pub mod queries;
 pub mod seed;
 pub mod startup;
 pub mod state;
+pub mod store;
 pub mod time;

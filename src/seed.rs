@@ -11,13 +11,14 @@ use chrono::{DateTime, Duration, Utc};
 use entity::{fal_account, fal_task};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sea_orm::{ActiveValue::NotSet, DatabaseConnection, EntityTrait, Set};
+use sea_orm::{ActiveValue::NotSet, Set};
 
 use crate::domain::input::{
     ConsumeRequest, RechargeDraft, RechargeRequest, RefundRequest, UserName,
 };
 use crate::domain::ledger::{self, ConsumeError, CreateUser};
 use crate::domain::source::{RechargeKind, SourceType};
+use crate::store::Store;
 
 #[derive(Debug, Default)]
 pub struct SeedReport {
@@ -44,11 +45,7 @@ fn key(rng: &mut StdRng) -> String {
     format!("demo-fal-{}", hex::encode(bytes))
 }
 
-pub async fn seed_demo(
-    db: &DatabaseConnection,
-    users: usize,
-    seed: u64,
-) -> anyhow::Result<SeedReport> {
+pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result<SeedReport> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut report = SeedReport::default();
     let run = rng.gen::<u32>();
@@ -57,24 +54,26 @@ pub async fn seed_demo(
     let mut keys = Vec::new();
     for i in 0..5 {
         let api_key = key(&mut rng);
-        fal_account::Entity::insert(fal_account::ActiveModel {
-            id: NotSet,
-            name: Set(format!("fal-pool-{}-{run:08x}", i + 1)),
-            api_key: Set(api_key.clone()),
-            balance: Set(rng.gen_range(5.0..500.0_f64).round()),
-            use_cnt: Set(0),
-            error_cnt: Set(rng.gen_range(0..20)),
-            status: Set(if i == 4 { 0 } else { 1 }),
-            remark: Set(Some(
-                if i == 4 {
-                    "disabled: quota"
-                } else {
-                    "demo pool"
-                }
-                .to_owned(),
-            )),
-        })
-        .exec(db)
+        crate::store::fal::insert_account(
+            store,
+            fal_account::ActiveModel {
+                id: NotSet,
+                name: Set(format!("fal-pool-{}-{run:08x}", i + 1)),
+                api_key: Set(api_key.clone()),
+                balance: Set(rng.gen_range(5.0..500.0_f64).round()),
+                use_cnt: Set(0),
+                error_cnt: Set(rng.gen_range(0..20)),
+                status: Set(if i == 4 { 0 } else { 1 }),
+                remark: Set(Some(
+                    if i == 4 {
+                        "disabled: quota"
+                    } else {
+                        "demo pool"
+                    }
+                    .to_owned(),
+                )),
+            },
+        )
         .await?;
         keys.push(api_key);
         report.accounts += 1;
@@ -82,14 +81,14 @@ pub async fn seed_demo(
 
     for u in 0..users {
         let user = ledger::create_user(
-            db,
+            store,
             &CreateUser {
                 name: UserName::new(&format!("demo-user-{u}"))?,
                 uuid: None,
             },
         )
         .await?;
-        let txn = crate::db::begin_write(db).await?;
+        let mut txn = store.begin_write().await?;
         let mut t = now - Duration::days(90) + Duration::minutes(rng.gen_range(0..14_400));
         let mut order = 0;
         let mut recharge =
@@ -108,7 +107,7 @@ pub async fn seed_demo(
                 RechargeRequest::new(draft, t)
             };
         let first = recharge(t, RechargeKind::Paid, rng.gen_range(20..200) * 100, None)?;
-        ledger::recharge_in(&txn, &first, &first.fingerprint(), t).await?;
+        ledger::recharge_in(&mut txn, &first, &first.fingerprint(), t).await?;
         report.ledger_rows += 1;
         t += Duration::minutes(5);
         let gift = recharge(
@@ -117,7 +116,7 @@ pub async fn seed_demo(
             rng.gen_range(1..20) * 100,
             Some(t + Duration::days(30)),
         )?;
-        ledger::recharge_in(&txn, &gift, &gift.fingerprint(), t).await?;
+        ledger::recharge_in(&mut txn, &gift, &gift.fingerprint(), t).await?;
         report.ledger_rows += 1;
 
         let mut tasks = Vec::new();
@@ -143,11 +142,11 @@ pub async fn seed_demo(
             };
             let source_id = format!("{st}-{run:08x}-{}-{j}", user.id);
             let req = ConsumeRequest::new(user.id, amount, st, &source_id, duration, None)?;
-            match ledger::consume_in(&txn, &req, &req.fingerprint(), t).await {
+            match ledger::consume_in(&mut txn, &req, &req.fingerprint(), t).await {
                 Ok(_) => report.ledger_rows += 1,
                 Err(ConsumeError::InsufficientBalance { .. }) => {
                     let top = recharge(t, RechargeKind::Paid, rng.gen_range(50..200) * 100, None)?;
-                    ledger::recharge_in(&txn, &top, &top.fingerprint(), t).await?;
+                    ledger::recharge_in(&mut txn, &top, &top.fingerprint(), t).await?;
                     report.ledger_rows += 1;
                     continue;
                 }
@@ -189,9 +188,7 @@ pub async fn seed_demo(
             if failed || partial {
                 if st == SourceType::Fal && !tasks.is_empty() {
                     // The task row must exist before its refund flags it.
-                    fal_task::Entity::insert_many(std::mem::take(&mut tasks))
-                        .exec(&txn)
-                        .await?;
+                    txn.insert_fal_tasks(std::mem::take(&mut tasks)).await?;
                 }
                 t += Duration::minutes(1);
                 let refund = RefundRequest::new(
@@ -205,20 +202,18 @@ pub async fn seed_demo(
                         "部分退款"
                     }),
                 )?;
-                ledger::refund_in(&txn, &refund, &refund.fingerprint(), t).await?;
+                ledger::refund_in(&mut txn, &refund, &refund.fingerprint(), t).await?;
                 report.ledger_rows += 1;
             }
         }
         report.tasks += tasks.len();
-        if !tasks.is_empty() {
-            fal_task::Entity::insert_many(tasks).exec(&txn).await?;
-        }
+        txn.insert_fal_tasks(tasks).await?;
         txn.commit().await?;
         report.users += 1;
     }
-    let expired = ledger::expire_due(db, &ledger::Committer::silent(), now).await?;
+    let expired = ledger::expire_due(store, now).await?;
     report.ledger_rows += expired.batches as usize;
-    let tasks: u64 = sea_orm::PaginatorTrait::count(fal_task::Entity::find(), db).await?;
+    let tasks = crate::store::fal::task_count(store).await?;
     report.tasks = tasks as usize;
     Ok(report)
 }

@@ -5,26 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sea_orm::DbBackend;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
 use crate::config::Settings;
-use crate::domain::ledger::Committer;
 use crate::events::Broker;
 use crate::fal::{CachedFal, FalHttp};
-use crate::graphql::documents::Documents;
-use crate::graphql::{build_schema, AppSchema};
-use crate::http::rate_limit::RateLimiter;
+use crate::graphql::build_schema;
+use crate::http::HttpState;
 use crate::metrics::Metrics;
 use crate::state::{App, AppState};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use crate::store::{ConnectOptionsSpec, Store};
 
 pub struct Application {
     listener: TcpListener,
-    state: AppState,
-    schema: AppSchema,
+    http: HttpState,
     /// The PostgreSQL notification listener; stops with `shutdown`.
     notifications: Option<tokio::task::JoinHandle<()>>,
 }
@@ -32,26 +28,26 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, and binds; nothing is served until `run_until_stopped`.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let (db, statements) = crate::db::connect_with(
-            &settings.database_url,
-            settings.db_max_connections,
-            Some(Duration::from_millis(settings.request_timeout_ms)),
-        )
+        let store = Store::connect_with(ConnectOptionsSpec {
+            url: &settings.database_url,
+            max_connections: settings.db_max_connections,
+            statement_timeout: Some(Duration::from_millis(settings.request_timeout_ms)),
+        })
         .await
         .context("cannot connect to the database")?;
-        crate::db::migrate(&db).await.context("migrations failed")?;
+        store.migrate().await.context("migrations failed")?;
         let listener = TcpListener::bind(&settings.bind)
             .await
             .with_context(|| format!("cannot bind {}", settings.bind))?;
         let keys = TokenKeys::new(&settings.jwt_secret);
-        let metrics = Arc::new(Metrics::default());
+        let metrics =
+            Arc::new(Metrics::new(store.engine().name()).context("cannot register metrics")?);
         let fal_http = FalHttp::new(
             &settings.fal_api_base_url,
             settings.fal_timeout_ms,
             settings.fal_max_attempts,
             metrics.clone(),
         )?;
-        let rate_limiter = RateLimiter::new(settings.rates);
         let fal = Arc::new(CachedFal::new(
             Arc::new(fal_http),
             settings.fal_concurrency,
@@ -59,44 +55,26 @@ impl Application {
         ));
         let shutdown = CancellationToken::new();
         let broker = Broker::new(settings.subscriber_queue);
-        let (committer, listener_task) = match db.get_database_backend() {
-            DbBackend::Postgres => {
-                // Budget plus slack: how long before a lost connection a
-                // transaction may have stamped rows it committed after.
-                let catch_up =
-                    Duration::from_millis(settings.request_timeout_ms) + Duration::from_secs(5);
-                let task = crate::events::pg_listen::start(
-                    db.clone(),
-                    settings.database_url.clone(),
-                    broker.clone(),
-                    catch_up,
-                    shutdown.clone(),
-                )
-                .await
-                .context("cannot listen for ledger notifications")?;
-                (Committer::silent(), Some(task))
-            }
-            _ => (Committer::announcing(broker.clone()), None),
-        };
+        // Budget plus slack: how long before a lost feed connection a
+        // transaction may have stamped rows it committed after.
+        let catch_up = Duration::from_millis(settings.request_timeout_ms) + Duration::from_secs(5);
+        let (store, listener_task) = store
+            .feeding(broker.clone(), catch_up, shutdown.clone())
+            .await
+            .context("cannot listen for ledger notifications")?;
         let state = AppState(Arc::new(App {
-            db,
+            store,
             settings,
             keys,
             fal,
             metrics,
-            rate_limiter,
             shutdown,
-            connections: TaskTracker::new(),
-            statements,
             broker,
-            committer,
-            documents: Documents::new(),
         }));
         let schema = build_schema(state.clone());
         Ok(Application {
             listener,
-            state,
-            schema,
+            http: HttpState::new(state, schema),
             notifications: listener_task,
         })
     }
@@ -106,7 +84,7 @@ impl Application {
     }
 
     pub fn state(&self) -> &AppState {
-        &self.state
+        &self.http.app
     }
 
     /// Serves until `shutdown` resolves. Then: stop accepting, let in-flight
@@ -118,9 +96,10 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let state = self.state.clone();
+        let state = self.http.app.clone();
+        let connections = self.http.connections.clone();
         let sweeper = spawn_expiry_sweep(state.clone());
-        let app = crate::http::router(state.clone(), self.schema)
+        let app = crate::http::router(self.http)
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let token = state.shutdown.clone();
         let signalled = token.clone();
@@ -147,15 +126,12 @@ impl Application {
         if let Some(h) = self.notifications {
             h.abort();
         }
-        state.connections.close();
-        if tokio::time::timeout(Duration::from_secs(5), state.connections.wait())
+        connections.close();
+        if tokio::time::timeout(Duration::from_secs(5), connections.wait())
             .await
             .is_err()
         {
-            tracing::warn!(
-                open = state.connections.len(),
-                "shutdown: WebSockets still open"
-            );
+            tracing::warn!(open = connections.len(), "shutdown: WebSockets still open");
         }
         result
     }
@@ -181,9 +157,7 @@ fn spawn_expiry_sweep(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            match crate::domain::ledger::expire_due(&state.db, &state.committer, crate::time::now())
-                .await
-            {
+            match crate::domain::ledger::expire_due(&state.store, crate::time::now()).await {
                 Ok(r) if r.batches > 0 => {
                     for _ in 0..r.batches {
                         state.metrics.ledger("expire", "applied");

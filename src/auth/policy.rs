@@ -6,7 +6,6 @@
 //! - `partner`: balance subscriptions (any user); no ledger reads.
 
 use super::Role;
-use crate::domain::{Code, Coded};
 
 /// The authenticated caller of one request or WebSocket connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,16 +28,6 @@ pub enum AuthzError {
     ForeignUser,
     #[error("userId is required for this role")]
     UserRequired,
-}
-
-impl Coded for AuthzError {
-    fn code(&self) -> Code {
-        match self {
-            AuthzError::Unauthenticated => Code::Unauthenticated,
-            AuthzError::Forbidden(_) | AuthzError::ForeignUser => Code::Forbidden,
-            AuthzError::UserRequired => Code::InvalidInput,
-        }
-    }
 }
 
 impl Caller {

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Caller;
 use crate::config::JwtSecret;
-use crate::domain::{Code, Coded};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,12 +47,6 @@ pub enum AuthError {
     Invalid,
     #[error("the Authorization header must be `Bearer <token>`")]
     Malformed,
-}
-
-impl Coded for AuthError {
-    fn code(&self) -> Code {
-        Code::Unauthenticated
-    }
 }
 
 /// Keys derived once from the configured secret.

@@ -4,7 +4,6 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::code::{Code, Coded};
 use super::source::{RechargeKind, SourceType};
 
 /// The largest balance a user may hold. The public API speaks 32-bit GraphQL
@@ -19,12 +18,6 @@ pub const MAX_DURATION_SECS: f64 = 31_536_000.0;
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
 pub struct InputError(pub String);
-
-impl Coded for InputError {
-    fn code(&self) -> Code {
-        Code::InvalidInput
-    }
-}
 
 fn invalid(msg: impl Into<String>) -> InputError {
     InputError(msg.into())

@@ -3,10 +3,7 @@
 //! Nothing here knows about HTTP or GraphQL; the transport layers parse
 //! input into these types, call the operations, and map the errors by code.
 
-pub mod code;
 pub mod input;
 pub mod ledger;
 pub mod source;
 pub mod verify;
-
-pub use code::{Code, Coded};

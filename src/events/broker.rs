@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::domain::ledger::{Announcer, Entry};
+use crate::store::feed::{Entry, LedgerSink};
 
 /// One change of one user's balance, as delivered to subscribers.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,8 +187,8 @@ impl Broker {
     }
 }
 
-/// Ledger rows committed in this process (SQLite) become events.
-impl Announcer for Broker {
+/// Committed ledger rows, from whichever feed the engine has, become events.
+impl LedgerSink for Broker {
     fn committed(&self, user_id: i32, rows: &[Entry]) {
         for row in rows {
             self.publish(BalanceEvent {
@@ -197,6 +197,10 @@ impl Announcer for Broker {
                 entry: Some(row.clone()),
             });
         }
+    }
+
+    fn missed(&self, user_ids: &[i32]) {
+        self.resync(user_ids);
     }
 }
 

@@ -6,6 +6,5 @@
 //! so there is one path and it crosses instances.
 
 mod broker;
-pub mod pg_listen;
 
 pub use broker::{BalanceEvent, Broker, Filter, Next, Subscription};

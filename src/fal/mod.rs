@@ -15,8 +15,6 @@ pub use usage::{EndpointUsage, UsageSummary};
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Code, Coded};
-
 /// Why fal's usage could not be had for one account.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FalError {
@@ -48,12 +46,6 @@ impl FalError {
             FalError::Server { status, .. } | FalError::Status { status } => Some(*status),
             _ => None,
         }
-    }
-}
-
-impl Coded for FalError {
-    fn code(&self) -> Code {
-        Code::UpstreamError
     }
 }
 

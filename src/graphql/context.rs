@@ -1,13 +1,32 @@
 //! What a resolver takes from the context: the state and the caller.
 
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::Context;
 
-use super::error::to_gql;
 use crate::auth::{AuthzError, Caller};
+use crate::errors::{to_gql, ReadError};
 use crate::state::AppState;
 
+/// The application state; its absence is a wiring fault (`INTERNAL`).
 pub fn state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppState> {
-    ctx.data::<AppState>()
+    ctx.data_opt::<AppState>().ok_or_else(|| {
+        to_gql(ReadError::Internal(
+            "the schema has no application state".into(),
+        ))
+    })
+}
+
+/// The request's dataloader of `L`; its absence is a wiring fault.
+pub fn loader<'a, L: Send + Sync + 'static>(
+    ctx: &Context<'a>,
+) -> async_graphql::Result<&'a DataLoader<L, HashMapCache>> {
+    ctx.data_opt::<DataLoader<L, HashMapCache>>()
+        .ok_or_else(|| {
+            to_gql(ReadError::Internal(format!(
+                "no dataloader {}",
+                std::any::type_name::<L>()
+            )))
+        })
 }
 
 /// The authenticated caller; `UNAUTHENTICATED` for an anonymous request.
@@ -21,8 +40,8 @@ pub fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller> {
 /// written outside the gateway.
 pub fn int(v: i64) -> async_graphql::Result<i32> {
     i32::try_from(v).map_err(|_| {
-        to_gql(super::error::DbFailure(sea_orm::DbErr::Custom(format!(
+        to_gql(ReadError::Internal(format!(
             "{v} does not fit a GraphQL Int"
-        ))))
+        )))
     })
 }

@@ -4,13 +4,13 @@ use async_graphql::{Context, InputObject, Object};
 use chrono::{DateTime, Utc};
 
 use super::context::{caller, state};
-use super::error::GqlResult;
 use super::types::*;
 use crate::domain::input::{
     ConsumeRequest, RechargeDraft, RechargeRequest, RefundRequest, UserName,
 };
 use crate::domain::ledger::{self, CreateUser};
-use crate::domain::Coded;
+use crate::errors::Coded;
+use crate::errors::GqlResult;
 
 #[derive(InputObject)]
 pub struct ConsumeInput {
@@ -97,7 +97,7 @@ impl MutationRoot {
             name: UserName::new(&input.name).gql()?,
             uuid: input.uuid,
         };
-        let u = ledger::create_user(&state(ctx)?.db, &req).await.gql()?;
+        let u = ledger::create_user(&state(ctx)?.store, &req).await.gql()?;
         Ok(User(u))
     }
 
@@ -118,7 +118,7 @@ impl MutationRoot {
         };
         let req = RechargeRequest::new(draft, crate::time::now()).gql()?;
         let st = state(ctx)?;
-        let applied = ledger::recharge(&st.db, &st.committer, &req).await;
+        let applied = ledger::recharge(&st.store, &req).await;
         record(ctx, "recharge", &applied);
         let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
@@ -140,7 +140,7 @@ impl MutationRoot {
         )
         .gql()?;
         let st = state(ctx)?;
-        let applied = ledger::consume(&st.db, &st.committer, &req).await;
+        let applied = ledger::consume(&st.store, &req).await;
         record(ctx, "consume", &applied);
         let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
@@ -161,7 +161,7 @@ impl MutationRoot {
         )
         .gql()?;
         let st = state(ctx)?;
-        let applied = ledger::refund(&st.db, &st.committer, &req).await;
+        let applied = ledger::refund(&st.store, &req).await;
         record(ctx, "refund", &applied);
         let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
@@ -171,7 +171,7 @@ impl MutationRoot {
     async fn expire_points(&self, ctx: &Context<'_>) -> async_graphql::Result<ExpireReportGql> {
         caller(ctx)?.must_be_admin().gql()?;
         let st = state(ctx)?;
-        let report = ledger::expire_due(&st.db, &st.committer, crate::time::now())
+        let report = ledger::expire_due(&st.store, crate::time::now())
             .await
             .gql()?;
         for _ in 0..report.batches {

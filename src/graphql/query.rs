@@ -1,15 +1,14 @@
 //! Read resolvers: authorize, parse, call the read models.
 
-use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, InputObject, Object};
 use chrono::{DateTime, Utc};
 
 use super::context::{caller, state};
-use super::error::{coded, to_gql, GqlResult};
 use super::types::*;
 use super::{AccountByKeyLoader, UserLoader};
-use crate::domain::Code;
-use crate::queries::{self, Cursor, Page};
+use crate::domain::source::{SourceType, TxType};
+use crate::errors::{to_gql, GqlResult, ReadError};
+use crate::store::read::{self as queries, Cursor, Page};
 
 #[derive(InputObject, Default)]
 pub struct UsageFilter {
@@ -37,9 +36,9 @@ fn check_range(
     to: Option<DateTime<Utc>>,
 ) -> async_graphql::Result<()> {
     match (from, to) {
-        (Some(f), Some(t)) if f > t => {
-            Err(coded(Code::InvalidInput, "`from` must not be after `to`"))
-        }
+        (Some(f), Some(t)) if f > t => Err(to_gql(ReadError::BadWindow(
+            "`from` must not be after `to`",
+        ))),
         _ => Ok(()),
     }
 }
@@ -56,9 +55,11 @@ async fn prefetch_task_relations(
         la.field("nodes").field(field).exists()
             || la.field("edges").field("node").field(field).exists()
     };
-    let db_err = |e: std::sync::Arc<sea_orm::DbErr>| sea_orm::DbErr::Custom(e.to_string());
+    let db_err = |e: std::sync::Arc<crate::store::StoreError>| {
+        crate::store::StoreError::custom(e.to_string())
+    };
     if selected("account") {
-        let loader = ctx.data::<DataLoader<AccountByKeyLoader, HashMapCache>>()?;
+        let loader = super::context::loader::<AccountByKeyLoader>(ctx)?;
         loader
             .load_many(rows.iter().map(|r| r.api_key.clone()))
             .await
@@ -66,7 +67,7 @@ async fn prefetch_task_relations(
             .gql()?;
     }
     if selected("user") {
-        let loader = ctx.data::<DataLoader<UserLoader, HashMapCache>>()?;
+        let loader = super::context::loader::<UserLoader>(ctx)?;
         loader
             .load_many(rows.iter().map(|r| r.user_id))
             .await
@@ -87,13 +88,13 @@ impl QueryRoot {
         let Some(id) = who.user_id else {
             return Ok(None);
         };
-        let u = queries::users::by_id(&state(ctx)?.db, id).await.gql()?;
+        let u = queries::users::by_id(&state(ctx)?.store, id).await.gql()?;
         Ok(u.map(User))
     }
 
     async fn user(&self, ctx: &Context<'_>, id: i32) -> async_graphql::Result<Option<User>> {
         caller(ctx)?.may_read_user(id).gql()?;
-        let u = queries::users::by_id(&state(ctx)?.db, id).await.gql()?;
+        let u = queries::users::by_id(&state(ctx)?.store, id).await.gql()?;
         Ok(u.map(User))
     }
 
@@ -111,18 +112,22 @@ impl QueryRoot {
         let page = Page::new(first, after.as_deref()).gql()?;
         let f = filter.unwrap_or_default();
         check_range(f.from, f.to)?;
-        let db = &state(ctx)?.db;
-        let not_found = || coded(Code::UserNotFound, format!("user {uid} does not exist"));
+        let db = &state(ctx)?.store;
+        let not_found = || to_gql(ReadError::UserNotFound(uid));
         let user = queries::ledger::LedgerUser::of(db, uid)
             .await
             .gql()?
             .ok_or_else(not_found)?;
         let filter = queries::ledger::UsageFilter {
             user,
-            types: f.types.map(|v| v.into_iter().map(Into::into).collect()),
-            source_types: f
-                .source_types
-                .map(|v| v.into_iter().map(Into::into).collect()),
+            types: f
+                .types
+                .map(|v| v.into_iter().map(|t| TxType::from(t).as_str()).collect()),
+            source_types: f.source_types.map(|v| {
+                v.into_iter()
+                    .map(|t| SourceType::from(t).as_str())
+                    .collect()
+            }),
             from: f.from,
             to: f.to,
         };
@@ -153,7 +158,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<PointsDetailConnection> {
         let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
         let page = Page::new(first, after.as_deref()).gql()?;
-        let (rows, more) = queries::ledger::statement_page(&state(ctx)?.db, uid, &page)
+        let (rows, more) = queries::ledger::statement_page(&state(ctx)?.store, uid, &page)
             .await
             .gql()?;
         Ok(connection(
@@ -178,7 +183,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<FinancialTransactionConnection> {
         let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
         let page = Page::new(first, after.as_deref()).gql()?;
-        let (rows, more) = queries::ledger::financial_page(&state(ctx)?.db, uid, &page)
+        let (rows, more) = queries::ledger::financial_page(&state(ctx)?.store, uid, &page)
             .await
             .gql()?;
         Ok(connection(
@@ -196,7 +201,7 @@ impl QueryRoot {
     /// The fal key pool (admins).
     async fn fal_accounts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FalAccount>> {
         caller(ctx)?.must_be_admin().gql()?;
-        let rows = queries::fal::accounts(&state(ctx)?.db).await.gql()?;
+        let rows = queries::fal::accounts(&state(ctx)?.store).await.gql()?;
         Ok(rows.into_iter().map(FalAccount).collect())
     }
 
@@ -212,20 +217,22 @@ impl QueryRoot {
     ) -> async_graphql::Result<Vec<AccountCost>> {
         caller(ctx)?.must_be_admin().gql()?;
         if from >= to {
-            return Err(coded(Code::InvalidInput, "`from` must be before `to`"));
+            return Err(to_gql(ReadError::BadWindow("`from` must be before `to`")));
         }
         if to - from > chrono::Duration::days(366) {
-            return Err(coded(
-                Code::LimitExceeded,
-                "the window may span at most 366 days",
-            ));
+            return Err(to_gql(ReadError::TooBroad(
+                "the window may span at most 366 days".into(),
+            )));
         }
         if account_ids.as_ref().is_some_and(|ids| ids.len() > 1_000) {
-            return Err(coded(Code::LimitExceeded, "at most 1000 accountIds"));
+            return Err(to_gql(ReadError::TooBroad(
+                "at most 1000 accountIds".into(),
+            )));
         }
-        let rows = queries::costs::account_costs(&state(ctx)?.db, from, to, account_ids.as_deref())
-            .await
-            .gql()?;
+        let rows =
+            queries::costs::account_costs(&state(ctx)?.store, from, to, account_ids.as_deref())
+                .await
+                .gql()?;
         Ok(rows
             .into_iter()
             .map(|f| AccountCost {
@@ -259,7 +266,7 @@ impl QueryRoot {
             to: f.to,
             refunded: f.refunded,
         };
-        let (rows, more) = queries::fal::task_page(&state(ctx)?.db, &filter, &page)
+        let (rows, more) = queries::fal::task_page(&state(ctx)?.store, &filter, &page)
             .await
             .gql()?;
         prefetch_task_relations(ctx, &rows).await?;

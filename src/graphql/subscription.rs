@@ -7,12 +7,11 @@ use async_graphql::{Context, Subscription};
 use futures_util::Stream;
 
 use super::context::{caller, state};
-use super::error::{coded, GqlResult};
 use super::types::BalanceChange;
-use crate::domain::Code;
+use crate::errors::{to_gql, GqlResult, ReadError};
 use crate::events::{BalanceEvent, Filter, Next, Subscription as Feed};
-use crate::queries;
 use crate::state::AppState;
+use crate::store::read as queries;
 
 pub struct SubscriptionRoot;
 
@@ -29,11 +28,8 @@ impl SubscriptionRoot {
         let st = state(ctx)?.clone();
         let filter = match scope {
             Some(id) => {
-                if queries::users::by_id(&st.db, id).await.gql()?.is_none() {
-                    return Err(coded(
-                        Code::UserNotFound,
-                        format!("user {id} does not exist"),
-                    ));
+                if queries::users::by_id(&st.store, id).await.gql()?.is_none() {
+                    return Err(to_gql(ReadError::UserNotFound(id)));
                 }
                 Filter::User(id)
             }
@@ -73,7 +69,9 @@ async fn resync(
     feed: &mut Feed,
     users: &[i32],
 ) -> async_graphql::Result<Vec<BalanceChange>> {
-    let marks = queries::users::balance_marks(&st.db, users).await.gql()?;
+    let marks = queries::users::balance_marks(&st.store, users)
+        .await
+        .gql()?;
     Ok(marks
         .into_iter()
         .map(|m| {

@@ -5,7 +5,7 @@
 //! status codes per media type for GraphQL request errors.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
@@ -19,31 +19,49 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::Value;
 
 use super::media::{is_json_body, negotiate, Media, JSON};
-use super::{HttpState, MAX_BATCH};
-use crate::auth::{AuthError, Caller, Role};
-use crate::domain::{Code, Coded};
+use super::operation::{assign_codes, error_body, outcome, prepare, well_formed};
+use super::{HttpState, MAX_BATCH, MAX_BODY_BYTES};
+use crate::auth::{AuthError, Caller};
+use crate::errors::{to_server_error, Coded, ReadError, Refusal};
 
-fn error_body(code: Code, message: &str) -> Value {
-    serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
+/// The status a refusal is answered with, over HTTP.
+fn status(r: &Refusal) -> StatusCode {
+    match r {
+        Refusal::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        Refusal::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Refusal::Malformed(_) | Refusal::BatchTooLarge(_) | Refusal::OverLimit(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::OverBudget(_) => StatusCode::GATEWAY_TIMEOUT,
+        Refusal::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
+        Refusal::Token(_) => StatusCode::UNAUTHORIZED,
+    }
 }
 
-/// A response carrying only errors (no `data`: nothing was executed).
-pub fn error_response(status: StatusCode, media: Media, code: Code, message: &str) -> Response {
-    (
-        status,
+/// A response carrying only the refusal (no `data`: nothing was executed).
+fn refuse(media: Media, r: Refusal) -> Response {
+    let mut resp = (
+        status(&r),
         [(header::CONTENT_TYPE, media.content_type())],
-        error_body(code, message).to_string(),
+        error_body(&r).to_string(),
     )
-        .into_response()
-}
-
-fn not_acceptable() -> Response {
-    error_response(
-        StatusCode::NOT_ACCEPTABLE,
-        Media::Json,
-        Code::InvalidInput,
-        "Accept must allow application/graphql-response+json or application/json",
-    )
+        .into_response();
+    match r {
+        Refusal::RateLimited(wait) => {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+        }
+        Refusal::MutationOverGet => {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        _ => {}
+    }
+    resp
 }
 
 /// `None` for an anonymous request; an error for a bad or expired token.
@@ -57,91 +75,39 @@ fn authenticate(s: &HttpState, headers: &HeaderMap) -> Result<Option<Caller>, Au
     }
 }
 
-/// Why a request is turned away before it is read.
-enum Refused {
-    Token(AuthError),
-    RateLimited(std::time::Duration),
-}
-
-impl Refused {
-    fn into_response(self, media: Media) -> Response {
-        match self {
-            Refused::Token(e) => {
-                error_response(StatusCode::UNAUTHORIZED, media, e.code(), &e.to_string())
-            }
-            Refused::RateLimited(wait) => {
-                let secs = wait.as_secs().max(1);
-                let mut r = error_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    media,
-                    Code::LimitExceeded,
-                    &format!("rate limit exceeded; retry in {secs} s"),
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                r
-            }
-        }
-    }
-}
-
 /// Authentication and rate limiting, shared by GET and POST.
-fn admit(s: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> Result<Option<Caller>, Refused> {
-    let caller = authenticate(s, headers).map_err(Refused::Token)?;
+fn admit(s: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> Result<Option<Caller>, Refusal> {
+    let caller = authenticate(s, headers)?;
     let (role, key) = match &caller {
         Some(c) => (Some(c.role), format!("{:?}:{}", c.role, c.subject)),
         None => (None, format!("ip:{}", peer.ip())),
     };
-    s.app
-        .rate_limiter
+    s.rate_limiter
         .check(role, &key, Instant::now())
-        .map_err(Refused::RateLimited)?;
+        .map_err(Refusal::RateLimited)?;
     Ok(caller)
 }
 
-/// Checks the shape of one request object: `query` a string, `variables`
-/// and `extensions` objects, `operationName` a string (or null).
-pub(super) fn well_formed(v: &Value) -> Result<(), String> {
-    let Some(o) = v.as_object() else {
-        return Err("a request must be a JSON object".into());
-    };
-    match o.get("query") {
-        Some(Value::String(_)) => {}
-        Some(_) => return Err("`query` must be a string".into()),
-        None => return Err("`query` is required".into()),
-    }
-    for key in ["variables", "extensions"] {
-        if !matches!(
-            o.get(key),
-            None | Some(Value::Null) | Some(Value::Object(_))
-        ) {
-            return Err(format!("`{key}` must be an object"));
-        }
-    }
-    if !matches!(
-        o.get("operationName"),
-        None | Some(Value::Null) | Some(Value::String(_))
-    ) {
-        return Err("`operationName` must be a string".into());
-    }
-    Ok(())
-}
-
-fn parse_body(bytes: &[u8]) -> Result<BatchRequest, String> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+fn parse_body(bytes: &[u8]) -> Result<BatchRequest, Refusal> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Refusal::Malformed(format!("malformed JSON: {e}")))?;
     match &value {
         Value::Array(items) => {
             if items.is_empty() {
-                return Err("an empty batch".into());
+                return Err(Refusal::Malformed("an empty batch".into()));
             }
             if items.len() > MAX_BATCH {
-                return Err(format!("at most {MAX_BATCH} operations per batch"));
+                return Err(Refusal::BatchTooLarge(MAX_BATCH));
             }
-            items.iter().try_for_each(well_formed)?;
+            items
+                .iter()
+                .try_for_each(well_formed)
+                .map_err(Refusal::Malformed)?;
         }
-        v => well_formed(v)?,
+        v => well_formed(v).map_err(Refusal::Malformed)?,
     }
-    serde_json::from_value(value).map_err(|e| format!("malformed GraphQL request: {e}"))
+    serde_json::from_value(value)
+        .map_err(|e| Refusal::Malformed(format!("malformed GraphQL request: {e}")))
 }
 
 pub async fn post(
@@ -151,54 +117,26 @@ pub async fn post(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(media) = negotiate(&headers) else {
-        return not_acceptable();
+        return refuse(Media::Json, Refusal::NotAcceptable);
     };
     let caller = match admit(&s, &headers, peer) {
         Ok(c) => c,
-        Err(r) => return r.into_response(media),
+        Err(r) => return refuse(media, r),
     };
     if !is_json_body(&headers) {
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            media,
-            Code::InvalidInput,
-            "POST bodies must be sent as Content-Type: application/json",
-        );
+        return refuse(media, Refusal::UnsupportedMediaType);
     }
     let bytes = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                media,
-                Code::LimitExceeded,
-                &format!(
-                    "request bodies are limited to {} bytes",
-                    super::MAX_BODY_BYTES
-                ),
-            )
+            return refuse(media, Refusal::BodyTooLarge(MAX_BODY_BYTES))
         }
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                media,
-                Code::InvalidInput,
-                &e.body_text(),
-            )
-        }
+        Err(e) => return refuse(media, Refusal::Malformed(e.body_text())),
     };
-    let batch = match parse_body(&bytes) {
-        Ok(b) => b,
-        Err(msg) => {
-            let code = if msg.contains("per batch") {
-                Code::LimitExceeded
-            } else {
-                Code::InvalidInput
-            };
-            return error_response(StatusCode::BAD_REQUEST, media, code, &msg);
-        }
-    };
-    execute(&s, media, caller, batch).await
+    match parse_body(&bytes) {
+        Ok(batch) => execute(&s, media, caller, batch).await,
+        Err(r) => refuse(media, r),
+    }
 }
 
 pub async fn get(
@@ -206,9 +144,6 @@ pub async fn get(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    if req.headers().contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
-        return super::ws::upgrade(s, req).await;
-    }
     let headers = req.headers().clone();
     let query_string = req.uri().query().unwrap_or_default().to_owned();
     let browser = headers
@@ -219,22 +154,15 @@ pub async fn get(
         return Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response();
     }
     let Some(media) = negotiate(&headers) else {
-        return not_acceptable();
+        return refuse(Media::Json, Refusal::NotAcceptable);
     };
     let caller = match admit(&s, &headers, peer) {
         Ok(c) => c,
-        Err(r) => return r.into_response(media),
+        Err(r) => return refuse(media, r),
     };
     let params: Vec<(String, String)> = match serde_urlencoded_pairs(&query_string) {
         Some(p) => p,
-        None => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                media,
-                Code::InvalidInput,
-                "malformed query string",
-            )
-        }
+        None => return refuse(media, Refusal::Malformed("malformed query string".into())),
     };
     let mut obj = serde_json::Map::new();
     for (k, v) in params {
@@ -243,12 +171,7 @@ pub async fn get(
             "variables" | "extensions" => match serde_json::from_str(&v) {
                 Ok(j) => j,
                 Err(e) => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        media,
-                        Code::InvalidInput,
-                        &format!("`{k}` is not JSON: {e}"),
-                    )
+                    return refuse(media, Refusal::Malformed(format!("`{k}` is not JSON: {e}")))
                 }
             },
             _ => continue,
@@ -257,30 +180,15 @@ pub async fn get(
     }
     let value = Value::Object(obj);
     if let Err(msg) = well_formed(&value) {
-        return error_response(StatusCode::BAD_REQUEST, media, Code::InvalidInput, &msg);
+        return refuse(media, Refusal::Malformed(msg));
     }
     let request: async_graphql::Request = match serde_json::from_value(value) {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                media,
-                Code::InvalidInput,
-                &e.to_string(),
-            )
-        }
+        Err(e) => return refuse(media, Refusal::Malformed(e.to_string())),
     };
     // A mutation over GET would let any page a browser visits spend points.
     if is_mutation(&s, &request.query, request.operation_name.as_deref()) {
-        let mut resp = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            media,
-            Code::InvalidInput,
-            "mutations must be sent with POST",
-        );
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return resp;
+        return refuse(media, Refusal::MutationOverGet);
     }
     execute(&s, media, caller, BatchRequest::Single(request)).await
 }
@@ -315,7 +223,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 fn is_mutation(s: &HttpState, query: &str, operation: Option<&str>) -> bool {
-    let checked = s.app.documents.checked(query);
+    let checked = s.documents.checked(query);
     let Ok(doc) = &*checked else {
         return false;
     };
@@ -331,7 +239,10 @@ fn is_mutation(s: &HttpState, query: &str, operation: Option<&str>) -> bool {
 /// goes through a JSON tree: nothing was executed, so the spec has no
 /// `data` entry, and it is removed.
 fn response_json(r: &async_graphql::Response, request_error: bool) -> String {
-    let internal = || error_body(Code::Internal, "internal error").to_string();
+    let internal = || {
+        let e = to_server_error(&ReadError::Internal("cannot serialize a response".into()));
+        serde_json::json!({ "errors": [e] }).to_string()
+    };
     if !request_error {
         return serde_json::to_string(r).unwrap_or_else(|_| internal());
     }
@@ -371,26 +282,6 @@ fn first_operation_name(query: &str) -> Option<String> {
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
     (!name.is_empty()).then_some(name)
-}
-
-/// Readies one request for the schema: its parsed document (or the error
-/// that ends it before execution), its dataloaders, the caller, and
-/// introspection only for admins.
-pub(super) fn prepare(
-    s: &HttpState,
-    r: async_graphql::Request,
-    caller: &Option<Caller>,
-) -> Result<async_graphql::Request, ServerError> {
-    let r = s.app.documents.attach(r)?;
-    let mut r = crate::graphql::request_loaders(&s.app, r);
-    let is_admin = caller.as_ref().is_some_and(|c| c.role == Role::Admin);
-    if let Some(c) = caller {
-        r = r.data(c.clone());
-    }
-    if !is_admin && !s.app.settings.introspection_for_all {
-        r = r.disable_introspection();
-    }
-    Ok(r)
 }
 
 /// Executes one prepared request; a request refused while preparing gets
@@ -433,26 +324,20 @@ async fn execute(
             }
         }
     };
-    let budget = std::time::Duration::from_millis(s.app.settings.request_timeout_ms);
+    let budget = Duration::from_millis(s.app.settings.request_timeout_ms);
     // Past the budget the execution future is dropped: its queries are
     // cancelled and an open transaction rolls back (a mutation is then
     // either committed before or not at all; a retry with its key tells).
     let mut responses = match tokio::time::timeout(budget, run).await {
         Ok(r) => r,
         Err(_) => {
+            let refusal = Refusal::OverBudget(budget);
             for n in &names {
-                s.app.metrics.request(
-                    n.as_deref(),
-                    Code::LimitExceeded.as_str(),
-                    started.elapsed(),
-                );
+                s.app
+                    .metrics
+                    .request(n.as_deref(), refusal.code().as_str(), started.elapsed());
             }
-            return error_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                media,
-                Code::LimitExceeded,
-                &format!("the request exceeded its {} ms budget", budget.as_millis()),
-            );
+            return refuse(media, refusal);
         }
     };
     let single = names.len() == 1;
@@ -461,16 +346,9 @@ async fn execute(
     for (r, name) in responses.iter_mut().zip(&names) {
         let request_error = assign_codes(r);
         any_request_error |= request_error;
-        let outcome = r
-            .errors
-            .first()
-            .and_then(|e| e.extensions.as_ref())
-            .and_then(|x| x.get("code"))
-            .map(|c| c.to_string().trim_matches('"').to_owned())
-            .unwrap_or_else(|| "ok".to_owned());
         s.app
             .metrics
-            .request(name.as_deref(), &outcome, started.elapsed());
+            .request(name.as_deref(), outcome(r), started.elapsed());
         bodies.push(response_json(r, request_error));
     }
     let body = if single {
@@ -485,46 +363,6 @@ async fn execute(
     };
     let content_type = if single { media.content_type() } else { JSON };
     (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
-}
-
-/// Gives every error a code and tells whether the request failed before
-/// execution (no path on any error). Every error our resolvers raise
-/// already has a code; an error without one comes from async-graphql
-/// itself and is about the client's document or input (syntax, validation,
-/// variable coercion, limits), except a missing context value, which is
-/// our fault.
-pub(super) fn assign_codes(r: &mut async_graphql::Response) -> bool {
-    let request_error = matches!(r.data, async_graphql::Value::Null)
-        && !r.errors.is_empty()
-        && r.errors.iter().all(|e| e.path.is_empty());
-    for e in &mut r.errors {
-        if has_code(e) {
-            continue;
-        }
-        let m = e.message.as_str();
-        let code = if m.contains("nested too deep")
-            || m.contains("too complex")
-            || m.contains("recursion depth")
-            || m.contains("too many directives")
-        {
-            Code::LimitExceeded
-        } else if m.starts_with("Data `") && m.ends_with("does not exist.") {
-            tracing::error!(error = m, "missing context data");
-            Code::Internal
-        } else {
-            Code::InvalidInput
-        };
-        e.extensions
-            .get_or_insert_with(Default::default)
-            .set("code", code.as_str());
-    }
-    request_error
-}
-
-fn has_code(e: &ServerError) -> bool {
-    e.extensions
-        .as_ref()
-        .is_some_and(|x| x.get("code").is_some())
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The HTTP surface: `/graphql` (POST, GET, GraphiQL, WebSocket),
 //! `/healthz`, `/readyz`, `/metrics`; every request gets a request id.
 
+pub mod documents;
 mod graphql;
 pub mod media;
+mod operation;
 pub mod rate_limit;
 mod ws;
 
@@ -14,34 +16,72 @@ use axum::routing::get;
 use axum::Router;
 use tracing::Instrument;
 
+use tokio_util::task::TaskTracker;
+
 use crate::graphql::AppSchema;
 use crate::metrics::Gauges;
 use crate::state::AppState;
+use documents::Documents;
+use rate_limit::RateLimiter;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most operations in one batched request.
 pub const MAX_BATCH: usize = 10;
 
+/// The transport's state: the application's, plus what only the transport
+/// needs. Cheap to clone (every field is shared).
 #[derive(Clone)]
 pub struct HttpState {
     pub app: AppState,
+    /// The one schema, for HTTP and WebSocket alike.
     pub schema: AppSchema,
+    /// Token buckets per caller (per client address when anonymous).
+    pub rate_limiter: std::sync::Arc<RateLimiter>,
+    /// Parsed GraphQL documents by text, with their limit checks.
+    pub documents: std::sync::Arc<Documents>,
+    /// Open WebSocket connections, awaited (bounded) at shutdown.
+    pub connections: TaskTracker,
 }
 
-pub fn router(app: AppState, schema: AppSchema) -> Router {
+impl HttpState {
+    pub fn new(app: AppState, schema: AppSchema) -> HttpState {
+        let rates = app.settings.rates;
+        HttpState {
+            app,
+            schema,
+            rate_limiter: std::sync::Arc::new(RateLimiter::new(rates)),
+            documents: std::sync::Arc::new(Documents::new()),
+            connections: TaskTracker::new(),
+        }
+    }
+}
+
+pub fn router(state: HttpState) -> Router {
     Router::new()
-        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/graphql", get(graphql_get).post(graphql::post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_id))
-        .with_state(HttpState { app, schema })
+        .with_state(state)
+}
+
+/// `GET /graphql`: a WebSocket upgrade, GraphiQL, or a query.
+async fn graphql_get(
+    state: State<HttpState>,
+    peer: axum::extract::ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+) -> Response {
+    if req.headers().contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        return ws::upgrade(state.0, req).await;
+    }
+    graphql::get(state, peer, req).await
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
-    match s.app.db.ping().await {
+    match s.app.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "database not reachable");
@@ -51,13 +91,13 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    let (size, idle) = crate::db::pool_usage(&s.app.db);
+    let (size, idle) = s.app.store.pool_usage();
     let text = s.app.metrics.render(&Gauges {
-        websocket_connections: s.app.connections.len(),
+        websocket_connections: s.connections.len(),
         subscriptions: s.app.broker.subscribers(),
         db_pool_size: size,
         db_pool_idle: idle,
-        sql_statements: s.app.statements.get(),
+        sql_statements: s.app.store.statements(),
     });
     (
         [(

@@ -6,35 +6,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::auth::Role;
+use crate::config::Rates;
 
-/// Requests per second allowed to one caller; bursts up to twice that.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rates {
-    pub user: f64,
-    pub service: f64,
-    pub admin: f64,
-    pub partner: f64,
-    pub anonymous: f64,
-}
-
-impl Rates {
-    /// No limits at all.
-    pub const UNLIMITED: Rates = Rates {
-        user: 0.0,
-        service: 0.0,
-        admin: 0.0,
-        partner: 0.0,
-        anonymous: 0.0,
-    };
-
-    fn per_second(&self, role: Option<Role>) -> f64 {
-        match role {
-            Some(Role::User) => self.user,
-            Some(Role::Service) => self.service,
-            Some(Role::Admin) => self.admin,
-            Some(Role::Partner) => self.partner,
-            None => self.anonymous,
-        }
+/// Requests per second allowed to a caller of `role`.
+fn per_second(rates: &Rates, role: Option<Role>) -> f64 {
+    match role {
+        Some(Role::User) => rates.user,
+        Some(Role::Service) => rates.service,
+        Some(Role::Admin) => rates.admin,
+        Some(Role::Partner) => rates.partner,
+        None => rates.anonymous,
     }
 }
 
@@ -62,7 +43,7 @@ impl RateLimiter {
     /// Takes one token for `key`; `Err(wait)` when the caller must wait.
     /// A rate of 0 means unlimited for that role.
     pub fn check(&self, role: Option<Role>, key: &str, now: Instant) -> Result<(), Duration> {
-        let rate = self.rates.per_second(role);
+        let rate = per_second(&self.rates, role);
         if rate <= 0.0 {
             return Ok(());
         }

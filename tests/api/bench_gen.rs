@@ -5,10 +5,24 @@ use serde_json::json;
 
 use crate::helpers::{data, database_url, spawn_on, Engine};
 
+/// The benchmark tool (its own workspace member), built beside this test
+/// binary by `scripts/test.sh` before the tests run.
+fn bench_exe() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bench = dir.join("bench");
+    assert!(
+        bench.exists(),
+        "{} is missing: build it first (cargo build -p points-gateway-bench)",
+        bench.display()
+    );
+    bench
+}
+
 async fn generated_data_is_a_valid_ledger(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(engine, &dir).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+    let out = std::process::Command::new(bench_exe())
         .args([
             "gen",
             "--users",

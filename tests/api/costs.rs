@@ -146,12 +146,12 @@ async fn account_costs_agree_with_a_naive_recomputation(app: TestApp) {
     let q = "query($from: DateTime!, $to: DateTime!, $ids: [Int!]) { accountCosts(from: $from, to: $to, accountIds: $ids) { \
              account { id maskedKey } taskCount succeededCount failedCount refundedCount chargedPoints refundedPoints costUsd marginUsd \
              byEndpoint { appName taskCount succeededCount failedCount refundedCount chargedPoints refundedPoints costUsd } } }";
-    let before = app.statements.get();
+    let before = app.store.statements();
     let r = app
         .gql(&app.admin, q, json!({ "from": from, "to": to }))
         .await;
     assert_eq!(
-        app.statements.get() - before,
+        app.store.statements() - before,
         3,
         "accounts + the window aggregate + the ledger refund correction"
     );
@@ -373,6 +373,12 @@ async fn fal_usage_is_fetched_diffed_and_fails_per_account() {
         ])
     );
     let multi = &rows[idx("multi")]["falUsage"];
+    assert!(
+        app.metric("gateway_fal_calls_total", &[("status", "200")])
+            .await
+            .is_some_and(|n| n >= 2.0),
+        "fal calls are counted by status"
+    );
     assert_eq!(multi["totalCostUsd"], 0.435);
     assert_eq!(multi["endpoints"][0]["endpointId"], "fal-ai/flux/schnell");
     assert_eq!(multi["endpoints"][0]["falQuantity"], 15.0);

@@ -1,11 +1,9 @@
 //! `spawn_app` and typed request helpers.
 
-use std::sync::Arc;
-
 use points_gateway::auth::{Role, TokenKeys};
 use points_gateway::config::{JwtSecret, Settings};
-use points_gateway::db::StatementCounter;
 use points_gateway::startup::Application;
+use points_gateway::store::Store;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::{json, Value};
 
@@ -22,7 +20,8 @@ pub struct TestApp {
     pub admin: String,
     pub service: String,
     pub db: DatabaseConnection,
-    pub statements: Arc<StatementCounter>,
+    /// The gateway's own store (its statement counter, `verify`).
+    pub store: Store,
     pub database_url: String,
     _dir: tempfile::TempDir,
 }
@@ -88,7 +87,7 @@ pub fn settings(database_url: &str) -> Settings {
         db_max_connections: 10,
         request_timeout_ms: 30_000,
         shutdown_grace_secs: 5,
-        rates: points_gateway::http::rate_limit::Rates::UNLIMITED,
+        rates: points_gateway::config::Rates::UNLIMITED,
         introspection_for_all: false,
         log_json: false,
         ws_init_timeout_ms: 10_000,
@@ -155,8 +154,8 @@ async fn start_until(
         .await
         .expect("application builds");
     let port = app.port();
-    let statements = app.state().statements.clone();
-    let db = app.state().db.clone();
+    let store = app.state().store.clone();
+    let db = store.connection().clone();
     let handle = tokio::spawn(app.run_until(stop));
     let keys = TokenKeys::new(&JwtSecret::new(SECRET.to_vec()).unwrap());
     let admin = keys
@@ -172,7 +171,7 @@ async fn start_until(
         admin,
         service,
         db,
-        statements,
+        store,
         database_url,
         _dir: dir,
     };
@@ -190,6 +189,28 @@ impl TestApp {
             .text()
             .await
             .unwrap()
+    }
+
+    /// The value of the sample `name{labels}` on the `/metrics` page,
+    /// whatever order the exposition writes the labels in.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.metrics_text().await;
+        let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        want.sort();
+        text.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (n, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let mut got: Vec<String> = rest
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            got.sort();
+            (n == name && got == want).then(|| value.parse().ok())?
+        })
     }
 
     pub fn user_token(&self, user: i32) -> String {
@@ -342,7 +363,7 @@ impl TestApp {
     }
 
     pub async fn assert_verify_clean(&self) {
-        let (_, violations) = points_gateway::domain::verify::verify(&self.db)
+        let (_, violations) = points_gateway::domain::verify::verify(&self.store)
             .await
             .unwrap();
         assert!(violations.is_empty(), "verify found: {violations:#?}");

@@ -155,8 +155,13 @@ async fn crash_mid_stream_then_retry(database_url: String) {
 
     // After a restart: every acknowledged consume is there and the ledger is sound.
     let gw = Gateway::start(&database_url, &[], Stdio::null());
-    let (db, _) = points_gateway::db::connect(&database_url, 2).await.unwrap();
-    let (_, violations) = points_gateway::domain::verify::verify(&db).await.unwrap();
+    let store = points_gateway::store::Store::connect(&database_url, 2)
+        .await
+        .unwrap();
+    let (_, violations) = points_gateway::domain::verify::verify(&store)
+        .await
+        .unwrap();
+    let db = store.connection().clone();
     assert!(violations.is_empty(), "{violations:?}");
     let count = |db: sea_orm::DatabaseConnection| async move {
         use sea_orm::{ConnectionTrait, Statement};
@@ -206,7 +211,9 @@ async fn crash_mid_stream_then_retry(database_url: String) {
     .await
     .unwrap();
     assert_eq!(r["data"]["user"]["balance"], 100_000 - 3 * N as i64);
-    let (_, violations) = points_gateway::domain::verify::verify(&db).await.unwrap();
+    let (_, violations) = points_gateway::domain::verify::verify(&store)
+        .await
+        .unwrap();
     assert!(violations.is_empty(), "{violations:?}");
     let mut gw = gw;
     gw.child.kill().unwrap();
@@ -334,7 +341,11 @@ async fn logs_are_json_with_request_ids_and_never_carry_secrets() {
         ],
         Stdio::from(log_file),
     );
-    let (dbc, _) = points_gateway::db::connect(&db, 1).await.unwrap();
+    let dbc = points_gateway::store::Store::connect(&db, 1)
+        .await
+        .unwrap()
+        .connection()
+        .clone();
     use sea_orm::{ConnectionTrait, Statement};
     dbc.execute_raw(Statement::from_sql_and_values(
         dbc.get_database_backend(),

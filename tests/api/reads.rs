@@ -15,6 +15,7 @@ both_engines!(
     fal_keys_are_masked_everywhere,
     total_count_runs_only_when_selected,
     a_usage_page_reads_the_user_in_its_statement_and_refuses_unknown_users,
+    user_batches_are_listed_in_the_order_consumes_draw_them,
 );
 
 const PAGE: &str = "query($u: Int, $after: String, $first: Int) { usageDetails(userId: $u, first: $first, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }";
@@ -213,14 +214,14 @@ async fn fal_tasks_resolve_accounts_and_users_in_a_fixed_number_of_statements(ap
         "query($n: Int) { falTasks(first: $n) { nodes { taskId account { name } user { id } } } }";
     let mut costs = Vec::new();
     for n in [5, 50, 100] {
-        let before = app.statements.get();
+        let before = app.store.statements();
         let r = app.gql(&app.admin, q, json!({ "n": n })).await;
         let nodes = data(&r, "falTasks")["nodes"].as_array().unwrap().clone();
         assert_eq!(nodes.len(), n as usize);
         assert!(nodes
             .iter()
             .all(|t| t["account"]["name"].is_string() && t["user"]["id"].is_number()));
-        costs.push(app.statements.get() - before);
+        costs.push(app.store.statements() - before);
     }
     // One page query, one account batch, one user batch, whatever the size.
     assert_eq!(costs, vec![3, 3, 3], "statements per request: {costs:?}");
@@ -257,12 +258,12 @@ async fn total_count_runs_only_when_selected(app: TestApp) {
     app.recharge(u, 10, "o", None).await;
     let q_without = "query($u: Int) { usageDetails(userId: $u) { nodes { id } } }";
     let q_with = "query($u: Int) { usageDetails(userId: $u) { totalCount nodes { id } } }";
-    let before = app.statements.get();
+    let before = app.store.statements();
     app.gql(&app.admin, q_without, json!({ "u": u })).await;
-    let without = app.statements.get() - before;
-    let before = app.statements.get();
+    let without = app.store.statements() - before;
+    let before = app.store.statements();
     let r = app.gql(&app.admin, q_with, json!({ "u": u })).await;
-    let with = app.statements.get() - before;
+    let with = app.store.statements() - before;
     assert_eq!(data(&r, "usageDetails")["totalCount"], 1);
     assert_eq!(with, without + 1);
 }
@@ -271,7 +272,7 @@ async fn a_usage_page_reads_the_user_in_its_statement_and_refuses_unknown_users(
     let u = app.create_user("one-statement").await;
     app.recharge(u, 10, "o-one", None).await;
     let q = "query($u: Int) { usageDetails(userId: $u) { nodes { id change } } }";
-    let before = app.statements.get();
+    let before = app.store.statements();
     let r = app.gql(&app.admin, q, json!({ "u": u })).await;
     // PostgreSQL looks the user up inside the page statement; SQLite (in
     // process, nothing to save) first.
@@ -279,7 +280,7 @@ async fn a_usage_page_reads_the_user_in_its_statement_and_refuses_unknown_users(
         sea_orm::DbBackend::Postgres => 1,
         _ => 2,
     };
-    assert_eq!(app.statements.get() - before, expected, "{r}");
+    assert_eq!(app.store.statements() - before, expected, "{r}");
     assert_eq!(data(&r, "usageDetails")["nodes"][0]["change"], 10);
     // No rows: an empty page for a user who exists, an error for one who
     // does not (a second statement, only then).
@@ -288,4 +289,59 @@ async fn a_usage_page_reads_the_user_in_its_statement_and_refuses_unknown_users(
     assert_eq!(data(&r, "usageDetails")["nodes"], json!([]), "{r}");
     let r = app.gql(&app.admin, q, json!({ "u": 987_654 })).await;
     assert_eq!(code(&r), Some("USER_NOT_FOUND"), "{r}");
+}
+
+async fn user_batches_are_listed_in_the_order_consumes_draw_them(app: TestApp) {
+    let u = app.create_user("draw-order").await;
+    let soon = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    // Created in an order unlike the draw order: never-expiring first.
+    app.recharge(u, 10, "never-1", None).await;
+    app.recharge(u, 10, "later", Some(&later)).await;
+    app.recharge(u, 10, "never-2", None).await;
+    app.recharge(u, 10, "soon", Some(&soon)).await;
+    let q = "query($u: Int!) { user(id: $u) { batches { id remaining expiresAt } } }";
+    let listed = |r: &Value| -> Vec<(String, i64)> {
+        data(r, "user")["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["id"].as_str().unwrap().to_owned(),
+                    b["remaining"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = listed(&app.gql(&app.admin, q, json!({ "u": u })).await);
+    let mut ids = Vec::new();
+    for order in ["soon", "later", "never-1", "never-2"] {
+        let r = app
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                app.db.get_database_backend(),
+                "SELECT id FROM mjk_point_batches WHERE order_id = $1",
+                [order.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(r.try_get::<i64>("", "id").unwrap().to_string());
+    }
+    let expected = ids;
+    assert_eq!(
+        before.iter().map(|b| b.0.clone()).collect::<Vec<_>>(),
+        expected,
+        "soonest expiry first, never-expiring last, then oldest"
+    );
+    // A consume of 25 empties the first two listed and takes 5 of the third.
+    app.consume(u, 25, "SCRIPT", "draw-25", None).await;
+    let after = listed(&app.gql(&app.admin, q, json!({ "u": u })).await);
+    assert_eq!(
+        after,
+        vec![(expected[2].clone(), 5), (expected[3].clone(), 10)],
+        "the consume drew in the listed order"
+    );
+    app.assert_verify_clean().await;
 }

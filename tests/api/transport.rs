@@ -572,18 +572,61 @@ async fn metrics_count_requests_ledger_operations_and_the_pool() {
         json!({ "u": u }),
     )
     .await;
+    for (name, labels, value) in [
+        (
+            "gateway_ledger_operations_total",
+            &[("type", "consume"), ("outcome", "applied")][..],
+            1.0,
+        ),
+        (
+            "gateway_ledger_operations_total",
+            &[("type", "consume"), ("outcome", "replayed")],
+            1.0,
+        ),
+        (
+            "gateway_ledger_operations_total",
+            &[("type", "consume"), ("outcome", "INSUFFICIENT_BALANCE")],
+            1.0,
+        ),
+        (
+            "gateway_ledger_operations_total",
+            &[("type", "recharge"), ("outcome", "applied")],
+            1.0,
+        ),
+        (
+            "gateway_requests_total",
+            &[("operation", "UsageDetail"), ("outcome", "ok")],
+            1.0,
+        ),
+        (
+            "gateway_requests_total",
+            &[
+                ("operation", "anonymous"),
+                ("outcome", "INSUFFICIENT_BALANCE"),
+            ],
+            1.0,
+        ),
+        (
+            "gateway_request_duration_seconds_count",
+            &[("operation", "UsageDetail")],
+            1.0,
+        ),
+        ("gateway_websocket_connections", &[], 0.0),
+    ] {
+        assert_eq!(
+            app.metric(name, labels).await,
+            Some(value),
+            "{name}{labels:?} in\n{}",
+            app.metrics_text().await
+        );
+    }
     let text = app.metrics_text().await;
     for line in [
-        "gateway_ledger_operations_total{type=\"consume\",outcome=\"applied\"} 1",
-        "gateway_ledger_operations_total{type=\"consume\",outcome=\"replayed\"} 1",
-        "gateway_ledger_operations_total{type=\"consume\",outcome=\"INSUFFICIENT_BALANCE\"} 1",
-        "gateway_ledger_operations_total{type=\"recharge\",outcome=\"applied\"} 1",
-        "gateway_requests_total{operation=\"UsageDetail\",outcome=\"ok\"} 1",
-        "gateway_requests_total{operation=\"anonymous\",outcome=\"INSUFFICIENT_BALANCE\"} 1",
-        "gateway_request_duration_seconds_count{operation=\"UsageDetail\"} 1",
-        "gateway_websocket_connections 0",
         "# TYPE gateway_db_pool_connections gauge",
-        "# TYPE gateway_fal_calls_total counter",
+        "# TYPE gateway_sql_statements_total counter",
+        "# TYPE gateway_build_info gauge",
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_cpu_seconds_total counter",
     ] {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }

@@ -7,7 +7,7 @@ use crate::helpers::TestApp;
 both_engines!(verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero);
 
 async fn rules(app: &TestApp) -> Vec<&'static str> {
-    let (_, v) = points_gateway::domain::verify::verify(&app.db)
+    let (_, v) = points_gateway::domain::verify::verify(&app.store)
         .await
         .unwrap();
     let mut r: Vec<_> = v.iter().map(|v| v.rule).collect();

@@ -1,11 +1,11 @@
 //! The expiry sweep: an `expire` row for every due batch with points left.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
-use super::writer::{UserRef, Writer};
-use super::{Committer, Entry, ExpireError};
-use crate::db::begin_write;
+use super::writer::Writer;
+use super::{Entry, ExpireError};
+use crate::store::ledger::UserKey;
+use crate::store::Store;
 
 /// What one sweep did.
 #[derive(Debug, Clone, Default)]
@@ -23,44 +23,31 @@ const SWEEP_PAGE: i64 = 500;
 /// sweep never holds many locks. Safe with several instances sweeping at
 /// once: each user's due batches are re-read under that user's lock, so a
 /// batch already expired by another sweep is simply not found again.
-pub async fn expire_due(
-    db: &DatabaseConnection,
-    committer: &Committer,
-    now: DateTime<Utc>,
-) -> Result<ExpireReport, ExpireError> {
-    let backend = db.get_database_backend();
+pub async fn expire_due(store: &Store, now: DateTime<Utc>) -> Result<ExpireReport, ExpireError> {
     let mut report = ExpireReport::default();
     let mut after_user = i32::MIN;
     loop {
-        let users = db
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
-                "SELECT DISTINCT user_id FROM mjk_point_batches \
-                 WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $1 AND user_id > $2 \
-                 ORDER BY user_id LIMIT $3",
-                [now.into(), after_user.into(), SWEEP_PAGE.into()],
-            ))
-            .await?;
-        if users.is_empty() {
+        let users =
+            crate::store::read::batches::users_with_due(store, now, after_user, SWEEP_PAGE).await?;
+        let Some(&last) = users.last() else {
             break;
-        }
-        for u in &users {
-            let user_id: i32 = u.try_get("", "user_id")?;
-            after_user = user_id;
-            let txn = begin_write(db).await?;
-            let Some(mut w) = Writer::lock(&txn, UserRef::Id(user_id), now).await? else {
-                txn.rollback().await?;
+        };
+        after_user = last;
+        for user_id in users {
+            let mut tx = store.begin_write().await?;
+            let Some((mut w, _)) = Writer::lock(&mut tx, UserKey::Id(user_id), now, None).await?
+            else {
+                tx.rollback().await?;
                 continue;
             };
-            w.expire_due().await?;
-            let user = w.user_id;
-            let written = w.finish().await?;
-            committer.commit(txn, Some(user), &written).await?;
+            w.expire_due(&mut tx).await?;
+            w.finish(&mut tx).await?;
+            let written = tx.commit().await?;
             if !written.is_empty() {
                 report.users += 1;
                 report.batches += written.len() as i64;
-                report.points += written.iter().map(|e| e.amount).sum::<i64>();
-                report.entries.extend(written);
+                report.points += written.iter().map(|(_, e)| e.amount).sum::<i64>();
+                report.entries.extend(written.into_iter().map(|(_, e)| e));
             }
         }
     }

@@ -8,57 +8,48 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr};
 
-use super::{Applied, Committer, Entry};
-use crate::db::{begin_write, is_unique_violation};
+use super::{Applied, Entry};
+use crate::store::ledger::LedgerKey;
+use crate::store::{Store, StoreError, WriteTx};
 
 pub(super) trait Keyed: Sync {
-    type Error: From<DbErr> + Send;
+    type Error: From<StoreError> + Send;
 
     /// Hash of the canonical payload, stored on the row it writes.
     fn fingerprint(&self) -> String;
 
+    /// The idempotency key of the row this request writes.
+    fn key(&self) -> LedgerKey<'_>;
+
     /// The error for the same key with a different payload.
     fn conflict(&self) -> Self::Error;
 
-    /// The database error inside an operation error, if that is what it is.
-    fn db_error(e: &Self::Error) -> Option<&DbErr>;
-
-    /// The row already written under this request's key, if any.
-    fn find_existing<'a, C: ConnectionTrait>(
-        &'a self,
-        conn: &'a C,
-    ) -> impl Future<Output = Result<Option<Entry>, DbErr>> + Send + 'a;
+    /// The store error inside an operation error, if that is what it is.
+    fn store_error(e: &Self::Error) -> Option<&StoreError>;
 
     /// The operation itself, inside a transaction the caller commits.
     fn apply<'a>(
         &'a self,
-        txn: &'a DatabaseTransaction,
+        tx: &'a mut WriteTx,
         hash: &'a str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Applied, Self::Error>> + Send + 'a;
 }
 
 /// Runs a keyed operation in its own transaction.
-pub(super) async fn run<R: Keyed>(
-    db: &DatabaseConnection,
-    committer: &Committer,
-    req: &R,
-) -> Result<Applied, R::Error> {
+pub(super) async fn run<R: Keyed>(store: &Store, req: &R) -> Result<Applied, R::Error> {
     let hash = req.fingerprint();
-    let txn = begin_write(db).await?;
-    match req.apply(&txn, &hash, crate::time::now()).await {
+    let mut tx = store.begin_write().await?;
+    match req.apply(&mut tx, &hash, crate::time::now()).await {
         Ok(applied) => {
-            committer
-                .commit(txn, applied.user_id, &applied.written)
-                .await?;
+            tx.commit().await?;
             Ok(applied)
         }
         Err(e) => {
-            txn.rollback().await?;
-            if R::db_error(&e).is_some_and(is_unique_violation) {
-                if let Some(existing) = req.find_existing(db).await? {
+            tx.rollback().await?;
+            if R::store_error(&e).is_some_and(StoreError::is_unique_violation) {
+                if let Some(existing) = store.find(req.key()).await? {
                     return replay(req, existing, &hash);
                 }
             }
@@ -72,8 +63,6 @@ pub(super) fn replay<R: Keyed>(req: &R, existing: Entry, hash: &str) -> Result<A
     if existing.request_hash.as_deref() == Some(hash) {
         Ok(Applied {
             entry: existing,
-            written: Vec::new(),
-            user_id: None,
             replayed: true,
         })
     } else {

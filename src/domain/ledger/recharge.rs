@@ -3,26 +3,18 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use entity::point_transaction::{self, Column};
-use entity::{financial_transaction, point_batch};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, Set,
-};
 
 use super::idempotency::{self, replay, Keyed};
-use super::writer::{NewRow, UserRef, Writer};
-use super::{Applied, Committer, Entry, RechargeError};
+use super::writer::{NewRow, Writer};
+use super::{Applied, RechargeError};
 use crate::domain::input::{RechargeRequest, MAX_BALANCE};
 use crate::domain::source::{RechargeKind, TxType};
+use crate::store::ledger::{LedgerKey, NewBatch, NewPayment, UserKey};
+use crate::store::{Store, StoreError, WriteTx};
 
 /// Recharges in its own transaction; idempotent on the order id.
-pub async fn recharge(
-    db: &DatabaseConnection,
-    committer: &Committer,
-    req: &RechargeRequest,
-) -> Result<Applied, RechargeError> {
-    idempotency::run(db, committer, req).await
+pub async fn recharge(store: &Store, req: &RechargeRequest) -> Result<Applied, RechargeError> {
+    idempotency::run(store, req).await
 }
 
 impl Keyed for RechargeRequest {
@@ -32,65 +24,62 @@ impl Keyed for RechargeRequest {
         RechargeRequest::fingerprint(self)
     }
 
+    fn key(&self) -> LedgerKey<'_> {
+        LedgerKey::Recharge {
+            order_id: self.order_id.as_str(),
+        }
+    }
+
     fn conflict(&self) -> RechargeError {
         RechargeError::IdempotencyConflict(self.order_id.as_str().to_owned())
     }
 
-    fn db_error(e: &RechargeError) -> Option<&DbErr> {
+    fn store_error(e: &RechargeError) -> Option<&StoreError> {
         match e {
             RechargeError::Internal(e) => Some(e),
             _ => None,
         }
     }
 
-    fn find_existing<'a, C: ConnectionTrait>(
-        &'a self,
-        conn: &'a C,
-    ) -> impl Future<Output = Result<Option<Entry>, DbErr>> + Send + 'a {
-        find_recharge(conn, self.order_id.as_str())
-    }
-
     fn apply<'a>(
         &'a self,
-        txn: &'a DatabaseTransaction,
+        tx: &'a mut WriteTx,
         hash: &'a str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Applied, RechargeError>> + Send + 'a {
-        recharge_in(txn, self, hash, now)
+        recharge_in(tx, self, hash, now)
     }
 }
 
 /// Recharges inside a transaction the caller owns: a batch, the ledger row,
 /// its mirror, and for paid recharges the `ts_financial_transactions` row.
 pub async fn recharge_in(
-    txn: &DatabaseTransaction,
+    tx: &mut WriteTx,
     req: &RechargeRequest,
     hash: &str,
     now: DateTime<Utc>,
 ) -> Result<Applied, RechargeError> {
-    let mut w = Writer::lock(txn, UserRef::Id(req.user_id), now)
+    let (mut w, _) = Writer::lock(tx, UserKey::Id(req.user_id), now, None)
         .await?
         .ok_or(RechargeError::UserNotFound(req.user_id))?;
-    if let Some(existing) = find_recharge(txn, req.order_id.as_str()).await? {
+    if let Some(existing) = tx.find(req.key()).await? {
         return replay(req, existing, hash);
     }
-    w.expire_due().await?;
+    w.expire_due(tx).await?;
     let amount = req.amount.get();
     if w.balance + amount > MAX_BALANCE {
         return Err(RechargeError::BalanceLimit { max: MAX_BALANCE });
     }
-    let batch = point_batch::ActiveModel {
-        id: NotSet,
-        user_id: Set(w.user_id),
-        kind: Set(req.kind.as_str().to_owned()),
-        amount: Set(amount),
-        remaining: Set(amount),
-        expires_at: Set(req.expires_at),
-        order_id: Set(req.order_id.as_str().to_owned()),
-        created_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
+    let batch_id = tx
+        .insert_batch(&NewBatch {
+            user_id: w.user_id,
+            kind: req.kind.as_str(),
+            amount,
+            expires_at: req.expires_at,
+            order_id: req.order_id.as_str(),
+            created_at: now,
+        })
+        .await?;
     let mirror_source = match req.kind {
         RechargeKind::Paid => "recharge",
         RechargeKind::Gift => "gift",
@@ -103,36 +92,24 @@ pub async fn recharge_in(
     );
     row.source_type = Some(req.kind.as_str().to_owned());
     row.source_id = Some(req.order_id.as_str().to_owned());
-    row.batch_id = Some(batch.id);
+    row.batch_id = Some(batch_id);
     row.request_hash = Some(hash.to_owned());
     row.mirror_order = Some(req.order_id.as_str().to_owned());
-    let entry = w.append(row).await?;
+    let entry = w.append(tx, row).await?;
     if let (RechargeKind::Paid, Some(cents)) = (req.kind, req.money_cents) {
-        financial_transaction::ActiveModel {
-            id: NotSet,
-            user_id: Set(w.user_id),
-            money: Set(cents),
-            order_id: Set(Some(req.order_id.as_str().to_owned())),
-            title: Set(Some(req.kind.label().to_owned())),
-            deployment_uuid: Set(None),
-            time: Set(now),
-            transaction_type: Set(0),
-            pay_type: Set(req.pay_type),
-            is_cash: Set(1),
-        }
-        .insert(txn)
+        tx.insert_payment(&NewPayment {
+            user_id: w.user_id,
+            money_cents: cents,
+            order_id: req.order_id.as_str(),
+            title: req.kind.label(),
+            pay_type: req.pay_type,
+            time: now,
+        })
         .await?;
     }
-    Ok(w.applied(entry).await?)
-}
-
-async fn find_recharge<C: ConnectionTrait>(
-    conn: &C,
-    order_id: &str,
-) -> Result<Option<Entry>, DbErr> {
-    point_transaction::Entity::find()
-        .filter(Column::Type.eq(TxType::Recharge.as_str()))
-        .filter(Column::SourceId.eq(order_id))
-        .one(conn)
-        .await
+    w.finish(tx).await?;
+    Ok(Applied {
+        entry,
+        replayed: false,
+    })
 }

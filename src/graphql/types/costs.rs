@@ -4,10 +4,10 @@ use async_graphql::{Context, ErrorExtensions, Object};
 use chrono::{DateTime, Utc};
 
 use super::FalAccount;
+use crate::errors::to_gql;
 use crate::fal::{FalError, UsageSummary};
 use crate::graphql::context::{int, state};
-use crate::graphql::error::to_gql;
-use crate::queries::costs::{AccountFigures, Figures};
+use crate::store::read::costs::{AccountFigures, Figures};
 
 /// Rounds USD figures to a micro-dollar so sums of floats compare cleanly.
 fn usd(x: f64) -> f64 {

@@ -1,15 +1,12 @@
-use async_graphql::{
-    dataloader::{DataLoader, HashMapCache},
-    Context, Object,
-};
+use async_graphql::{Context, Object};
 use chrono::{DateTime, Utc};
 use entity::{fal_account, fal_task};
 
 use super::User;
+use crate::errors::{to_gql, GqlResult};
 use crate::graphql::context::caller;
-use crate::graphql::error::{to_gql, GqlResult};
 use crate::graphql::loaders::{AccountByKeyLoader, UserLoader};
-use crate::queries::fal::mask_key;
+use crate::store::read::fal::mask_key;
 
 /// A fal API key of the pool. The key itself is never exposed.
 pub struct FalAccount(pub fal_account::Model);
@@ -93,20 +90,20 @@ impl FalTask {
         if who.role == crate::auth::Role::User {
             return Err(to_gql(crate::auth::AuthzError::Forbidden(who.role)));
         }
-        let loader = ctx.data::<DataLoader<AccountByKeyLoader, HashMapCache>>()?;
+        let loader = crate::graphql::context::loader::<AccountByKeyLoader>(ctx)?;
         let a = loader
             .load_one(self.0.api_key.clone())
             .await
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))
+            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
             .gql()?;
         Ok(a.map(FalAccount))
     }
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
-        let loader = ctx.data::<DataLoader<UserLoader, HashMapCache>>()?;
+        let loader = crate::graphql::context::loader::<UserLoader>(ctx)?;
         let u = loader
             .load_one(self.0.user_id)
             .await
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))
+            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
             .gql()?;
         Ok(u.map(User))
     }

@@ -1,16 +1,12 @@
-use async_graphql::{
-    dataloader::{DataLoader, HashMapCache},
-    Context, Object, ID,
-};
+use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
 use entity::{financial_transaction, point_transaction, points_detail};
 
 use super::{TransactionTypeGql, User};
 use crate::domain::ledger::ExpireReport;
 use crate::domain::source::TxType;
-use crate::domain::Code;
+use crate::errors::{to_gql, GqlResult, ReadError};
 use crate::graphql::context::int;
-use crate::graphql::error::{coded, GqlResult};
 use crate::graphql::loaders::UserLoader;
 
 /// One points movement: a row of the UsageDetail page.
@@ -28,7 +24,12 @@ impl UsageDetail {
     async fn tx_type(&self) -> async_graphql::Result<TransactionTypeGql> {
         TxType::parse(&self.0.r#type)
             .map(Into::into)
-            .ok_or_else(|| coded(Code::Internal, "unknown transaction type"))
+            .ok_or_else(|| {
+                to_gql(ReadError::Internal(format!(
+                    "ledger row {}: unknown transaction type",
+                    self.0.id
+                )))
+            })
     }
     async fn source_type(&self) -> Option<&str> {
         self.0.source_type.as_deref()
@@ -61,13 +62,18 @@ impl UsageDetail {
         self.0.batch_id.map(|b| ID(b.to_string()))
     }
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        let loader = ctx.data::<DataLoader<UserLoader, HashMapCache>>()?;
+        let loader = crate::graphql::context::loader::<UserLoader>(ctx)?;
         let u = loader
             .load_one(self.0.user_id)
             .await
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))
+            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
             .gql()?
-            .ok_or_else(|| coded(Code::Internal, "ledger row without user"))?;
+            .ok_or_else(|| {
+                to_gql(ReadError::Internal(format!(
+                    "ledger row {} has no user",
+                    self.0.id
+                )))
+            })?;
         Ok(User(u))
     }
 }

@@ -5,9 +5,9 @@ use async_graphql::connection::{Connection, CursorType, Edge};
 use async_graphql::{Context, Object, OutputType};
 
 use super::{FalTask, FinancialTransaction, PointsDetail, UsageDetail};
+use crate::errors::GqlResult;
 use crate::graphql::context::state;
-use crate::graphql::error::GqlResult;
-use crate::queries::{self, Cursor, CursorError};
+use crate::store::read::{self as queries, Cursor, CursorError};
 
 impl CursorType for Cursor {
     type Error = CursorError;
@@ -33,7 +33,7 @@ pub enum TotalCount {
 impl TotalCount {
     /// Rows matching the filter across all pages.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
-        let db = &state(ctx)?.db;
+        let db = &state(ctx)?.store;
         let n = match self {
             TotalCount::Usage(f) => queries::ledger::usage_count(db, f).await,
             TotalCount::Statement(u) => queries::ledger::statement_count(db, *u).await,

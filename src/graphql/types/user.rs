@@ -3,10 +3,11 @@ use chrono::{DateTime, Utc};
 use entity::{point_batch, user};
 
 use super::RechargeKindGql;
+use crate::domain::ledger::rules::draw_key;
 use crate::domain::source::RechargeKind;
+use crate::errors::GqlResult;
 use crate::graphql::context::{int, state};
-use crate::graphql::error::GqlResult;
-use crate::queries;
+use crate::store::read as queries;
 
 pub struct User(pub user::Model);
 
@@ -24,17 +25,18 @@ impl User {
     /// Points available now; never includes points past their expiry.
     async fn balance(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         let st = state(ctx)?;
-        let b = queries::users::live_balance(&st.db, &self.0, crate::time::now())
+        let due = queries::users::due_points(&st.store, &[self.0.id], crate::time::now())
             .await
             .gql()?;
-        int(b)
+        int(self.0.balance - due.get(&self.0.id).copied().unwrap_or(0))
     }
     /// Batches that still hold points, in the order consumes draw them.
     async fn batches(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PointBatch>> {
         let st = state(ctx)?;
-        let rows = queries::users::live_batches(&st.db, self.0.id, crate::time::now())
+        let mut rows = queries::users::live_batches(&st.store, self.0.id, crate::time::now())
             .await
             .gql()?;
+        rows.sort_by_key(|b| draw_key(b.expires_at, b.id));
         Ok(rows.into_iter().map(PointBatch).collect())
     }
 }

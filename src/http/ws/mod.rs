@@ -24,10 +24,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::graphql::{assign_codes, prepare, well_formed};
+use super::operation::{assign_codes, error_body, prepare, well_formed};
 use super::HttpState;
 use crate::auth::{AuthError, Caller};
-use crate::domain::Code;
+use crate::errors::Refusal;
 use protocol::{ClientMessage, Close, Protocol};
 
 /// Largest client message accepted (the HTTP body limit).
@@ -65,7 +65,7 @@ pub async fn upgrade(s: HttpState, req: Request) -> Response {
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
-            let tracker = s.app.connections.clone();
+            let tracker = s.connections.clone();
             tracker.track_future(Connection::new(s, protocol).run(socket))
         })
 }
@@ -220,10 +220,10 @@ impl Connection {
                 }
                 let request = parse_request(payload).map_err(|why| Some(Close::BadMessage(why)))?;
                 if self.operations.len() >= MAX_OPERATIONS {
-                    let errors = error_array(
-                        Code::LimitExceeded,
-                        &format!("at most {MAX_OPERATIONS} operations per connection"),
-                    );
+                    let errors = error_body(&Refusal::OverLimit(format!(
+                        "at most {MAX_OPERATIONS} operations per connection"
+                    )))["errors"]
+                        .to_string();
                     send_all(sink, protocol::failed(self.protocol, &id, &errors))
                         .await
                         .map_err(|_| None)?;
@@ -283,10 +283,6 @@ fn token_deadline(c: &Caller) -> tokio::time::Instant {
 fn parse_request(payload: Value) -> Result<async_graphql::Request, String> {
     well_formed(&payload)?;
     serde_json::from_value(payload).map_err(|e| format!("invalid request: {e}"))
-}
-
-fn error_array(code: Code, message: &str) -> String {
-    serde_json::json!([{ "message": message, "extensions": { "code": code.as_str() } }]).to_string()
 }
 
 /// The frames ending operation `id` that failed as a whole (`r` carries

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::ServerError;
 
-use super::limits;
+use crate::graphql::limits;
 
 /// Longest document text kept.
 pub const MAX_CACHED_BYTES: usize = 4 * 1024;

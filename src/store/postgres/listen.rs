@@ -1,5 +1,6 @@
-//! PostgreSQL: every instance `LISTEN`s on `points_ledger` (fed by the
-//! ledger trigger, migration 4) and hands each notification to its broker,
+//! PostgreSQL's feed of balance events: every instance `LISTEN`s on
+//! `points_ledger` (fed by the ledger trigger, migration 4) and hands each
+//! notification to its sink (the broker),
 //! so a change committed through any instance reaches subscribers on all.
 //!
 //! When the listening connection is lost (database restart, network), the
@@ -14,12 +15,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use entity::point_transaction;
 use sea_orm::sqlx::postgres::{PgListener, PgNotification};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Statement};
+use sea_orm::EntityTrait;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::broker::{BalanceEvent, Broker};
-use crate::domain::ledger::Entry;
+use crate::store::feed::{Entry, LedgerSink};
+use crate::store::{Store, StoreError};
 
 pub const CHANNEL: &str = "points_ledger";
 
@@ -78,19 +79,19 @@ impl Payload {
 /// miss a commit that follows start-up; then keeps listening in the
 /// background until `stop`.
 pub async fn start(
-    db: DatabaseConnection,
+    store: Store,
     url: String,
-    broker: Arc<Broker>,
+    sink: Arc<dyn LedgerSink>,
     catch_up: Duration,
     stop: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, DbErr> {
+) -> Result<tokio::task::JoinHandle<()>, StoreError> {
     let listener = connect(&url)
         .await
-        .map_err(|e| DbErr::Custom(format!("LISTEN {CHANNEL}: {e}")))?;
+        .map_err(|e| StoreError::custom(format!("LISTEN {CHANNEL}: {e}")))?;
     let task = Listen {
-        db,
+        store,
         url,
-        broker,
+        sink,
         catch_up,
         stop,
     };
@@ -104,9 +105,9 @@ async fn connect(url: &str) -> Result<PgListener, sea_orm::sqlx::Error> {
 }
 
 struct Listen {
-    db: DatabaseConnection,
+    store: Store,
     url: String,
-    broker: Arc<Broker>,
+    sink: Arc<dyn LedgerSink>,
     catch_up: Duration,
     stop: CancellationToken,
 }
@@ -171,14 +172,14 @@ impl Listen {
         let id = payload.id;
         let entry = if payload.partial {
             match point_transaction::Entity::find_by_id(id)
-                .one(&self.db)
+                .one(self.store.conn())
                 .await
             {
                 Ok(Some(row)) => row,
                 Ok(None) => return,
                 Err(e) => {
                     tracing::error!(error = %e, id, "cannot read an announced ledger row");
-                    self.broker.resync(&[user_id]);
+                    self.sink.missed(&[user_id]);
                     return;
                 }
             }
@@ -191,11 +192,7 @@ impl Listen {
                 }
             }
         };
-        self.broker.publish(BalanceEvent {
-            user_id,
-            balance: entry.balance_after,
-            entry: Some(entry),
-        });
+        self.sink.committed(user_id, &[entry]);
     }
 
     /// Every user whose ledger moved since `lost_at` minus the catch-up
@@ -203,7 +200,7 @@ impl Listen {
     /// up to a request budget later).
     async fn resync(&self, lost_at: DateTime<Utc>) {
         let since = lost_at - chrono::Duration::from_std(self.catch_up).unwrap_or_default();
-        let changed = match changed_users(&self.db, since).await {
+        let changed = match changed_users(&self.store, since).await {
             Ok(users) => users,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list users changed during the outage");
@@ -211,18 +208,19 @@ impl Listen {
             }
         };
         tracing::info!(users = changed.len(), "resync after notification outage");
-        self.broker.resync(&changed);
+        self.sink.missed(&changed);
     }
 }
 
-async fn changed_users(db: &DatabaseConnection, since: DateTime<Utc>) -> Result<Vec<i32>, DbErr> {
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            db.get_database_backend(),
+async fn changed_users(store: &Store, since: DateTime<Utc>) -> Result<Vec<i32>, StoreError> {
+    let rows = store
+        .all(
             "SELECT DISTINCT u.id FROM mjk_point_transactions t \
              JOIN ts_users u ON u.uuid = t.user_id WHERE t.created_at >= $1",
-            [since.into()],
-        ))
+            vec![since.into()],
+        )
         .await?;
-    rows.iter().map(|r| r.try_get::<i32>("", "id")).collect()
+    rows.iter()
+        .map(|r| Ok(r.try_get::<i32>("", "id")?))
+        .collect()
 }

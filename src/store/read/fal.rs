@@ -4,11 +4,12 @@ use chrono::{DateTime, Utc};
 use entity::{fal_account, fal_task};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, Iterable, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, Value,
+    ColumnTrait, Condition, EntityTrait, Iterable, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select, Value,
 };
 
 use super::Page;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
@@ -58,11 +59,12 @@ impl TaskFilter {
     }
 }
 
-pub async fn accounts(db: &DatabaseConnection) -> Result<Vec<fal_account::Model>, DbErr> {
+pub async fn accounts(store: &Store) -> Result<Vec<fal_account::Model>, StoreError> {
     fal_account::Entity::find()
         .order_by_asc(fal_account::Column::Id)
-        .all(db)
+        .all(store.conn())
         .await
+        .map_err(Into::into)
 }
 
 /// Every task column except the JSON `input_params` / `output_params`
@@ -79,23 +81,34 @@ fn without_params(sel: Select<fal_task::Entity>) -> Select<fal_task::Entity> {
 }
 
 pub async fn task_page(
-    db: &DatabaseConnection,
+    store: &Store,
     filter: &TaskFilter,
     page: &Page,
-) -> Result<(Vec<fal_task::Model>, bool), DbErr> {
+) -> Result<(Vec<fal_task::Model>, bool), StoreError> {
     let rows = page
         .apply(
             without_params(filter.select()),
             fal_task::Column::CreatedAt,
             fal_task::Column::Id,
         )
-        .all(db)
+        .all(store.conn())
         .await?;
     Ok(page.finish(rows))
 }
 
-pub async fn task_count(db: &DatabaseConnection, filter: &TaskFilter) -> Result<u64, DbErr> {
-    filter.select().count(db).await
+pub async fn task_count(store: &Store, filter: &TaskFilter) -> Result<u64, StoreError> {
+    Ok(filter.select().count(store.conn()).await?)
+}
+
+/// The fal accounts holding `keys` (dataloader batches).
+pub async fn accounts_by_key(
+    store: &Store,
+    keys: &[String],
+) -> Result<Vec<fal_account::Model>, StoreError> {
+    Ok(fal_account::Entity::find()
+        .filter(fal_account::Column::ApiKey.is_in(keys.iter().cloned()))
+        .all(store.conn())
+        .await?)
 }
 
 /// `…` and the last four characters: enough to tell keys apart, never

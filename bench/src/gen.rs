@@ -7,9 +7,10 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use points_gateway::store::{Engine, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 pub struct Scale {
     pub users: usize,
@@ -30,13 +31,13 @@ const ENDPOINTS: [&str; 6] = [
 
 /// Literals in the exact encodings the gateway's driver writes, so the
 /// gateway reads generated rows like its own.
-struct Lit(DbBackend);
+struct Lit(Engine);
 
 impl Lit {
     fn uuid(&self, u: uuid::Uuid) -> String {
         match self.0 {
-            DbBackend::Postgres => format!("'{u}'"),
-            _ => format!("X'{}'", u.simple()),
+            Engine::Postgres => format!("'{u}'"),
+            Engine::Sqlite => format!("X'{}'", u.simple()),
         }
     }
     fn time(&self, t: DateTime<Utc>) -> String {
@@ -87,9 +88,11 @@ impl<'a> Bulk<'a> {
     }
 }
 
-pub async fn generate(db: &DatabaseConnection, scale: &Scale, seed: u64) -> anyhow::Result<()> {
+pub async fn generate(store: &Store, scale: &Scale, seed: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let lit = Lit(db.get_database_backend());
+    let db = store.connection();
+    let engine = store.engine();
+    let lit = Lit(engine);
     let mut rng = StdRng::seed_from_u64(seed);
     let now = crate::now();
     let base = |table: &str| format!("SELECT COALESCE(MAX(id), 0) AS m FROM {table}");
@@ -124,7 +127,7 @@ pub async fn generate(db: &DatabaseConnection, scale: &Scale, seed: u64) -> anyh
         "id, user_id, kind, amount, remaining, expires_at, order_id, created_at",
     );
     let mut ledger = Bulk::new(db, "mjk_point_transactions", "id, user_id, type, amount, balance_before, balance_after, source_type, source_id, batch_id, duration, description, refund_key, refund_of, request_hash, created_at, updated_at");
-    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+    if engine == Engine::Postgres {
         // History, not live changes: no NOTIFY per generated row (the
         // setting is read by the ledger trigger, migration 4). Sent with
         // each INSERT so it holds on whichever pooled connection runs it.
@@ -279,7 +282,7 @@ pub async fn generate(db: &DatabaseConnection, scale: &Scale, seed: u64) -> anyh
         }
     }
     tasks.flush().await?;
-    if db.get_database_backend() == DbBackend::Postgres {
+    if engine == Engine::Postgres {
         for t in [
             "ts_users",
             "mjk_point_batches",

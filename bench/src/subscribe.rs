@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
 use crate::gateway::{self, Gateway};
-use crate::post;
+use crate::scenarios::post;
 
 pub struct Plan {
     pub subscribers: usize,
@@ -47,9 +47,10 @@ struct Seen {
 }
 
 pub async fn run(database_url: &str, plan: Plan) -> anyhow::Result<()> {
-    let (db, _) = points_gateway::db::connect(database_url, 4).await?;
+    let store = points_gateway::store::Store::connect(database_url, 4).await?;
+    let db = store.connection();
     let backend = db.get_database_backend();
-    let engine = crate::engine_name(backend);
+    let engine = store.engine().name();
     let ids: Vec<i32> = db
         .query_all_raw(Statement::from_sql_and_values(
             backend,

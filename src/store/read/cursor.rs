@@ -4,8 +4,6 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
-use crate::domain::{Code, Coded};
-
 pub const DEFAULT_PAGE: u64 = 20;
 pub const MAX_PAGE: u64 = 100;
 
@@ -21,15 +19,6 @@ pub enum CursorError {
     Malformed,
     #[error("`first` must be between 1 and {MAX_PAGE}")]
     PageSize,
-}
-
-impl Coded for CursorError {
-    fn code(&self) -> Code {
-        match self {
-            CursorError::Malformed => Code::InvalidInput,
-            CursorError::PageSize => Code::LimitExceeded,
-        }
-    }
 }
 
 impl Cursor {

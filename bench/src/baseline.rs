@@ -3,7 +3,8 @@
 //! a server-side function (one round trip); on SQLite, in-process, the same
 //! statements in one IMMEDIATE transaction with cached prepared statements.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use points_gateway::store::{Engine, Store};
+use sea_orm::{ConnectionTrait, Statement};
 
 const PG_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION bench_consume(p_user int, p_amount bigint, p_source text, p_sid text, p_hash text)
@@ -41,9 +42,12 @@ BEGIN
 END $$;
 "#;
 
-pub async fn prepare(db: &DatabaseConnection) -> anyhow::Result<()> {
-    if db.get_database_backend() == DbBackend::Postgres {
-        db.execute_unprepared(PG_FUNCTION).await?;
+pub async fn prepare(store: &Store) -> anyhow::Result<()> {
+    match store.engine() {
+        Engine::Postgres => {
+            store.connection().execute_unprepared(PG_FUNCTION).await?;
+        }
+        Engine::Sqlite => {}
     }
     Ok(())
 }
@@ -54,23 +58,22 @@ fn hash(sid: &str) -> String {
 }
 
 /// One consume of `amount` points by `user`, keyed by `sid`.
-pub async fn consume(
-    db: &DatabaseConnection,
-    user: i32,
-    amount: i64,
-    sid: &str,
-) -> anyhow::Result<()> {
+pub async fn consume(store: &Store, user: i32, amount: i64, sid: &str) -> anyhow::Result<()> {
+    let db = store.connection();
     let backend = db.get_database_backend();
-    if backend == DbBackend::Postgres {
-        db.query_one_raw(Statement::from_sql_and_values(
-            backend,
-            "SELECT bench_consume($1, $2, 'script', $3, $4) AS id",
-            [user.into(), amount.into(), sid.into(), hash(sid).into()],
-        ))
-        .await?;
-        return Ok(());
+    match store.engine() {
+        Engine::Postgres => {
+            db.query_one_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT bench_consume($1, $2, 'script', $3, $4) AS id",
+                [user.into(), amount.into(), sid.into(), hash(sid).into()],
+            ))
+            .await?;
+            return Ok(());
+        }
+        Engine::Sqlite => {}
     }
-    let txn = points_gateway::db::begin_write(db).await?;
+    let txn = points_gateway::store::sqlite::begin_immediate(db).await?;
     let now = points_gateway::time::now();
     let q =
         |sql: &'static str, v: Vec<sea_orm::Value>| Statement::from_sql_and_values(backend, sql, v);

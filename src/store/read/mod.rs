@@ -2,6 +2,7 @@
 //! (including the caller's scope) are part of the SQL, never applied after
 //! fetching.
 
+pub mod batches;
 pub mod costs;
 pub mod cursor;
 pub mod fal;

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use entity::fal_account;
+
+use crate::store::{Engine, Store, StoreError};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, Statement, TransactionTrait, Value,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Statement, Value,
 };
 
 /// Task statuses counted as succeeded / failed (case-insensitive). fal's
@@ -54,16 +55,16 @@ pub struct AccountFigures {
 }
 
 pub async fn account_costs(
-    db: &DatabaseConnection,
+    store: &Store,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     account_ids: Option<&[i32]>,
-) -> Result<Vec<AccountFigures>, DbErr> {
+) -> Result<Vec<AccountFigures>, StoreError> {
     let mut accounts = fal_account::Entity::find().order_by_asc(fal_account::Column::Id);
     if let Some(ids) = account_ids {
         accounts = accounts.filter(fal_account::Column::Id.is_in(ids.iter().copied()));
     }
-    let accounts = accounts.all(db).await?;
+    let accounts = accounts.all(store.conn()).await?;
     if accounts.is_empty() {
         return Ok(Vec::new());
     }
@@ -86,10 +87,9 @@ pub async fn account_costs(
     // SQLite's planner, seeing few distinct keys, prefers a skip-scan of
     // `(api_key, created_at)` with a row lookup per task (1.57 s for 335k
     // tasks) over the covering index (0.79 s): name it.
-    let tasks_from = if db.get_database_backend() == DbBackend::Sqlite {
-        "ts_fal_tasks t INDEXED BY ix_fal_tasks_cost_cover"
-    } else {
-        "ts_fal_tasks t"
+    let tasks_from = match store.engine() {
+        Engine::Sqlite => "ts_fal_tasks t INDEXED BY ix_fal_tasks_cost_cover",
+        Engine::Postgres => "ts_fal_tasks t",
     };
     // The window's tasks, aggregated from the covering index alone.
     // `flagged` is the money of tasks marked refunded; the exact refunded
@@ -119,16 +119,19 @@ pub async fn account_costs(
          WHERE t.created_at >= $1 AND t.created_at < $2{key_filter} \
          GROUP BY t.api_key, t.app_name"
     );
-    let backend = db.get_database_backend();
-    // The gateway's connections use generic plans (see `db::connect_with`);
+    // The gateway's connections use generic plans (see `postgres::connect_options`);
     // these two aggregates are the exception: how much of the table a time
     // window covers decides the plan (a generic plan took 265 -> 381 ms at
     // 1M tasks), so they are planned for the values bound.
-    let txn = db.begin().await?;
-    if backend == DbBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
-            .await?;
+    let txn = store.read_txn().await?;
+    match store.engine() {
+        Engine::Postgres => {
+            txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
+                .await?;
+        }
+        Engine::Sqlite => {}
     }
+    let backend = txn.get_database_backend();
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values.clone()))
         .await?;

@@ -3,13 +3,10 @@
 use chrono::{DateTime, Utc};
 use entity::{financial_transaction as fin, point_transaction as tx, points_detail as pd, user};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, Select,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, Select};
 
 use super::Page;
-use crate::domain::source::{SourceType, TxType};
+use crate::store::{Engine, Store, StoreError};
 
 /// Whose ledger: the ledger names users by uuid, the API by int id.
 #[derive(Debug, Clone, Copy)]
@@ -26,13 +23,13 @@ pub enum LedgerUser {
 impl LedgerUser {
     /// How a page statement names user `id` on this engine; `None` when
     /// the user is already known not to exist.
-    pub async fn of(db: &DatabaseConnection, id: i32) -> Result<Option<LedgerUser>, DbErr> {
-        if db.get_database_backend() == DbBackend::Postgres {
-            return Ok(Some(LedgerUser::Id(id)));
+    pub async fn of(store: &Store, id: i32) -> Result<Option<LedgerUser>, StoreError> {
+        match store.engine() {
+            Engine::Postgres => Ok(Some(LedgerUser::Id(id))),
+            Engine::Sqlite => Ok(super::users::by_id(store, id)
+                .await?
+                .map(|u| LedgerUser::Uuid(u.uuid))),
         }
-        Ok(super::users::by_id(db, id)
-            .await?
-            .map(|u| LedgerUser::Uuid(u.uuid)))
     }
 }
 
@@ -40,8 +37,10 @@ impl LedgerUser {
 #[derive(Debug, Clone)]
 pub struct UsageFilter {
     pub user: LedgerUser,
-    pub types: Option<Vec<TxType>>,
-    pub source_types: Option<Vec<SourceType>>,
+    /// Ledger `type` values (`consume`, `recharge`, ...).
+    pub types: Option<Vec<&'static str>>,
+    /// Ledger `source_type` values (`tts`, `fal`, ...).
+    pub source_types: Option<Vec<&'static str>>,
     /// Inclusive lower bound.
     pub from: Option<DateTime<Utc>>,
     /// Exclusive upper bound.
@@ -67,10 +66,10 @@ impl UsageFilter {
             LedgerUser::Uuid(uuid) => Condition::all().add(tx::Column::UserId.eq(uuid)),
         };
         if let Some(types) = &self.types {
-            cond = cond.add(tx::Column::Type.is_in(types.iter().map(|t| t.as_str())));
+            cond = cond.add(tx::Column::Type.is_in(types.iter().copied()));
         }
         if let Some(sources) = &self.source_types {
-            cond = cond.add(tx::Column::SourceType.is_in(sources.iter().map(|t| t.as_str())));
+            cond = cond.add(tx::Column::SourceType.is_in(sources.iter().copied()));
         }
         if let Some(from) = self.from {
             cond = cond.add(tx::Column::CreatedAt.gte(crate::time::truncate_micros(from)));
@@ -84,64 +83,66 @@ impl UsageFilter {
 
 /// One page of the filter's ledger; `None` when its user does not exist.
 pub async fn usage_page(
-    db: &DatabaseConnection,
+    store: &Store,
     filter: &UsageFilter,
     page: &Page,
-) -> Result<Option<(Vec<tx::Model>, bool)>, DbErr> {
+) -> Result<Option<(Vec<tx::Model>, bool)>, StoreError> {
     let rows = page
         .apply(filter.select(), tx::Column::CreatedAt, tx::Column::Id)
-        .all(db)
+        .all(store.conn())
         .await?;
     // Looked up inside the statement, the user may be missing: an empty
     // page is the only case that needs asking.
     if let (true, LedgerUser::Id(id)) = (rows.is_empty(), filter.user) {
-        if super::users::by_id(db, id).await?.is_none() {
+        if super::users::by_id(store, id).await?.is_none() {
             return Ok(None);
         }
     }
     Ok(Some(page.finish(rows)))
 }
 
-pub async fn usage_count(db: &DatabaseConnection, filter: &UsageFilter) -> Result<u64, DbErr> {
-    filter.select().count(db).await
+pub async fn usage_count(store: &Store, filter: &UsageFilter) -> Result<u64, StoreError> {
+    Ok(filter.select().count(store.conn()).await?)
 }
 
 pub async fn statement_page(
-    db: &DatabaseConnection,
+    store: &Store,
     user_id: i32,
     page: &Page,
-) -> Result<(Vec<pd::Model>, bool), DbErr> {
+) -> Result<(Vec<pd::Model>, bool), StoreError> {
     let sel = pd::Entity::find().filter(pd::Column::UserId.eq(user_id));
     let rows = page
         .apply(sel, pd::Column::CreatedAt, pd::Column::Id)
-        .all(db)
+        .all(store.conn())
         .await?;
     Ok(page.finish(rows))
 }
 
-pub async fn statement_count(db: &DatabaseConnection, user_id: i32) -> Result<u64, DbErr> {
+pub async fn statement_count(store: &Store, user_id: i32) -> Result<u64, StoreError> {
     pd::Entity::find()
         .filter(pd::Column::UserId.eq(user_id))
-        .count(db)
+        .count(store.conn())
         .await
+        .map_err(Into::into)
 }
 
 pub async fn financial_page(
-    db: &DatabaseConnection,
+    store: &Store,
     user_id: i32,
     page: &Page,
-) -> Result<(Vec<fin::Model>, bool), DbErr> {
+) -> Result<(Vec<fin::Model>, bool), StoreError> {
     let sel = fin::Entity::find().filter(fin::Column::UserId.eq(user_id));
     let rows = page
         .apply(sel, fin::Column::Time, fin::Column::Id)
-        .all(db)
+        .all(store.conn())
         .await?;
     Ok(page.finish(rows))
 }
 
-pub async fn financial_count(db: &DatabaseConnection, user_id: i32) -> Result<u64, DbErr> {
+pub async fn financial_count(store: &Store, user_id: i32) -> Result<u64, StoreError> {
     fin::Entity::find()
         .filter(fin::Column::UserId.eq(user_id))
-        .count(db)
+        .count(store.conn())
         .await
+        .map_err(Into::into)
 }

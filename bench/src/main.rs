@@ -1,0 +1,160 @@
+//! `bench`: the benchmark tool. It prints figures; nothing here asserts a
+//! speed. One file per scenario in `scenarios/`.
+//!
+//! - `bench gen --database-url URL [--users N --ledger-rows N --accounts N --tasks N]`
+//!   fills a database (migrations applied) at the given scale; default
+//!   10,000 users, 1,000,000 ledger rows, 100 fal accounts, 1,000,000 tasks.
+//! - `bench run --database-url URL [--requests N] [--concurrency 1,16,64] [--rounds 3]`
+//!   starts the release gateway next to this binary on that database and
+//!   runs the scenarios: `consume` over HTTP and the same consume as direct
+//!   SQL (the baseline), `usageDetails` first and deep pages, `accountCosts`
+//!   (30 days, all accounts, local part), `falTasks` (100 per page with
+//!   account and user); prints a table
+//!   and writes `bench-results/<engine>-<unix time>.json`.
+//! - `bench subscribe --database-url URL [--subscribers 5000 --all-users 10
+//!   --users 1000 --rate 200 --seconds 30]`: WebSocket subscribers of
+//!   `balanceChanged` while consumes arrive at a steady rate; delivery
+//!   latency, gateway memory, lost or out-of-order events.
+
+mod baseline;
+mod cpu;
+mod gateway;
+mod gen;
+mod load;
+mod run;
+mod scenarios;
+mod subscribe;
+
+use clap::{Parser, Subcommand};
+use points_gateway::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "Benchmark data generation and scenarios for points-gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate data at scale into DATABASE_URL (migrations applied first).
+    Gen {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        ledger_rows: usize,
+        #[arg(long, default_value_t = 100)]
+        accounts: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Run the scenarios against generated data.
+    Run {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Requests per scenario and concurrency level.
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        concurrency: Vec<usize>,
+        /// Consume rounds per concurrency level, HTTP and baseline
+        /// alternating; each round runs `requests` of each.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Which scenarios: consume, usage, costs, tasks (default: all).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "consume,usage,costs,tasks"
+        )]
+        scenarios: Vec<String>,
+    },
+    /// Balance subscribers under a steady stream of changes.
+    Subscribe {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value_t = 5_000)]
+        subscribers: usize,
+        /// Subscribers following every user; the others follow one each.
+        #[arg(long, default_value_t = 10)]
+        all_users: usize,
+        /// Users changed and followed.
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+        /// Balance changes per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+/// Microsecond-precision now, as the gateway stores it.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    points_gateway::time::now()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Gen {
+            database_url,
+            users,
+            ledger_rows,
+            accounts,
+            tasks,
+            seed,
+        } => {
+            let store = Store::connect(&database_url, 2).await?;
+            store.migrate().await?;
+            let scale = gen::Scale {
+                users,
+                ledger_rows,
+                accounts: accounts.max(1),
+                tasks,
+            };
+            gen::generate(&store, &scale, seed).await?;
+        }
+        Command::Run {
+            database_url,
+            requests,
+            concurrency,
+            rounds,
+            scenarios,
+        } => {
+            run::run(
+                &database_url,
+                requests,
+                &concurrency,
+                rounds.max(1),
+                &scenarios,
+            )
+            .await?;
+        }
+        Command::Subscribe {
+            database_url,
+            subscribers,
+            all_users,
+            users,
+            rate,
+            seconds,
+        } => {
+            let plan = subscribe::Plan {
+                subscribers,
+                all_users: all_users.min(subscribers),
+                users,
+                rate_per_s: rate,
+                seconds,
+            };
+            subscribe::run(&database_url, plan).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! consume over HTTP against the same consume as direct SQL (the
+//! baseline), alternating in rounds (order flipped every round) so that
+//! drift on a shared machine (autovacuum, checkpoints, the other tenant of
+//! the cores) falls on both.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::{gateway_row, gql_leg, with_cpu, Ctx};
+use crate::{baseline, load};
+
+const CONSUME: &str = "mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 1, sourceType: SCRIPT, sourceId: $id}) { id balanceAfter } }";
+
+/// Adds the HTTP and baseline rows per concurrency level; returns the
+/// ratios (overall and per round).
+pub async fn run(
+    ctx: &Ctx<'_>,
+    concurrency: &[usize],
+    rounds: usize,
+    rows: &mut Vec<load::Stats>,
+) -> anyhow::Result<Vec<Value>> {
+    baseline::prepare(ctx.store).await?;
+    let (lo, hi, run_id, requests) = (ctx.lo, ctx.hi, ctx.run_id, ctx.requests);
+    let mut ratios = Vec::new();
+    for &c in concurrency {
+        let (mut http, mut direct) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            for leg in [round % 2, 1 - round % 2] {
+                if leg == 0 {
+                    http.push(
+                        gql_leg(
+                            ctx.gw,
+                            &ctx.client,
+                            &ctx.service,
+                            CONSUME,
+                            c,
+                            requests,
+                            move |i| {
+                                let u = rand::thread_rng().gen_range(lo..=hi);
+                                let id = format!("bh-{run_id:08x}-{c}-{round}-{i}");
+                                Some(json!({ "u": u, "id": id }))
+                            },
+                        )
+                        .await,
+                    );
+                } else {
+                    let store = Arc::new(ctx.store.clone());
+                    direct.push(
+                        with_cpu(
+                            ctx.gw,
+                            load::measure(c, requests, move |i| {
+                                let store = store.clone();
+                                async move {
+                                    let u = rand::thread_rng().gen_range(lo..=hi);
+                                    let sid = format!("bs-{run_id:08x}-{c}-{round}-{i}");
+                                    baseline::consume(&store, u, 1, &sid).await.is_ok()
+                                }
+                            }),
+                        )
+                        .await,
+                    );
+                }
+            }
+        }
+        let per_round: Vec<f64> = http
+            .iter()
+            .zip(&direct)
+            .map(|(h, d)| h.throughput() / d.throughput())
+            .collect();
+        let s = gateway_row(ctx.gw, "consume via HTTP", c, &http);
+        let b = load::summarize("consume via direct SQL (baseline)", c, &direct);
+        ratios.push(json!({
+            "concurrency": c,
+            "overall": s.throughput_per_s / b.throughput_per_s,
+            "per_round": per_round,
+        }));
+        rows.push(s);
+        rows.push(b);
+    }
+    Ok(ratios)
+}

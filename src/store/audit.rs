@@ -1,0 +1,208 @@
+//! The reads behind `verify`: the whole database, a chunk or an aggregate
+//! at a time. Which rows break a rule is decided by the domain
+//! (`domain::verify`); these only gather the figures, each in one pass.
+
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+
+/// One ledger row's chain figures.
+#[derive(Debug, Clone)]
+pub struct ChainRow {
+    pub id: i64,
+    pub user: Uuid,
+    pub tx_type: String,
+    pub amount: i64,
+    pub before: i64,
+    pub after: i64,
+}
+
+/// Up to `limit` ledger rows with ids above `after_id`, in id order.
+pub async fn chain_chunk(
+    store: &Store,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<ChainRow>, StoreError> {
+    store
+        .rows(
+            "SELECT id, user_id, type, amount, balance_before, balance_after \
+             FROM mjk_point_transactions WHERE id > $1 ORDER BY id LIMIT $2",
+            vec![after_id.into(), limit.into()],
+            |r| {
+                Ok(ChainRow {
+                    id: r.try_get("", "id")?,
+                    user: r.try_get("", "user_id")?,
+                    tx_type: r.try_get("", "type")?,
+                    amount: r.try_get("", "amount")?,
+                    before: r.try_get("", "balance_before")?,
+                    after: r.try_get("", "balance_after")?,
+                })
+            },
+        )
+        .await
+}
+
+/// A user's cached balance beside what their batches hold.
+#[derive(Debug, Clone)]
+pub struct UserFigures {
+    pub id: i32,
+    pub uuid: Uuid,
+    pub balance: i64,
+    pub in_batches: i64,
+}
+
+pub async fn users(store: &Store) -> Result<Vec<UserFigures>, StoreError> {
+    store
+        .rows(
+            "SELECT u.id AS id, u.uuid AS uuid, u.balance AS balance, \
+             CAST(COALESCE((SELECT SUM(b.remaining) FROM mjk_point_batches b WHERE b.user_id = u.id), 0) AS BIGINT) AS in_batches \
+             FROM ts_users u ORDER BY u.id",
+            Vec::new(),
+            |r| {
+            Ok(UserFigures {
+                id: r.try_get("", "id")?,
+                uuid: r.try_get("", "uuid")?,
+                balance: r.try_get("", "balance")?,
+                in_batches: r.try_get("", "in_batches")?,
+            })
+        },
+        )
+        .await
+}
+
+/// A batch with what moved through it: `moved` = returned by refunds
+/// minus drawn by consumes (from the allocations), `expired` = its
+/// `expire` rows.
+#[derive(Debug, Clone)]
+pub struct BatchFigures {
+    pub id: i64,
+    pub amount: i64,
+    pub remaining: i64,
+    pub moved: i64,
+    pub expired: i64,
+}
+
+pub async fn batches(store: &Store) -> Result<Vec<BatchFigures>, StoreError> {
+    store
+        .rows(
+            // Pre-aggregated and joined, not correlated per batch: linear in
+            // the ledger's size (there is no index on the ledger's batch_id).
+            "SELECT b.id AS id, b.amount AS amount, b.remaining AS remaining, \
+             CAST(COALESCE(m.moved, 0) AS BIGINT) AS moved, CAST(COALESCE(x.expired, 0) AS BIGINT) AS expired \
+             FROM mjk_point_batches b \
+             LEFT JOIN (SELECT a.batch_id AS batch_id, \
+                               SUM(CASE WHEN t.type = 'consume' THEN -a.amount ELSE a.amount END) AS moved \
+                        FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
+                        GROUP BY a.batch_id) m ON m.batch_id = b.id \
+             LEFT JOIN (SELECT batch_id, SUM(amount) AS expired FROM mjk_point_transactions \
+                        WHERE type = 'expire' GROUP BY batch_id) x ON x.batch_id = b.id \
+             ORDER BY b.id",
+            Vec::new(),
+            |r| {
+            Ok(BatchFigures {
+                id: r.try_get("", "id")?,
+                amount: r.try_get("", "amount")?,
+                remaining: r.try_get("", "remaining")?,
+                moved: r.try_get("", "moved")?,
+                expired: r.try_get("", "expired")?,
+            })
+        },
+        )
+        .await
+}
+
+/// Consumes and refunds whose allocations do not add up to their amount,
+/// as `(id, type, amount, allocated)`.
+pub async fn misallocated(store: &Store) -> Result<Vec<(i64, String, i64, i64)>, StoreError> {
+    store
+        .rows(
+            "SELECT t.id AS id, t.type AS type, t.amount AS amount, \
+             CAST(COALESCE(s.allocated, 0) AS BIGINT) AS allocated \
+             FROM mjk_point_transactions t \
+             LEFT JOIN (SELECT entry_id, SUM(amount) AS allocated FROM mjk_point_allocations GROUP BY entry_id) s \
+               ON s.entry_id = t.id \
+             WHERE t.type IN ('consume', 'refund') AND t.amount <> COALESCE(s.allocated, 0)",
+            Vec::new(),
+            |r| {
+            Ok((
+                r.try_get("", "id")?,
+                r.try_get("", "type")?,
+                r.try_get("", "amount")?,
+                r.try_get("", "allocated")?,
+            ))
+        },
+        )
+        .await
+}
+
+/// Consumes refunded more than they took, as `(id, amount, refunded)`.
+pub async fn over_refunded(store: &Store) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+    store
+        .rows(
+            "SELECT c.id AS id, c.amount AS amount, CAST(SUM(r.amount) AS BIGINT) AS refunded \
+             FROM mjk_point_transactions c JOIN mjk_point_transactions r ON r.refund_of = c.id \
+             GROUP BY c.id, c.amount HAVING SUM(r.amount) > c.amount",
+            Vec::new(),
+            |r| {
+                Ok((
+                    r.try_get("", "id")?,
+                    r.try_get("", "amount")?,
+                    r.try_get("", "refunded")?,
+                ))
+            },
+        )
+        .await
+}
+
+/// Per refunded consume and batch, `(consume_id, batch_id, returned,
+/// drawn)`.
+pub async fn refunds_per_batch(store: &Store) -> Result<Vec<(i64, i64, i64, i64)>, StoreError> {
+    store
+        .rows(
+            "SELECT t.refund_of AS consume_id, a.batch_id AS batch_id, CAST(SUM(a.amount) AS BIGINT) AS back, \
+             CAST(COALESCE((SELECT SUM(d.amount) FROM mjk_point_allocations d \
+                       WHERE d.entry_id = t.refund_of AND d.batch_id = a.batch_id), 0) AS BIGINT) AS drawn \
+             FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
+             WHERE t.type = 'refund' GROUP BY t.refund_of, a.batch_id",
+            Vec::new(),
+            |r| {
+            Ok((
+                r.try_get("", "consume_id")?,
+                r.try_get("", "batch_id")?,
+                r.try_get("", "back")?,
+                r.try_get("", "drawn")?,
+            ))
+        },
+        )
+        .await
+}
+
+/// Ledger rows whose `ts_points_detail` mirror is missing or differs.
+pub async fn unmirrored(store: &Store) -> Result<Vec<i64>, StoreError> {
+    store
+        .rows(
+            "SELECT t.id AS id, COUNT(p.id) AS mirrors FROM mjk_point_transactions t \
+             LEFT JOIN ts_points_detail p ON p.ledger_id = t.id \
+             LEFT JOIN ts_users u ON u.uuid = t.user_id \
+             WHERE p.id IS NULL OR p.user_id <> u.id \
+                OR p.points <> (CASE WHEN t.type IN ('recharge', 'refund') THEN t.amount ELSE -t.amount END) \
+                OR p.balance_before <> t.balance_before OR p.balance_after <> t.balance_after \
+             GROUP BY t.id",
+            Vec::new(),
+            |r| r.try_get("", "id"),
+        )
+        .await
+}
+
+/// fal tasks refunded in the ledger but not flagged `is_refund = 1`.
+pub async fn unflagged_fal_refunds(store: &Store) -> Result<Vec<String>, StoreError> {
+    store
+        .rows(
+            "SELECT DISTINCT f.task_id AS task_id FROM mjk_point_transactions t \
+             JOIN ts_fal_tasks f ON f.task_id = t.source_id \
+             WHERE t.type = 'refund' AND t.source_type = 'fal' AND f.is_refund <> 1",
+            Vec::new(),
+            |r| r.try_get("", "task_id"),
+        )
+        .await
+}

@@ -1,0 +1,27 @@
+//! The store's one error type, and the one place where database failures
+//! are classified.
+
+use sea_orm::{DbErr, SqlErr};
+
+/// A database failure. Opaque to callers except for what the ledger acts
+/// on: whether a unique index refused a row (another request with the same
+/// idempotency key committed first).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StoreError(#[from] DbErr);
+
+impl StoreError {
+    /// A failure the store detected itself (bad data, unsupported setup).
+    pub fn custom(message: impl Into<String>) -> StoreError {
+        StoreError(DbErr::Custom(message.into()))
+    }
+
+    pub(crate) fn unsupported(message: String) -> StoreError {
+        StoreError(DbErr::Custom(message))
+    }
+
+    /// A unique index refused the row: the idempotency race was lost.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self.0.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+    }
+}

@@ -1,0 +1,502 @@
+//! The ledger's write transaction: the port the domain's operations talk
+//! to. Every statement that writes ledger rows, batches, allocations, the
+//! `ts_points_detail` mirror or the cached balance is here (or, where one
+//! engine does it its own way, in that engine's folder).
+//!
+//! A concrete type rather than a trait: the only variation is the engine,
+//! which is this module's own exhaustive `match`, and the tests run the
+//! domain against real databases rather than fakes, so a trait would have
+//! exactly one implementor and cost generics everywhere.
+
+use chrono::{DateTime, Utc};
+use entity::{financial_transaction, point_batch, point_transaction, points_detail};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    EntityTrait, QueryFilter, Set, Statement,
+};
+use uuid::Uuid;
+
+use super::feed::{Entry, Feed};
+use super::{postgres, sqlite, Engine, Store, StoreError};
+
+/// Which user to lock: the ts_* tables name users by int id, the ledger by uuid.
+#[derive(Debug, Clone, Copy)]
+pub enum UserKey {
+    Id(i32),
+    Uuid(Uuid),
+}
+
+/// The idempotency key of a ledger row: each is unique among rows of its
+/// kind (partial unique indexes), and each lookup is an index lookup.
+#[derive(Debug, Clone, Copy)]
+pub enum LedgerKey<'a> {
+    Consume {
+        source_type: &'a str,
+        source_id: &'a str,
+    },
+    Recharge {
+        order_id: &'a str,
+    },
+    Refund {
+        refund_key: &'a str,
+    },
+}
+
+/// A user's batch with points left, as the draw needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchRow {
+    pub id: i64,
+    pub remaining: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A locked user row.
+#[derive(Debug, Clone)]
+pub struct LockedUser {
+    pub id: i32,
+    pub uuid: Uuid,
+    /// The cached balance.
+    pub balance: i64,
+    /// The user's batches with points left, in no particular order, when
+    /// the engine read them in the same round trip as the lock and knows
+    /// them to be current (PostgreSQL); `None`: read them with
+    /// [`WriteTx::batches`].
+    pub batches: Option<Vec<BatchRow>>,
+    /// The id of the row under the probed key, as seen by the lock
+    /// statement. On PostgreSQL that is the snapshot taken before any wait
+    /// for the lock: a row committed meanwhile is not seen, so `None` means
+    /// "probably not"; the unique index (or a fresh [`WriteTx::find`])
+    /// settles the race.
+    pub probed: Option<i64>,
+}
+
+/// A ledger row and its `ts_points_detail` mirror, about to be written.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub user_id: i32,
+    pub user_uuid: Uuid,
+    pub tx_type: &'static str,
+    pub amount: i64,
+    pub balance_before: i64,
+    pub balance_after: i64,
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    pub batch_id: Option<i64>,
+    pub duration: Option<f64>,
+    pub description: String,
+    pub refund_key: Option<String>,
+    pub refund_of: Option<i64>,
+    pub request_hash: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// `ts_points_detail.points`: the signed change.
+    pub mirror_points: i64,
+    /// `ts_points_detail.source_type`.
+    pub mirror_source: &'static str,
+    /// `ts_points_detail.order_id`.
+    pub mirror_order: Option<String>,
+}
+
+/// A new batch of points (a recharge or gift).
+#[derive(Debug, Clone)]
+pub struct NewBatch<'a> {
+    pub user_id: i32,
+    pub kind: &'a str,
+    pub amount: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub order_id: &'a str,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A `ts_financial_transactions` row for a paid recharge.
+#[derive(Debug, Clone)]
+pub struct NewPayment<'a> {
+    pub user_id: i32,
+    pub money_cents: i32,
+    pub order_id: &'a str,
+    pub title: &'a str,
+    pub pay_type: Option<i32>,
+    pub time: DateTime<Utc>,
+}
+
+/// One write transaction. Dropped without [`WriteTx::commit`], it rolls back.
+pub struct WriteTx {
+    txn: DatabaseTransaction,
+    engine: Engine,
+    feed: Feed,
+    /// Every ledger row written, with its user's int id, in ledger order:
+    /// announced after commit.
+    written: Vec<(i32, Entry)>,
+}
+
+impl WriteTx {
+    pub(super) fn new(txn: DatabaseTransaction, engine: Engine, feed: Feed) -> WriteTx {
+        WriteTx {
+            txn,
+            engine,
+            feed,
+            written: Vec::new(),
+        }
+    }
+
+    fn statement(&self, sql: impl Into<String>, values: Vec<sea_orm::Value>) -> Statement {
+        Statement::from_sql_and_values(self.engine.backend(), sql, values)
+    }
+
+    pub(super) fn txn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    /// Locks the user row for the rest of the transaction and, in the same
+    /// round trip, looks `probe` up; `None` when the user does not exist.
+    pub async fn lock_user(
+        &mut self,
+        user: UserKey,
+        probe: Option<LedgerKey<'_>>,
+    ) -> Result<Option<LockedUser>, StoreError> {
+        let (column, value): (&str, sea_orm::Value) = match user {
+            UserKey::Id(id) => ("id", id.into()),
+            UserKey::Uuid(u) => ("uuid", u.into()),
+        };
+        let (probe_sql, mut values) = match probe {
+            Some(key) => {
+                let (sql, values) = key_lookup(key, "t.id");
+                (format!(", ({sql}) AS probe"), values)
+            }
+            None => (String::new(), Vec::new()),
+        };
+        let placeholder = values.len() + 1;
+        values.push(value);
+        let sql = match self.engine {
+            Engine::Postgres => postgres::lock::user_sql(column, placeholder, &probe_sql),
+            Engine::Sqlite => sqlite::lock_user_sql(column, placeholder, &probe_sql),
+        };
+        let Some(row) = self.txn.query_one_raw(self.statement(sql, values)).await? else {
+            return Ok(None);
+        };
+        let probed = if probe_sql.is_empty() {
+            None
+        } else {
+            row.try_get("", "probe")?
+        };
+        let batches = match self.engine {
+            Engine::Postgres => postgres::lock::batches(&row)?,
+            Engine::Sqlite => None,
+        };
+        Ok(Some(LockedUser {
+            id: row.try_get("", "id")?,
+            uuid: row.try_get("", "uuid")?,
+            balance: row.try_get("", "balance")?,
+            batches,
+            probed,
+        }))
+    }
+
+    /// A locked user's batches with points left (in no particular order).
+    pub async fn batches(&mut self, user_id: i32) -> Result<Vec<BatchRow>, StoreError> {
+        let rows = self
+            .txn
+            .query_all_raw(self.statement(
+                "SELECT id, remaining, expires_at FROM mjk_point_batches \
+                 WHERE user_id = $1 AND remaining > 0",
+                vec![user_id.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|b| {
+                Ok(BatchRow {
+                    id: b.try_get("", "id")?,
+                    remaining: b.try_get("", "remaining")?,
+                    expires_at: b.try_get("", "expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends one ledger row and its mirror. The CHECK constraints refuse
+    /// a row that would break the chain arithmetic or go negative, as a
+    /// last line of defence.
+    pub async fn append(&mut self, row: &NewEntry) -> Result<Entry, StoreError> {
+        let entry = point_transaction::ActiveModel {
+            id: NotSet,
+            user_id: Set(row.user_uuid),
+            r#type: Set(row.tx_type.to_owned()),
+            amount: Set(row.amount),
+            balance_before: Set(row.balance_before),
+            balance_after: Set(row.balance_after),
+            source_type: Set(row.source_type.clone()),
+            source_id: Set(row.source_id.clone()),
+            batch_id: Set(row.batch_id),
+            duration: Set(row.duration),
+            description: Set(Some(row.description.clone())),
+            refund_key: Set(row.refund_key.clone()),
+            refund_of: Set(row.refund_of),
+            request_hash: Set(row.request_hash.clone()),
+            created_at: Set(row.created_at),
+            updated_at: Set(row.created_at),
+        }
+        .insert(&self.txn)
+        .await?;
+        points_detail::ActiveModel {
+            id: NotSet,
+            user_id: Set(row.user_id),
+            points: Set(mirror_int(row.mirror_points)?),
+            order_id: Set(row.mirror_order.clone()),
+            title: Set(Some(row.description.clone())),
+            source_type: Set(Some(row.mirror_source.to_owned())),
+            balance_before: Set(mirror_int(row.balance_before)?),
+            balance_after: Set(mirror_int(row.balance_after)?),
+            created_at: Set(row.created_at),
+            ledger_id: Set(Some(entry.id)),
+        }
+        .insert(&self.txn)
+        .await?;
+        self.written.push((row.user_id, entry.clone()));
+        Ok(entry)
+    }
+
+    /// Appends a spending row drawn from `parts` as `(batch_id, amount)`,
+    /// in draw order: the row, its mirror, the allocations (their ids keep
+    /// that order; refunds rely on it), the batch decrements, and the
+    /// cached balance (`balance_after`).
+    pub async fn append_spend(
+        &mut self,
+        row: &NewEntry,
+        parts: &[(i64, i64)],
+    ) -> Result<Entry, StoreError> {
+        let entry = match self.engine {
+            // One statement of data-modifying CTEs: one round trip
+            // instead of five or more.
+            Engine::Postgres => postgres::spend::append(&self.txn, row, parts).await?,
+            // In-process: the same writes one by one cost no round trips.
+            Engine::Sqlite => {
+                let entry = self.append(row).await?;
+                self.allocate(entry.id, parts).await?;
+                for &(batch_id, amount) in parts {
+                    self.adjust_batch(batch_id, -amount).await?;
+                }
+                self.store_balance(row.user_id, row.balance_after, row.created_at)
+                    .await?;
+                return Ok(entry);
+            }
+        };
+        self.written.push((row.user_id, entry.clone()));
+        Ok(entry)
+    }
+
+    /// Records which batches (and how much of each) funded or received
+    /// the movement `entry_id`, in the order given.
+    pub async fn allocate(
+        &mut self,
+        entry_id: i64,
+        parts: &[(i64, i64)],
+    ) -> Result<(), StoreError> {
+        for &(batch_id, amount) in parts {
+            entity::point_allocation::ActiveModel {
+                id: NotSet,
+                entry_id: Set(entry_id),
+                batch_id: Set(batch_id),
+                amount: Set(amount),
+            }
+            .insert(&self.txn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves `delta` points into (+) or out of (-) one batch.
+    pub async fn adjust_batch(&mut self, batch_id: i64, delta: i64) -> Result<(), StoreError> {
+        self.txn
+            .execute_raw(self.statement(
+                "UPDATE mjk_point_batches SET remaining = remaining + $1 WHERE id = $2",
+                vec![delta.into(), batch_id.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Empties one batch (its points expired).
+    pub async fn empty_batch(&mut self, batch_id: i64) -> Result<(), StoreError> {
+        self.txn
+            .execute_raw(self.statement(
+                "UPDATE mjk_point_batches SET remaining = 0 WHERE id = $1",
+                vec![batch_id.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a locked user's cached balance.
+    pub async fn store_balance(
+        &mut self,
+        user_id: i32,
+        balance: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.txn
+            .execute_raw(self.statement(
+                "UPDATE ts_users SET balance = $1, updated_at = $2 WHERE id = $3",
+                vec![balance.into(), now.into(), user_id.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// The row written under `key`, if any (read in this transaction).
+    pub async fn find(&mut self, key: LedgerKey<'_>) -> Result<Option<Entry>, StoreError> {
+        find(&self.txn, key).await
+    }
+
+    /// The allocations of one movement as `(batch_id, amount)`, in the
+    /// order they were written (a consume's: its draw order).
+    pub async fn allocations(&mut self, entry_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = self
+            .txn
+            .query_all_raw(self.statement(
+                "SELECT batch_id, amount FROM mjk_point_allocations WHERE entry_id = $1 ORDER BY id",
+                vec![entry_id.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("", "batch_id")?, r.try_get("", "amount")?)))
+            .collect()
+    }
+
+    /// What the refunds of consume `consume_id` returned so far, per batch.
+    pub async fn refunded_per_batch(
+        &mut self,
+        consume_id: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = self
+            .txn
+            .query_all_raw(self.statement(
+                "SELECT a.batch_id AS batch_id, CAST(SUM(a.amount) AS BIGINT) AS amount \
+                 FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
+                 WHERE t.refund_of = $1 GROUP BY a.batch_id",
+                vec![consume_id.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("", "batch_id")?, r.try_get("", "amount")?)))
+            .collect()
+    }
+
+    pub async fn insert_batch(&mut self, b: &NewBatch<'_>) -> Result<i64, StoreError> {
+        let batch = point_batch::ActiveModel {
+            id: NotSet,
+            user_id: Set(b.user_id),
+            kind: Set(b.kind.to_owned()),
+            amount: Set(b.amount),
+            remaining: Set(b.amount),
+            expires_at: Set(b.expires_at),
+            order_id: Set(b.order_id.to_owned()),
+            created_at: Set(b.created_at),
+        }
+        .insert(&self.txn)
+        .await?;
+        Ok(batch.id)
+    }
+
+    pub async fn insert_payment(&mut self, p: &NewPayment<'_>) -> Result<(), StoreError> {
+        financial_transaction::ActiveModel {
+            id: NotSet,
+            user_id: Set(p.user_id),
+            money: Set(p.money_cents),
+            order_id: Set(Some(p.order_id.to_owned())),
+            title: Set(Some(p.title.to_owned())),
+            deployment_uuid: Set(None),
+            time: Set(p.time),
+            transaction_type: Set(0),
+            pay_type: Set(p.pay_type),
+            is_cash: Set(1),
+        }
+        .insert(&self.txn)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a fal task refunded (DESIGN.md invariant 8).
+    pub async fn flag_fal_refunded(&mut self, task_id: &str) -> Result<(), StoreError> {
+        self.txn
+            .execute_raw(self.statement(
+                "UPDATE ts_fal_tasks SET is_refund = 1 WHERE task_id = $1",
+                vec![task_id.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Commits, then announces the rows written (per user, in ledger order)
+    /// where the engine's feed is in-process. Returns them.
+    pub async fn commit(self) -> Result<Vec<(i32, Entry)>, StoreError> {
+        self.feed.commit(self.txn, &self.written).await?;
+        Ok(self.written)
+    }
+
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.txn.rollback().await?)
+    }
+}
+
+impl Store {
+    /// The row written under `key`, if any (outside any transaction: the
+    /// loser of an idempotency race reads the winner's row).
+    pub async fn find(&self, key: LedgerKey<'_>) -> Result<Option<Entry>, StoreError> {
+        find(self.conn(), key).await
+    }
+}
+
+async fn find<C: ConnectionTrait>(
+    conn: &C,
+    key: LedgerKey<'_>,
+) -> Result<Option<Entry>, StoreError> {
+    use point_transaction::Column;
+    let q = point_transaction::Entity::find();
+    let q = match key {
+        LedgerKey::Consume {
+            source_type,
+            source_id,
+        } => q
+            .filter(Column::Type.eq("consume"))
+            .filter(Column::SourceType.eq(source_type))
+            .filter(Column::SourceId.eq(source_id)),
+        LedgerKey::Recharge { order_id } => q
+            .filter(Column::Type.eq("recharge"))
+            .filter(Column::SourceId.eq(order_id)),
+        LedgerKey::Refund { refund_key } => q.filter(Column::RefundKey.eq(refund_key)),
+    };
+    Ok(q.one(conn).await?)
+}
+
+/// A scalar subquery selecting `column` of the row under `key`, with its
+/// values (placeholders from `$1`). The row type is a literal, so the
+/// partial unique index applies under any plan cache mode.
+fn key_lookup(key: LedgerKey<'_>, column: &str) -> (String, Vec<sea_orm::Value>) {
+    match key {
+        LedgerKey::Consume {
+            source_type,
+            source_id,
+        } => (
+            format!(
+                "SELECT {column} FROM mjk_point_transactions t \
+                 WHERE t.type = 'consume' AND t.source_type = $1 AND t.source_id = $2"
+            ),
+            vec![source_type.into(), source_id.into()],
+        ),
+        LedgerKey::Recharge { order_id } => (
+            format!(
+                "SELECT {column} FROM mjk_point_transactions t \
+                 WHERE t.type = 'recharge' AND t.source_id = $1"
+            ),
+            vec![order_id.into()],
+        ),
+        LedgerKey::Refund { refund_key } => (
+            format!("SELECT {column} FROM mjk_point_transactions t WHERE t.refund_key = $1"),
+            vec![refund_key.into()],
+        ),
+    }
+}
+
+/// `ts_points_detail` keeps 32-bit figures.
+pub(super) fn mirror_int(v: i64) -> Result<i32, StoreError> {
+    i32::try_from(v).map_err(|_| StoreError::custom(format!("{v} does not fit ts_points_detail")))
+}

@@ -1,0 +1,279 @@
+//! The store: the only module that knows which database engine runs and
+//! the only one that writes SQL.
+//!
+//! Everything engine-specific is decided by an exhaustive `match` on
+//! [`Engine`]; adding an engine means a new folder beside `postgres/` and
+//! `sqlite/` plus the arms the compiler then asks for. Nothing outside this
+//! module compares database backends.
+//!
+//! - [`Store`]: the pool, its engine, the statement counter, how ledger
+//!   transactions announce their rows ([`feed`]).
+//! - [`ledger`]: [`WriteTx`], the ledger's write transaction (the port the
+//!   domain's operations talk to).
+//! - [`read`]: the read models behind every list and lookup of the API.
+//! - [`audit`]: the reads behind `verify`.
+//! - [`postgres`] / [`sqlite`]: what only one engine does.
+
+pub mod audit;
+mod error;
+pub mod fal;
+pub mod feed;
+pub mod ledger;
+pub mod postgres;
+pub mod read;
+pub mod sqlite;
+pub mod users;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+    TransactionTrait,
+};
+
+pub use error::StoreError;
+pub use feed::{Feed, LedgerSink};
+pub use ledger::WriteTx;
+
+/// The database engines the gateway runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Production and scale-out: many gateway instances on one database.
+    Postgres,
+    /// The embedded default: one gateway instance, one file.
+    Sqlite,
+}
+
+impl Engine {
+    /// The engine a `DATABASE_URL` names, from its scheme.
+    pub fn of_url(url: &str) -> Result<Engine, StoreError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "postgres" | "postgresql" => Ok(Engine::Postgres),
+            "sqlite" => Ok(Engine::Sqlite),
+            _ => Err(StoreError::unsupported(format!(
+                "unsupported database URL scheme {scheme:?} (postgres:// or sqlite:)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Sqlite => "sqlite",
+        }
+    }
+
+    fn backend(self) -> DbBackend {
+        match self {
+            Engine::Postgres => DbBackend::Postgres,
+            Engine::Sqlite => DbBackend::Sqlite,
+        }
+    }
+}
+
+/// Counts every SQL statement the pool runs. Tests use it to prove that a
+/// query costs a fixed number of statements (no N+1); `/metrics` shows it.
+#[derive(Debug, Default)]
+pub struct StatementCounter(AtomicU64);
+
+impl StatementCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The database: a connection pool of one engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    engine: Engine,
+    /// Where it connected (the PostgreSQL listener opens its own
+    /// connection there).
+    url: String,
+    statements: Arc<StatementCounter>,
+    feed: Feed,
+}
+
+/// How to connect: the settings that matter to the store.
+#[derive(Debug, Clone)]
+pub struct ConnectOptionsSpec<'a> {
+    pub url: &'a str,
+    pub max_connections: u32,
+    /// On PostgreSQL `statement_timeout`: the server aborts any statement
+    /// running longer, so a request cut off by its time budget does not
+    /// leave its query running (SQLite has no such setting; a dropped
+    /// statement is interrupted when its connection is reused).
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Store {
+    /// Connects with the durability settings DESIGN.md section 1 requires
+    /// (see each engine's `connect_options`).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        Self::connect_with(ConnectOptionsSpec {
+            url,
+            max_connections,
+            statement_timeout: None,
+        })
+        .await
+    }
+
+    pub async fn connect_with(spec: ConnectOptionsSpec<'_>) -> Result<Store, StoreError> {
+        let engine = Engine::of_url(spec.url)?;
+        let mut opts = ConnectOptions::new(spec.url.to_owned());
+        opts.max_connections(spec.max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false);
+        match engine {
+            Engine::Postgres => postgres::connect_options(&mut opts, spec.statement_timeout),
+            Engine::Sqlite => sqlite::connect_options(&mut opts),
+        }
+        let mut db = Database::connect(opts).await?;
+        let statements = Arc::new(StatementCounter::default());
+        let c = statements.clone();
+        db.set_metric_callback(move |_info| {
+            c.0.fetch_add(1, Ordering::Relaxed);
+        });
+        Ok(Store {
+            db,
+            engine,
+            url: spec.url.to_owned(),
+            statements,
+            feed: Feed::silent(),
+        })
+    }
+
+    /// The same pool, with every committed ledger row delivered to `sink`
+    /// (the balance-event broker), and the task that feeds it, if the
+    /// engine needs one:
+    /// - PostgreSQL: the ledger's trigger notifies at commit and
+    ///   [`postgres::listen`] `LISTEN`s (started before this returns), so
+    ///   rows committed through any instance reach every instance's sink;
+    ///   commits stay plain. `catch_up`: how long before a lost connection
+    ///   a transaction may have stamped rows it committed after.
+    /// - SQLite (one instance): each write transaction announces its rows
+    ///   in-process right after its commit; no task.
+    pub async fn feeding(
+        mut self,
+        sink: Arc<dyn LedgerSink>,
+        catch_up: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(Store, Option<tokio::task::JoinHandle<()>>), StoreError> {
+        match self.engine {
+            Engine::Postgres => {
+                let url = self.url.clone();
+                let task = postgres::listen::start(self.clone(), url, sink, catch_up, stop).await?;
+                Ok((self, Some(task)))
+            }
+            Engine::Sqlite => {
+                self.feed = Feed::announcing(sink);
+                Ok((self, None))
+            }
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The pool itself, for tools and tests that run their own SQL.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub(crate) fn conn(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Statements run so far (every statement of every connection).
+    pub fn statements(&self) -> u64 {
+        self.statements.get()
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(Migrator::up(&self.db, None).await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
+    /// `(size, idle)` of the connection pool, for `/metrics`.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        match self.engine {
+            Engine::Postgres => {
+                let p = self.db.get_postgres_connection_pool();
+                (p.size(), p.num_idle())
+            }
+            Engine::Sqlite => {
+                let p = self.db.get_sqlite_connection_pool();
+                (p.size(), p.num_idle())
+            }
+        }
+    }
+
+    /// Begins a transaction that will write ledger rows.
+    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let txn = match self.engine {
+            Engine::Postgres => self.db.begin().await?,
+            Engine::Sqlite => sqlite::begin_immediate(&self.db).await?,
+        };
+        Ok(WriteTx::new(txn, self.engine, self.feed.clone()))
+    }
+
+    /// A read-only statement in a transaction of its own (one snapshot).
+    pub(crate) async fn read_txn(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+        Ok(self.db.begin().await?)
+    }
+
+    fn statement(&self, sql: impl Into<String>, values: Vec<sea_orm::Value>) -> Statement {
+        Statement::from_sql_and_values(self.engine.backend(), sql, values)
+    }
+
+    pub(crate) async fn all(
+        &self,
+        sql: impl Into<String>,
+        values: Vec<sea_orm::Value>,
+    ) -> Result<Vec<sea_orm::QueryResult>, StoreError> {
+        Ok(self.db.query_all_raw(self.statement(sql, values)).await?)
+    }
+
+    /// Every row of `sql`, each read by `row`.
+    pub(crate) async fn rows<T>(
+        &self,
+        sql: impl Into<String>,
+        values: Vec<sea_orm::Value>,
+        row: impl Fn(&sea_orm::QueryResult) -> Result<T, sea_orm::DbErr>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = self.all(sql, values).await?;
+        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Engine;
+
+    #[test]
+    fn the_engine_comes_from_the_url_scheme() {
+        assert_eq!(
+            Engine::of_url("postgres://u@h/db").ok(),
+            Some(Engine::Postgres)
+        );
+        assert_eq!(
+            Engine::of_url("postgresql://u@h/db").ok(),
+            Some(Engine::Postgres)
+        );
+        assert_eq!(
+            Engine::of_url("sqlite://x.sqlite?mode=rwc").ok(),
+            Some(Engine::Sqlite)
+        );
+        assert!(Engine::of_url("mysql://u@h/db").is_err());
+        assert!(Engine::of_url("").is_err());
+    }
+}

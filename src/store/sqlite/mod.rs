@@ -1,0 +1,39 @@
+//! What only SQLite does: durable connection settings, write transactions
+//! that take the write lock at `BEGIN`, and statements shaped for its
+//! planner.
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+
+/// WAL mode with `synchronous=FULL` (an acknowledged commit survives a
+/// power cut) and a busy timeout, so writers queue instead of failing.
+pub(super) fn connect_options(opts: &mut ConnectOptions) {
+    opts.map_sqlx_sqlite_opts(|o| {
+        o.create_if_missing(true)
+            .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true)
+    });
+}
+
+/// Takes the write lock at `BEGIN` (IMMEDIATE), so two writers never both
+/// read and then deadlock upgrading their locks: the second waits on the
+/// busy timeout instead of failing with "database is locked".
+pub async fn begin_immediate(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
+/// The user row. The IMMEDIATE transaction already holds the database's
+/// write lock and its reads are current: nothing to lock or read ahead.
+pub(super) fn lock_user_sql(column: &str, key: usize, probe_sql: &str) -> String {
+    format!("SELECT id, uuid, balance{probe_sql} FROM ts_users WHERE {column} = ${key}")
+}

@@ -101,6 +101,24 @@ pub struct Settings {
     /// `SUBSCRIBER_QUEUE`: balance events queued per subscriber before it
     /// is behind and gets a resync instead.
     pub subscriber_queue: usize,
+    /// `HTTP_HEADER_TIMEOUT_MS`: a client must send a request's headers
+    /// within this time, and an idle keep-alive connection is closed after
+    /// it (the same timer runs while HTTP/1 waits for the next request).
+    pub header_timeout_ms: u64,
+    /// `MAX_CONNECTIONS`: open TCP connections (HTTP and WebSocket); more
+    /// wait in the kernel's backlog until one closes.
+    pub max_connections: usize,
+    /// `WS_MAX_CONNECTIONS`: open WebSockets in all (within `MAX_CONNECTIONS`).
+    pub ws_max_connections: usize,
+    /// `WS_MAX_PER_SUBJECT`: open WebSockets per token subject; 0 = off.
+    pub ws_max_per_subject: usize,
+    /// `WS_MESSAGE_RATE`: client messages per second per WebSocket (bursts
+    /// of twice that); past it the connection is closed (4429); 0 = off.
+    pub ws_message_rate: f64,
+    /// `METRICS_BIND`: also serve `/metrics`, without a token, on this
+    /// address (a private network for Prometheus). On the API port
+    /// `/metrics` needs an admin token.
+    pub metrics_bind: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -158,6 +176,12 @@ impl Settings {
             ws_init_timeout_ms: parsed("WS_INIT_TIMEOUT_MS", 10_000)?,
             ws_keepalive_secs: parsed("WS_KEEPALIVE_SECS", 15)?,
             subscriber_queue: parsed("SUBSCRIBER_QUEUE", 256)?,
+            header_timeout_ms: parsed("HTTP_HEADER_TIMEOUT_MS", 10_000)?,
+            max_connections: parsed("MAX_CONNECTIONS", 10_000)?,
+            ws_max_connections: parsed("WS_MAX_CONNECTIONS", 8_000)?,
+            ws_max_per_subject: parsed("WS_MAX_PER_SUBJECT", 64)?,
+            ws_message_rate: parsed("WS_MESSAGE_RATE", 50.0)?,
+            metrics_bind: var("METRICS_BIND"),
         })
     }
 }
@@ -183,6 +207,7 @@ fn secret_beside_sqlite(database_url: &str) -> anyhow::Result<JwtSecret> {
     };
     let file = secret_file_for(&db);
     if let Ok(existing) = std::fs::read_to_string(&file) {
+        refuse_if_shared(&file)?;
         let bytes = hex::decode(existing.trim())
             .with_context(|| format!("{} is not a hex secret", file.display()))?;
         return JwtSecret::new(bytes);
@@ -192,6 +217,29 @@ fn secret_beside_sqlite(database_url: &str) -> anyhow::Result<JwtSecret> {
     write_private(&file, &hex::encode(&bytes))
         .with_context(|| format!("cannot write {}", file.display()))?;
     JwtSecret::new(bytes)
+}
+
+/// A secret file that others can read or write is no secret: refused, with
+/// what to do about it (the gateway only ever creates it with mode 0600).
+fn refuse_if_shared(file: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file)
+            .with_context(|| format!("cannot read {}", file.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(file = %file.display(), mode = format!("{:o}", mode & 0o777), "JWT secret file is accessible to others");
+            bail!(
+                "{} is readable or writable by other users (mode {:o}): run `chmod 600 {}`, or set GATEWAY_JWT_SECRET",
+                file.display(),
+                mode & 0o777,
+                file.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn secret_file_for(db: &Path) -> PathBuf {
@@ -215,6 +263,20 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gw.sqlite.jwt-secret");
+        std::fs::write(&file, hex::encode([7u8; 32])).expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = refuse_if_shared(&file).expect_err("world-readable");
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(refuse_if_shared(&file).is_ok());
+    }
 
     #[test]
     fn sqlite_paths_are_found_in_urls() {

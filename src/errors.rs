@@ -104,6 +104,7 @@ impl Coded for RefundError {
             RefundError::ConsumeNotFound(_) => Code::NotFound,
             RefundError::IdempotencyConflict(_) => Code::IdempotencyConflict,
             RefundError::ExceedsConsumed { .. } => Code::RefundExceedsConsumed,
+            RefundError::BalanceLimit { .. } => Code::InvalidInput,
             RefundError::Internal(_) => Code::Internal,
         }
     }

@@ -107,7 +107,13 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
                 RechargeRequest::new(draft, t)
             };
         let first = recharge(t, RechargeKind::Paid, rng.gen_range(20..200) * 100, None)?;
-        ledger::recharge_in(&mut txn, &first, &first.fingerprint(), t).await?;
+        ledger::recharge_in(
+            &mut txn,
+            &first,
+            &first.fingerprint(),
+            ledger::RowTime::At(t),
+        )
+        .await?;
         report.ledger_rows += 1;
         t += Duration::minutes(5);
         let gift = recharge(
@@ -116,7 +122,7 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
             rng.gen_range(1..20) * 100,
             Some(t + Duration::days(30)),
         )?;
-        ledger::recharge_in(&mut txn, &gift, &gift.fingerprint(), t).await?;
+        ledger::recharge_in(&mut txn, &gift, &gift.fingerprint(), ledger::RowTime::At(t)).await?;
         report.ledger_rows += 1;
 
         let mut tasks = Vec::new();
@@ -142,11 +148,14 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
             };
             let source_id = format!("{st}-{run:08x}-{}-{j}", user.id);
             let req = ConsumeRequest::new(user.id, amount, st, &source_id, duration, None)?;
-            match ledger::consume_in(&mut txn, &req, &req.fingerprint(), t).await {
+            match ledger::consume_in(&mut txn, &req, &req.fingerprint(), ledger::RowTime::At(t))
+                .await
+            {
                 Ok(_) => report.ledger_rows += 1,
                 Err(ConsumeError::InsufficientBalance { .. }) => {
                     let top = recharge(t, RechargeKind::Paid, rng.gen_range(50..200) * 100, None)?;
-                    ledger::recharge_in(&mut txn, &top, &top.fingerprint(), t).await?;
+                    ledger::recharge_in(&mut txn, &top, &top.fingerprint(), ledger::RowTime::At(t))
+                        .await?;
                     report.ledger_rows += 1;
                     continue;
                 }
@@ -202,7 +211,13 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
                         "部分退款"
                     }),
                 )?;
-                ledger::refund_in(&mut txn, &refund, &refund.fingerprint(), t).await?;
+                ledger::refund_in(
+                    &mut txn,
+                    &refund,
+                    &refund.fingerprint(),
+                    ledger::RowTime::At(t),
+                )
+                .await?;
                 report.ledger_rows += 1;
             }
         }

@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::events::Broker;
 use crate::fal::{CachedFal, FalHttp};
 use crate::graphql::build_schema;
+use crate::http::serve::{serve, Limits};
 use crate::http::HttpState;
 use crate::metrics::Metrics;
 use crate::state::{App, AppState};
@@ -20,6 +21,8 @@ use crate::store::{ConnectOptionsSpec, Store};
 
 pub struct Application {
     listener: TcpListener,
+    /// `METRICS_BIND`'s listener, when configured.
+    metrics_listener: Option<TcpListener>,
     http: HttpState,
     /// The PostgreSQL notification listener; stops with `shutdown`.
     notifications: Option<tokio::task::JoinHandle<()>>,
@@ -72,8 +75,17 @@ impl Application {
             broker,
         }));
         let schema = build_schema(state.clone());
+        let metrics_listener = match &state.settings.metrics_bind {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind METRICS_BIND {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Application {
             listener,
+            metrics_listener,
             http: HttpState::new(state, schema),
             notifications: listener_task,
         })
@@ -99,22 +111,34 @@ impl Application {
         let state = self.http.app.clone();
         let connections = self.http.connections.clone();
         let sweeper = spawn_expiry_sweep(state.clone());
-        let app = crate::http::router(self.http)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let limits = Limits {
+            header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
+            max_connections: state.settings.max_connections,
+        };
         let token = state.shutdown.clone();
         let signalled = token.clone();
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown: no new connections; finishing in-flight requests");
             signalled.cancel();
         });
+        if let Some(listener) = self.metrics_listener {
+            let router = crate::http::metrics_router(self.http.clone());
+            tokio::spawn(serve(listener, router, limits, token.clone()));
+        }
+        let serve = serve(
+            self.listener,
+            crate::http::router(self.http),
+            limits,
+            token.clone(),
+        );
         let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
         let deadline = async {
             token.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         let result = tokio::select! {
-            r = serve => r.context("server failed"),
+            () = serve => Ok(()),
             _ = deadline => {
                 tracing::warn!(grace_secs = grace.as_secs(), "shutdown: grace period over, dropping in-flight requests");
                 Ok(())

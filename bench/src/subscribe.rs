@@ -64,11 +64,18 @@ pub async fn run(database_url: &str, plan: Plan) -> anyhow::Result<()> {
     anyhow::ensure!(!ids.is_empty(), "no users: run `bench gen` first");
     let gw = Gateway::start_with(
         database_url,
-        &[("RATE_LIMIT_PARTNER", "0"), ("WS_KEEPALIVE_SECS", "30")],
+        &[
+            ("RATE_LIMIT_PARTNER", "0"),
+            ("WS_KEEPALIVE_SECS", "30"),
+            // One partner token holds every subscriber's socket here.
+            ("WS_MAX_PER_SUBJECT", "0"),
+            ("WS_MESSAGE_RATE", "0"),
+        ],
     )?;
     let keys = TokenKeys::new(&JwtSecret::new(gateway::SECRET.as_bytes().to_vec())?);
     let service = keys.mint(Role::Service, None, chrono::Duration::hours(4))?;
     let partner = keys.mint(Role::Partner, None, chrono::Duration::hours(4))?;
+    let admin = keys.mint(Role::Admin, None, chrono::Duration::hours(4))?;
     let client = reqwest::Client::new();
     let run_id: u32 = rand::thread_rng().gen();
     for &u in &ids {
@@ -117,7 +124,7 @@ pub async fn run(database_url: &str, plan: Plan) -> anyhow::Result<()> {
     }
     let connect_s = started.elapsed().as_secs_f64();
     // The server registers a subscription just after acknowledging it.
-    while open_subscriptions(&client, &gw.url).await < plan.subscribers {
+    while open_subscriptions(&client, &gw.url, &admin).await < plan.subscribers {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let with_subscribers = gw.rss_mib().unwrap_or(0.0);
@@ -248,8 +255,13 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-async fn open_subscriptions(client: &reqwest::Client, url: &str) -> usize {
-    let Ok(r) = client.get(format!("{url}/metrics")).send().await else {
+async fn open_subscriptions(client: &reqwest::Client, url: &str, admin: &str) -> usize {
+    let Ok(r) = client
+        .get(format!("{url}/metrics"))
+        .bearer_auth(admin)
+        .send()
+        .await
+    else {
         return 0;
     };
     let text = r.text().await.unwrap_or_default();

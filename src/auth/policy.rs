@@ -47,6 +47,15 @@ impl Caller {
         }
     }
 
+    /// `me`: the caller's own user, if the token names one. Partners read
+    /// nothing but their subscriptions, whatever their token's subject.
+    pub fn own_user(&self) -> Result<Option<i32>, AuthzError> {
+        match self.role {
+            Role::User | Role::Service | Role::Admin => Ok(self.user_id),
+            Role::Partner => Err(AuthzError::Forbidden(self.role)),
+        }
+    }
+
     /// Reading one user's profile and balance.
     pub fn may_read_user(&self, id: i32) -> Result<(), AuthzError> {
         self.ledger_scope(Some(id)).map(|_| ())
@@ -119,6 +128,8 @@ mod tests {
             Err(AuthzError::UserRequired)
         );
         assert!(caller(Role::Partner, None).ledger_scope(Some(1)).is_err());
+        assert!(caller(Role::Partner, Some(1)).own_user().is_err());
+        assert_eq!(caller(Role::User, Some(1)).own_user(), Ok(Some(1)));
     }
 
     #[test]

@@ -23,6 +23,20 @@ fn invalid(msg: impl Into<String>) -> InputError {
     InputError(msg.into())
 }
 
+/// A time given by a client, checked to lie in the range every engine
+/// stores and compares correctly (see [`crate::time::storable`]).
+pub fn timestamp(what: &str, t: DateTime<Utc>) -> Result<DateTime<Utc>, InputError> {
+    if crate::time::storable(t) {
+        Ok(t)
+    } else {
+        Err(invalid(format!(
+            "{what} must lie between {} and {}",
+            crate::time::EARLIEST,
+            crate::time::LATEST
+        )))
+    }
+}
+
 /// A strictly positive number of points that fits the public `Int`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Amount(i64);
@@ -318,6 +332,7 @@ impl RechargeRequest {
             _ => {}
         }
         if let Some(at) = expires_at {
+            timestamp("expiresAt", at)?;
             if at <= now {
                 return Err(invalid("expiresAt must be in the future"));
             }

@@ -5,12 +5,16 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
+
+use crate::domain::ledger::rules::{draw_key, DrawKey};
 use crate::domain::source::TxType;
 use crate::store::{audit, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
-    /// Which rule: `chain`, `balance`, `batch`, `allocation`, `refund_cap`, `mirror`, `fal_refund`.
+    /// Which rule: `chain`, `time_order`, `balance`, `batch`, `allocation`,
+    /// `draw_order`, `refund_cap`, `mirror`, `fal_refund`.
     pub rule: &'static str,
     pub detail: String,
 }
@@ -38,6 +42,7 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
 
     // 1. Chains, read in id order per user, a chunk at a time.
     let mut last_after: HashMap<Uuid, i64> = HashMap::new();
+    let mut last_time: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
     let mut last_id: i64 = 0;
     loop {
         let rows = audit::chain_chunk(store, last_id, CHUNK).await?;
@@ -47,6 +52,20 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
         for r in rows {
             let (id, user, amount, before, after) = (r.id, r.user, r.amount, r.before, r.after);
             let ty = r.tx_type;
+            // Ledger order is time order per user (invariant 7): the
+            // UsageDetail page, newest first by time, chains row to row.
+            if let Some(prev) = last_time.insert(user, r.created_at) {
+                if r.created_at < prev {
+                    push(
+                        &mut v,
+                        "time_order",
+                        format!(
+                            "row {id}: stamped {} before the previous row of user {user} ({prev})",
+                            r.created_at
+                        ),
+                    );
+                }
+            }
             last_id = id;
             checked.ledger_rows += 1;
             let sign = match TxType::parse(&ty) {
@@ -145,6 +164,33 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
             "allocation",
             format!("{ty} {id}: amount {amount}, allocations {allocated}"),
         );
+    }
+
+    // 4b. Consumes drew in the published order (invariant 4).
+    let mut after = (0_i64, 0_i64);
+    let mut previous: Option<(i64, DrawKey)> = None;
+    loop {
+        let steps = audit::draw_steps(store, after, CHUNK).await?;
+        let Some(last) = steps.last() else {
+            break;
+        };
+        after = (last.entry_id, last.allocation_id);
+        for step in steps {
+            let key = draw_key(step.expires_at, step.batch_id);
+            if let Some((entry, prev)) = previous {
+                if entry == step.entry_id && key <= prev {
+                    push(
+                        &mut v,
+                        "draw_order",
+                        format!(
+                            "consume {entry}: drew batch {} after batch {}, against the draw order",
+                            step.batch_id, prev.2
+                        ),
+                    );
+                }
+            }
+            previous = Some((step.entry_id, key));
+        }
     }
 
     // 5. Refund caps, per consume and per (consume, batch).

@@ -22,7 +22,8 @@
 use std::collections::HashMap;
 
 use async_graphql::parser::types::{
-    ExecutableDocument, Field, OperationDefinition, Selection, SelectionSet,
+    DocumentOperations, ExecutableDocument, Field, OperationDefinition, OperationType, Selection,
+    SelectionSet,
 };
 use async_graphql::{Name, Positioned, ServerError, Value};
 
@@ -206,6 +207,43 @@ pub fn check(doc: &ExecutableDocument) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// What the operation `name` (or the document's only one) costs against
+/// the caller's rate limit: a mutation one per root field, fragments
+/// followed (each root field is a ledger operation); a query or
+/// subscription one.
+pub fn rate_cost(doc: &ExecutableDocument, name: Option<&str>) -> usize {
+    let Some(op) = operation(doc, name) else {
+        return 1;
+    };
+    if op.node.ty != OperationType::Mutation {
+        return 1;
+    }
+    let mut walk = Walk {
+        doc,
+        op: &op.node,
+        done: HashMap::new(),
+        open: Vec::new(),
+    };
+    walk.set(&op.node.selection_set.node).fields.max(1)
+}
+
+/// Whether the operation `name` (or the document's only one) is a
+/// subscription (long-lived: no request time budget).
+pub fn is_subscription(doc: &ExecutableDocument, name: Option<&str>) -> bool {
+    operation(doc, name).is_some_and(|op| op.node.ty == OperationType::Subscription)
+}
+
+fn operation<'a>(
+    doc: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'a Positioned<OperationDefinition>> {
+    match (&doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(n)) => ops.get(n),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
 /// Directives per field, over every selection set written in the document
 /// (each once).
 fn check_directives(doc: &ExecutableDocument) -> Result<(), ServerError> {
@@ -314,6 +352,18 @@ mod tests {
         assert!(
             verdict("fragment A on Query { ...B } fragment B on Query { ...A } { ...A }").is_ok()
         );
+    }
+
+    #[test]
+    fn mutations_cost_one_per_root_field_through_fragments() {
+        let doc = parse_query(
+            "fragment Two on Mutation { a: consume { id } b: consume { id } } \
+             mutation M { ...Two c: refund { id } } query Q { me { id } }",
+        )
+        .expect("parses");
+        assert_eq!(rate_cost(&doc, Some("M")), 3);
+        assert_eq!(rate_cost(&doc, Some("Q")), 1);
+        assert_eq!(rate_cost(&doc, None), 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use entity::{fal_account, user};
+use entity::{fal_account, point_batch, user};
 use uuid::Uuid;
 
 use crate::store::read::{fal, users};
@@ -12,6 +12,11 @@ use crate::store::{Store, StoreError};
 
 pub struct UserLoader(pub Store);
 pub struct AccountByKeyLoader(pub Store);
+/// Per user, the points of batches past their expiry but not swept yet
+/// (`User.balance` subtracts them).
+pub struct DuePointsLoader(pub Store);
+/// Per user, the batches still holding points (`User.batches`).
+pub struct LiveBatchesLoader(pub Store);
 
 impl Loader<i32> for UserLoader {
     type Value = user::Model;
@@ -43,5 +48,38 @@ impl Loader<String> for AccountByKeyLoader {
     ) -> Result<HashMap<String, fal_account::Model>, Arc<StoreError>> {
         let rows = fal::accounts_by_key(&self.0, keys).await?;
         Ok(rows.into_iter().map(|a| (a.api_key.clone(), a)).collect())
+    }
+}
+
+impl Loader<i32> for DuePointsLoader {
+    type Value = i64;
+    type Error = Arc<StoreError>;
+
+    /// Every key gets a value (0 when nothing is due): the loader's cache
+    /// keeps only keys that have one.
+    async fn load(&self, keys: &[i32]) -> Result<HashMap<i32, i64>, Arc<StoreError>> {
+        let due = users::due_points(&self.0, keys, crate::time::now()).await?;
+        Ok(keys
+            .iter()
+            .map(|k| (*k, due.get(k).copied().unwrap_or(0)))
+            .collect())
+    }
+}
+
+impl Loader<i32> for LiveBatchesLoader {
+    type Value = Vec<point_batch::Model>;
+    type Error = Arc<StoreError>;
+
+    async fn load(
+        &self,
+        keys: &[i32],
+    ) -> Result<HashMap<i32, Vec<point_batch::Model>>, Arc<StoreError>> {
+        // Every key gets a value (empty when no batch holds points).
+        let mut by_user: HashMap<i32, Vec<point_batch::Model>> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
+        for b in users::live_batches(&self.0, keys, crate::time::now()).await? {
+            by_user.entry(b.user_id).or_default().push(b);
+        }
+        Ok(by_user)
     }
 }

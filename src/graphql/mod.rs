@@ -12,7 +12,7 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Schema, SchemaBuilder};
 
 use crate::state::AppState;
-pub use loaders::{AccountByKeyLoader, UserLoader};
+pub use loaders::{AccountByKeyLoader, DuePointsLoader, LiveBatchesLoader, UserLoader};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
@@ -22,7 +22,11 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     // The gateway checks these itself first (`limits::check`); here they
     // are a backstop with the same values.
+    // No "Did you mean …" in errors: they would name fields to callers who
+    // may not introspect the schema. (async-graphql decides this for the
+    // whole schema; admins have introspection instead.)
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .disable_suggestions()
         .limit_depth(limits::MAX_DEPTH)
         .limit_complexity(limits::MAX_COMPLEXITY)
         .limit_recursive_depth(limits::MAX_RECURSION)
@@ -34,34 +38,26 @@ pub fn build_schema(state: AppState) -> AppSchema {
     builder().data(state).finish()
 }
 
-/// Dataloaders for one WebSocket connection.
-pub fn connection_loaders(state: &AppState, data: &mut async_graphql::Data) {
-    data.insert(DataLoader::with_cache(
-        UserLoader(state.store.clone()),
-        tokio::spawn,
-        HashMapCache::default(),
-    ));
-    data.insert(DataLoader::with_cache(
-        AccountByKeyLoader(state.store.clone()),
-        tokio::spawn,
-        HashMapCache::default(),
-    ));
-}
-
-/// Dataloaders for one request (or one WebSocket operation). Per request so
-/// their cache never serves one request's rows to a later one.
-pub fn request_loaders(state: &AppState, req: async_graphql::Request) -> async_graphql::Request {
+/// Dataloaders for one request (or one WebSocket operation): one
+/// statement per batch of keys, whatever the page size or the aliases. Per
+/// request so their cache never serves one request's rows to a later one.
+pub fn request_loaders(
+    state: &AppState,
+    mut req: async_graphql::Request,
+) -> async_graphql::Request {
+    fn loader<L>(l: L) -> DataLoader<L, HashMapCache>
+    where
+        L: Send + Sync + 'static,
+    {
+        DataLoader::with_cache(l, tokio::spawn, HashMapCache::default())
+    }
     let store = &state.store;
-    req.data(DataLoader::with_cache(
-        UserLoader(store.clone()),
-        tokio::spawn,
-        HashMapCache::default(),
-    ))
-    .data(DataLoader::with_cache(
-        AccountByKeyLoader(store.clone()),
-        tokio::spawn,
-        HashMapCache::default(),
-    ))
+    req = req
+        .data(loader(UserLoader(store.clone())))
+        .data(loader(AccountByKeyLoader(store.clone())))
+        .data(loader(DuePointsLoader(store.clone())))
+        .data(loader(LiveBatchesLoader(store.clone())));
+    req
 }
 
 /// The SDL committed as `schema.graphql`.

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::context::{caller, state};
 use super::types::*;
-use super::{AccountByKeyLoader, UserLoader};
+use super::{AccountByKeyLoader, DuePointsLoader, LiveBatchesLoader, UserLoader};
+use crate::domain::input::timestamp;
 use crate::domain::source::{SourceType, TxType};
 use crate::errors::{to_gql, GqlResult, ReadError};
 use crate::store::read::{self as queries, Cursor, Page};
@@ -77,6 +78,56 @@ async fn prefetch_task_relations(
     Ok(())
 }
 
+/// Loads the user of a ledger page, and their balance and batches, once
+/// (when selected): every row of the page names the same user, so the
+/// per-row resolvers are served from the request's dataloader cache.
+async fn prefetch_ledger_user(
+    ctx: &Context<'_>,
+    user_id: i32,
+    rows: &[entity::point_transaction::Model],
+) -> async_graphql::Result<()> {
+    let la = ctx.look_ahead();
+    let user = |field: &str| {
+        la.field("nodes").field("user").field(field).exists()
+            || la
+                .field("edges")
+                .field("node")
+                .field("user")
+                .field(field)
+                .exists()
+    };
+    let db_err = |e: std::sync::Arc<crate::store::StoreError>| {
+        crate::store::StoreError::custom(e.to_string())
+    };
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let wants_user = la.field("nodes").field("user").exists()
+        || la.field("edges").field("node").field("user").exists();
+    if wants_user {
+        super::context::loader::<UserLoader>(ctx)?
+            .load_one(first.user_id)
+            .await
+            .map_err(db_err)
+            .gql()?;
+    }
+    if user("balance") {
+        super::context::loader::<DuePointsLoader>(ctx)?
+            .load_one(user_id)
+            .await
+            .map_err(db_err)
+            .gql()?;
+    }
+    if user("batches") {
+        super::context::loader::<LiveBatchesLoader>(ctx)?
+            .load_one(user_id)
+            .await
+            .map_err(db_err)
+            .gql()?;
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 pub struct QueryRoot;
 
@@ -84,8 +135,7 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// The caller's own user (user tokens).
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
-        let who = caller(ctx)?;
-        let Some(id) = who.user_id else {
+        let Some(id) = caller(ctx)?.own_user().gql()? else {
             return Ok(None);
         };
         let u = queries::users::by_id(&state(ctx)?.store, id).await.gql()?;
@@ -135,6 +185,7 @@ impl QueryRoot {
             .await
             .gql()?
             .ok_or_else(not_found)?;
+        prefetch_ledger_user(ctx, uid, &rows).await?;
         Ok(connection(
             rows,
             more,
@@ -216,6 +267,8 @@ impl QueryRoot {
         account_ids: Option<Vec<i32>>,
     ) -> async_graphql::Result<Vec<AccountCost>> {
         caller(ctx)?.must_be_admin().gql()?;
+        timestamp("from", from).gql()?;
+        timestamp("to", to).gql()?;
         if from >= to {
             return Err(to_gql(ReadError::BadWindow("`from` must be before `to`")));
         }

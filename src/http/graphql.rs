@@ -19,10 +19,11 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::Value;
 
 use super::media::{is_json_body, negotiate, Media, JSON};
-use super::operation::{assign_codes, error_body, outcome, prepare, well_formed};
+use super::operation::{assign_codes, error_body, outcome, prepare, subject_key, well_formed};
 use super::{HttpState, MAX_BATCH, MAX_BODY_BYTES};
 use crate::auth::{AuthError, Caller};
 use crate::errors::{to_server_error, Coded, ReadError, Refusal};
+use crate::graphql::limits::rate_cost;
 
 /// The status a refusal is answered with, over HTTP.
 fn status(r: &Refusal) -> StatusCode {
@@ -75,17 +76,48 @@ fn authenticate(s: &HttpState, headers: &HeaderMap) -> Result<Option<Caller>, Au
     }
 }
 
-/// Authentication and rate limiting, shared by GET and POST.
-fn admit(s: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> Result<Option<Caller>, Refusal> {
+/// Who is asking, and whose rate limit they spend.
+struct Admitted {
+    caller: Option<Caller>,
+    /// The rate limiter's key: the token's subject, or the client address.
+    key: String,
+}
+
+/// Authentication and rate limiting, shared by GET and POST: one token is
+/// taken before the body is read (so unreadable floods are limited too),
+/// the rest of the operations' cost once they are parsed ([`charge`]).
+fn admit(s: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> Result<Admitted, Refusal> {
     let caller = authenticate(s, headers)?;
-    let (role, key) = match &caller {
-        Some(c) => (Some(c.role), format!("{:?}:{}", c.role, c.subject)),
-        None => (None, format!("ip:{}", peer.ip())),
+    let key = match &caller {
+        Some(c) => subject_key(c),
+        None => format!("ip:{}", peer.ip()),
     };
     s.rate_limiter
-        .check(role, &key, Instant::now())
+        .check(caller.as_ref().map(|c| c.role), &key, Instant::now())
         .map_err(Refusal::RateLimited)?;
-    Ok(caller)
+    Ok(Admitted { caller, key })
+}
+
+/// Rate limits count operations, not HTTP requests: every operation of a
+/// batch costs one, a mutation one per root field (each is a ledger
+/// operation); [`admit`] already took one.
+fn charge(s: &HttpState, who: &Admitted, batch: &BatchRequest) -> Result<(), Refusal> {
+    let cost = |r: &async_graphql::Request| match &*s.documents.checked(&r.query) {
+        Ok(doc) => rate_cost(doc, r.operation_name.as_deref()),
+        Err(_) => 1,
+    };
+    let total: usize = match batch {
+        BatchRequest::Single(r) => cost(r),
+        BatchRequest::Batch(v) => v.iter().map(cost).sum(),
+    };
+    s.rate_limiter
+        .take(
+            who.caller.as_ref().map(|c| c.role),
+            &who.key,
+            total.saturating_sub(1),
+            Instant::now(),
+        )
+        .map_err(Refusal::RateLimited)
 }
 
 fn parse_body(bytes: &[u8]) -> Result<BatchRequest, Refusal> {
@@ -119,8 +151,8 @@ pub async fn post(
     let Some(media) = negotiate(&headers) else {
         return refuse(Media::Json, Refusal::NotAcceptable);
     };
-    let caller = match admit(&s, &headers, peer) {
-        Ok(c) => c,
+    let who = match admit(&s, &headers, peer) {
+        Ok(w) => w,
         Err(r) => return refuse(media, r),
     };
     if !is_json_body(&headers) {
@@ -133,10 +165,14 @@ pub async fn post(
         }
         Err(e) => return refuse(media, Refusal::Malformed(e.body_text())),
     };
-    match parse_body(&bytes) {
-        Ok(batch) => execute(&s, media, caller, batch).await,
-        Err(r) => refuse(media, r),
+    let batch = match parse_body(&bytes) {
+        Ok(batch) => batch,
+        Err(r) => return refuse(media, r),
+    };
+    if let Err(r) = charge(&s, &who, &batch) {
+        return refuse(media, r);
     }
+    execute(&s, media, who.caller, batch).await
 }
 
 pub async fn get(
@@ -156,8 +192,8 @@ pub async fn get(
     let Some(media) = negotiate(&headers) else {
         return refuse(Media::Json, Refusal::NotAcceptable);
     };
-    let caller = match admit(&s, &headers, peer) {
-        Ok(c) => c,
+    let who = match admit(&s, &headers, peer) {
+        Ok(w) => w,
         Err(r) => return refuse(media, r),
     };
     let params: Vec<(String, String)> = match serde_urlencoded_pairs(&query_string) {
@@ -190,7 +226,11 @@ pub async fn get(
     if is_mutation(&s, &request.query, request.operation_name.as_deref()) {
         return refuse(media, Refusal::MutationOverGet);
     }
-    execute(&s, media, caller, BatchRequest::Single(request)).await
+    let batch = BatchRequest::Single(request);
+    if let Err(r) = charge(&s, &who, &batch) {
+        return refuse(media, r);
+    }
+    execute(&s, media, who.caller, batch).await
 }
 
 fn serde_urlencoded_pairs(q: &str) -> Option<Vec<(String, String)>> {

@@ -6,6 +6,7 @@ mod graphql;
 pub mod media;
 mod operation;
 pub mod rate_limit;
+pub mod serve;
 mod ws;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -15,6 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tracing::Instrument;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::task::TaskTracker;
 
@@ -37,11 +41,51 @@ pub struct HttpState {
     /// The one schema, for HTTP and WebSocket alike.
     pub schema: AppSchema,
     /// Token buckets per caller (per client address when anonymous).
-    pub rate_limiter: std::sync::Arc<RateLimiter>,
+    pub rate_limiter: Arc<RateLimiter>,
     /// Parsed GraphQL documents by text, with their limit checks.
-    pub documents: std::sync::Arc<Documents>,
+    pub documents: Arc<Documents>,
     /// Open WebSocket connections, awaited (bounded) at shutdown.
     pub connections: TaskTracker,
+    /// Open WebSockets per token subject (`WS_MAX_PER_SUBJECT`).
+    pub ws_subjects: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open WebSocket of a subject; gives its place back when dropped.
+pub struct Seat {
+    subjects: Arc<Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl Seat {
+    /// A place among `key`'s sockets, if it holds fewer than `cap` (0: no cap).
+    pub fn take(
+        subjects: &Arc<Mutex<HashMap<String, usize>>>,
+        key: String,
+        cap: usize,
+    ) -> Option<Seat> {
+        let mut map = subjects.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key.clone()).or_default();
+        if cap > 0 && *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(Seat {
+            subjects: subjects.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut map = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl HttpState {
@@ -50,9 +94,10 @@ impl HttpState {
         HttpState {
             app,
             schema,
-            rate_limiter: std::sync::Arc::new(RateLimiter::new(rates)),
-            documents: std::sync::Arc::new(Documents::new()),
+            rate_limiter: Arc::new(RateLimiter::new(rates)),
+            documents: Arc::new(Documents::new()),
             connections: TaskTracker::new(),
+            ws_subjects: Arc::default(),
         }
     }
 }
@@ -90,7 +135,37 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<HttpState>) -> Response {
+/// `/metrics` on the API port: for admins (a Prometheus scrape sends an
+/// admin token as its bearer credentials), or on `METRICS_BIND` for anyone
+/// who can reach that address.
+async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
+    let admin = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| s.app.keys.verify_header(v).ok())
+        .is_some_and(|c| c.role == crate::auth::Role::Admin);
+    if !admin {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "metrics need an admin token (or METRICS_BIND)",
+        )
+            .into_response();
+    }
+    metrics_text(&s)
+}
+
+/// The metrics router for `METRICS_BIND`: `/metrics` without a token.
+pub fn metrics_router(state: HttpState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| async move { metrics_text(&s) }),
+        )
+        .with_state(state)
+}
+
+fn metrics_text(s: &HttpState) -> Response {
     let (size, idle) = s.app.store.pool_usage();
     let text = s.app.metrics.render(&Gauges {
         websocket_connections: s.connections.len(),

@@ -2,6 +2,7 @@
 //! at a time. Which rows break a rule is decided by the domain
 //! (`domain::verify`); these only gather the figures, each in one pass.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -15,6 +16,7 @@ pub struct ChainRow {
     pub amount: i64,
     pub before: i64,
     pub after: i64,
+    pub created_at: DateTime<Utc>,
 }
 
 /// Up to `limit` ledger rows with ids above `after_id`, in id order.
@@ -25,7 +27,7 @@ pub async fn chain_chunk(
 ) -> Result<Vec<ChainRow>, StoreError> {
     store
         .rows(
-            "SELECT id, user_id, type, amount, balance_before, balance_after \
+            "SELECT id, user_id, type, amount, balance_before, balance_after, created_at \
              FROM mjk_point_transactions WHERE id > $1 ORDER BY id LIMIT $2",
             vec![after_id.into(), limit.into()],
             |r| {
@@ -36,6 +38,7 @@ pub async fn chain_chunk(
                     amount: r.try_get("", "amount")?,
                     before: r.try_get("", "balance_before")?,
                     after: r.try_get("", "balance_after")?,
+                    created_at: r.try_get("", "created_at")?,
                 })
             },
         )
@@ -203,6 +206,44 @@ pub async fn unflagged_fal_refunds(store: &Store) -> Result<Vec<String>, StoreEr
              WHERE t.type = 'refund' AND t.source_type = 'fal' AND f.is_refund <> 1",
             Vec::new(),
             |r| r.try_get("", "task_id"),
+        )
+        .await
+}
+
+/// One allocation of a consume with its batch's draw figures.
+#[derive(Debug, Clone)]
+pub struct DrawStep {
+    pub entry_id: i64,
+    pub allocation_id: i64,
+    pub batch_id: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Up to `limit` allocations of consumes after `(entry_id, allocation_id)`,
+/// in that order: each consume's allocations together, in the order they
+/// were written (its draw order).
+pub async fn draw_steps(
+    store: &Store,
+    after: (i64, i64),
+    limit: i64,
+) -> Result<Vec<DrawStep>, StoreError> {
+    store
+        .rows(
+            "SELECT a.entry_id AS entry_id, a.id AS id, b.id AS batch_id, b.expires_at AS expires_at \
+             FROM mjk_point_allocations a \
+             JOIN mjk_point_transactions t ON t.id = a.entry_id AND t.type = 'consume' \
+             JOIN mjk_point_batches b ON b.id = a.batch_id \
+             WHERE a.entry_id > $1 OR (a.entry_id = $1 AND a.id > $2) \
+             ORDER BY a.entry_id, a.id LIMIT $3",
+            vec![after.0.into(), after.1.into(), limit.into()],
+            |r| {
+                Ok(DrawStep {
+                    entry_id: r.try_get("", "entry_id")?,
+                    allocation_id: r.try_get("", "id")?,
+                    batch_id: r.try_get("", "batch_id")?,
+                    expires_at: r.try_get("", "expires_at")?,
+                })
+            },
         )
         .await
 }

@@ -62,6 +62,11 @@ pub struct LockedUser {
     /// them to be current (PostgreSQL); `None`: read them with
     /// [`WriteTx::batches`].
     pub batches: Option<Vec<BatchRow>>,
+    /// When the user's last ledger row was stamped, if the lock statement
+    /// could read it current; `None`: read it with
+    /// [`WriteTx::last_row_time`]. New rows are stamped no earlier, so a
+    /// user's rows in ledger order are in time order too.
+    pub last_at: Option<LastAt>,
     /// The id of the row under the probed key, as seen by the lock
     /// statement. On PostgreSQL that is the snapshot taken before any wait
     /// for the lock: a row committed meanwhile is not seen, so `None` means
@@ -69,6 +74,10 @@ pub struct LockedUser {
     /// settles the race.
     pub probed: Option<i64>,
 }
+
+/// The time of a user's last ledger row (`None`: the user has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastAt(pub Option<DateTime<Utc>>);
 
 /// A ledger row and its `ts_points_detail` mirror, about to be written.
 #[derive(Debug, Clone)]
@@ -178,16 +187,37 @@ impl WriteTx {
         } else {
             row.try_get("", "probe")?
         };
-        let batches = match self.engine {
-            Engine::Postgres => postgres::lock::batches(&row)?,
-            Engine::Sqlite => None,
+        // PostgreSQL read both from the statement's snapshot: usable only
+        // when that snapshot is current. SQLite's reads are current.
+        let (batches, last_at) = match self.engine {
+            Engine::Postgres => match postgres::lock::batches(&row)? {
+                Some(b) => (Some(b), Some(LastAt(row.try_get("", "last_at")?))),
+                None => (None, None),
+            },
+            Engine::Sqlite => (None, Some(LastAt(row.try_get("", "last_at")?))),
         };
         Ok(Some(LockedUser {
             id: row.try_get("", "id")?,
             uuid: row.try_get("", "uuid")?,
             balance: row.try_get("", "balance")?,
             batches,
+            last_at,
             probed,
+        }))
+    }
+
+    /// When a locked user's last ledger row was stamped (an index lookup).
+    pub async fn last_row_time(&mut self, user_uuid: Uuid) -> Result<LastAt, StoreError> {
+        let row = self
+            .txn
+            .query_one_raw(self.statement(
+                format!("SELECT {} AS last_at", LAST_AT_SQL.replace("{uuid}", "$1")),
+                vec![user_uuid.into()],
+            ))
+            .await?;
+        Ok(LastAt(match row {
+            Some(r) => r.try_get("", "last_at")?,
+            None => None,
         }))
     }
 
@@ -495,6 +525,11 @@ fn key_lookup(key: LedgerKey<'_>, column: &str) -> (String, Vec<sea_orm::Value>)
         ),
     }
 }
+
+/// A scalar subquery: the time of the last ledger row of the user whose
+/// uuid is `{uuid}` (an index lookup on `(user_id, created_at, id)`).
+pub(super) const LAST_AT_SQL: &str =
+    "(SELECT MAX(t.created_at) FROM mjk_point_transactions t WHERE t.user_id = {uuid})";
 
 /// `ts_points_detail` keeps 32-bit figures.
 pub(super) fn mirror_int(v: i64) -> Result<i32, StoreError> {

@@ -93,6 +93,12 @@ pub fn settings(database_url: &str) -> Settings {
         ws_init_timeout_ms: 10_000,
         ws_keepalive_secs: 15,
         subscriber_queue: 256,
+        header_timeout_ms: 10_000,
+        max_connections: 10_000,
+        ws_max_connections: 8_000,
+        ws_max_per_subject: 0,
+        ws_message_rate: 0.0,
+        metrics_bind: None,
     }
 }
 
@@ -179,10 +185,11 @@ async fn start_until(
 }
 
 impl TestApp {
-    /// The `/metrics` page.
+    /// The `/metrics` page (with an admin token).
     pub async fn metrics_text(&self) -> String {
         self.client
             .get(format!("{}/metrics", self.url))
+            .bearer_auth(&self.admin)
             .send()
             .await
             .unwrap()

@@ -1,63 +1,13 @@
 //! Shutdown, crashes and logs, with the real binary where a process must die.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use points_gateway::auth::{Role, TokenKeys};
-use points_gateway::config::JwtSecret;
+use points_gateway::auth::Role;
 use serde_json::{json, Value};
 
 use crate::helpers::{code, fresh_postgres_url, spawn_stoppable, Engine};
-
-const SECRET: &str = "lifecycle-secret-0123456789abcdef";
-
-struct Gateway {
-    child: Child,
-    url: String,
-}
-
-impl Gateway {
-    /// Starts the `points-gateway` binary and waits for its listening line.
-    fn start(database_url: &str, env: &[(&str, &str)], stderr: Stdio) -> Gateway {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_points-gateway"));
-        cmd.arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("GATEWAY_BIND", "127.0.0.1:0")
-            .env("GATEWAY_JWT_SECRET", SECRET)
-            .env("EXPIRY_SWEEP_SECS", "0")
-            .env("RATE_LIMIT_SERVICE", "0")
-            .env("RATE_LIMIT_ADMIN", "0")
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("gateway binary starts");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        out.read_line(&mut first).unwrap();
-        // Keep reading: a closed pipe would kill the gateway's next println.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
-                sink.clear();
-            }
-        });
-        let url = first
-            .trim()
-            .rsplit_once("listening on ")
-            .map(|(_, u)| u.to_owned())
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        Gateway { child, url }
-    }
-}
-
-fn token(role: Role) -> String {
-    TokenKeys::new(&JwtSecret::new(SECRET.as_bytes().to_vec()).unwrap())
-        .mint(role, None, chrono::Duration::hours(1))
-        .unwrap()
-}
+use crate::process::{token, Gateway, SECRET};
 
 async fn post(
     client: &reqwest::Client,

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod auth;
+mod availability;
 mod bench_gen;
 mod concurrency;
 mod costs;
@@ -13,6 +14,7 @@ mod fal_standin;
 mod hostile;
 mod ledger;
 mod lifecycle;
+mod process;
 mod reads;
 mod schema;
 mod subscriptions;

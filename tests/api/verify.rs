@@ -4,7 +4,10 @@ use sea_orm::{ConnectionTrait, Statement};
 
 use crate::helpers::TestApp;
 
-both_engines!(verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero);
+both_engines!(
+    verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero,
+    verify_reports_a_consume_that_drew_out_of_order,
+);
 
 async fn rules(app: &TestApp) -> Vec<&'static str> {
     let (_, v) = points_gateway::domain::verify::verify(&app.store)
@@ -62,6 +65,17 @@ async fn verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero(app: 
     )
     .await;
 
+    // A row stamped before the row it follows (ledger order is time order).
+    exec(&app, "UPDATE mjk_point_transactions SET created_at = (SELECT MIN(created_at) FROM mjk_point_transactions) WHERE id = (SELECT MAX(id) FROM mjk_point_transactions)").await;
+    exec(&app, "UPDATE mjk_point_transactions SET created_at = (SELECT MAX(created_at) FROM mjk_point_transactions) WHERE id = (SELECT MIN(id) FROM mjk_point_transactions)").await;
+    assert_eq!(rules(&app).await, vec!["time_order"]);
+    exec(
+        &app,
+        "UPDATE mjk_point_transactions SET created_at = updated_at",
+    )
+    .await;
+    assert!(rules(&app).await.is_empty());
+
     // A missing mirror row.
     exec(&app, "DELETE FROM ts_points_detail WHERE ledger_id = (SELECT MAX(id) FROM mjk_point_transactions)").await;
     assert_eq!(rules(&app).await, vec!["mirror"]);
@@ -80,4 +94,21 @@ async fn verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero(app: 
         text.contains("[chain]") && text.contains("violation(s)"),
         "{text}"
     );
+}
+
+async fn verify_reports_a_consume_that_drew_out_of_order(app: TestApp) {
+    let u = app.create_user("drawn").await;
+    app.recharge(u, 100, "o1", None).await;
+    // A consume that drew a later batch before an earlier one.
+    app.recharge(u, 5, "o2", Some("2999-01-01T00:00:00Z")).await;
+    app.consume(u, 70, "SCRIPT", "s2", None).await;
+    assert!(rules(&app).await.is_empty());
+    exec(&app, "UPDATE mjk_point_allocations SET id = id + 1000 WHERE id = (SELECT MIN(a.id) FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id WHERE t.source_id = 's2')").await;
+    assert_eq!(rules(&app).await, vec!["draw_order"]);
+    exec(
+        &app,
+        "UPDATE mjk_point_allocations SET id = id - 1000 WHERE id > 1000",
+    )
+    .await;
+    assert!(rules(&app).await.is_empty());
 }

@@ -27,10 +27,15 @@ pub enum Got {
 
 impl WsClient {
     pub async fn connect(app: &TestApp, subprotocol: &str) -> WsClient {
-        let stream = TcpStream::connect(app.url.trim_start_matches("http://"))
+        Self::connect_url(&app.url, subprotocol).await
+    }
+
+    /// To a gateway at `url` (`http://host:port`).
+    pub async fn connect_url(url: &str, subprotocol: &str) -> WsClient {
+        let stream = TcpStream::connect(url.trim_start_matches("http://"))
             .await
             .unwrap();
-        Self::over(app, subprotocol, stream).await
+        Self::over(url, subprotocol, stream).await
     }
 
     /// Over a socket whose receive buffer is tiny: a client that reads
@@ -40,11 +45,11 @@ impl WsClient {
         socket.set_recv_buffer_size(2048).unwrap();
         let addr = app.url.trim_start_matches("http://").parse().unwrap();
         let stream = socket.connect(addr).await.unwrap();
-        Self::over(app, "graphql-transport-ws", stream).await
+        Self::over(&app.url, "graphql-transport-ws", stream).await
     }
 
-    async fn over(app: &TestApp, subprotocol: &str, stream: TcpStream) -> WsClient {
-        let mut req = (app.url.replace("http://", "ws://") + "/graphql")
+    async fn over(url: &str, subprotocol: &str, stream: TcpStream) -> WsClient {
+        let mut req = (url.replace("http://", "ws://") + "/graphql")
             .into_client_request()
             .unwrap();
         req.headers_mut()

@@ -2,11 +2,9 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
-
 use super::idempotency::{self, replay, Keyed};
 use super::rules;
-use super::writer::{NewRow, Writer};
+use super::writer::{NewRow, RowTime, Writer};
 use super::{Applied, ConsumeError};
 use crate::domain::input::ConsumeRequest;
 use crate::domain::source::{describe, TxType};
@@ -51,9 +49,9 @@ impl Keyed for ConsumeRequest {
         &'a self,
         tx: &'a mut WriteTx,
         hash: &'a str,
-        now: DateTime<Utc>,
+        at: RowTime,
     ) -> impl Future<Output = Result<Applied, ConsumeError>> + Send + 'a {
-        consume_in(tx, self, hash, now)
+        consume_in(tx, self, hash, at)
     }
 }
 
@@ -62,13 +60,13 @@ pub async fn consume_in(
     tx: &mut WriteTx,
     req: &ConsumeRequest,
     hash: &str,
-    now: DateTime<Utc>,
+    at: RowTime,
 ) -> Result<Applied, ConsumeError> {
     // The lock and the idempotency check in one round trip. The check may
     // miss an identical request that committed while this one waited for
     // the lock (PostgreSQL's statement snapshot); then the insert meets the
     // unique index and the caller replays, or the shortfall below re-reads.
-    let (mut w, existing) = Writer::lock(tx, UserKey::Id(req.user_id), now, Some(req.key()))
+    let (mut w, existing) = Writer::lock(tx, UserKey::Id(req.user_id), at, Some(req.key()))
         .await?
         .ok_or(ConsumeError::UserNotFound(req.user_id))?;
     if existing.is_some() {

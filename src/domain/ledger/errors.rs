@@ -22,6 +22,8 @@ pub enum RefundError {
     IdempotencyConflict(String),
     #[error("refund of {requested} points exceeds the {refundable} points still refundable")]
     ExceedsConsumed { refundable: i64, requested: i64 },
+    #[error("the refund would take the balance past the maximum of {max} points")]
+    BalanceLimit { max: i64 },
     #[error("database error")]
     Internal(#[from] StoreError),
 }

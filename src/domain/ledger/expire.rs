@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::writer::Writer;
+use super::writer::{RowTime, Writer};
 use super::{Entry, ExpireError};
 use crate::store::ledger::UserKey;
 use crate::store::Store;
@@ -35,7 +35,8 @@ pub async fn expire_due(store: &Store, now: DateTime<Utc>) -> Result<ExpireRepor
         after_user = last;
         for user_id in users {
             let mut tx = store.begin_write().await?;
-            let Some((mut w, _)) = Writer::lock(&mut tx, UserKey::Id(user_id), now, None).await?
+            let Some((mut w, _)) =
+                Writer::lock(&mut tx, UserKey::Id(user_id), RowTime::At(now), None).await?
             else {
                 tx.rollback().await?;
                 continue;

@@ -7,8 +7,7 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
-
+use super::writer::RowTime;
 use super::{Applied, Entry};
 use crate::store::ledger::LedgerKey;
 use crate::store::{Store, StoreError, WriteTx};
@@ -33,7 +32,7 @@ pub(super) trait Keyed: Sync {
         &'a self,
         tx: &'a mut WriteTx,
         hash: &'a str,
-        now: DateTime<Utc>,
+        at: RowTime,
     ) -> impl Future<Output = Result<Applied, Self::Error>> + Send + 'a;
 }
 
@@ -41,7 +40,7 @@ pub(super) trait Keyed: Sync {
 pub(super) async fn run<R: Keyed>(store: &Store, req: &R) -> Result<Applied, R::Error> {
     let hash = req.fingerprint();
     let mut tx = store.begin_write().await?;
-    match req.apply(&mut tx, &hash, crate::time::now()).await {
+    match req.apply(&mut tx, &hash, RowTime::Now).await {
         Ok(applied) => {
             tx.commit().await?;
             Ok(applied)

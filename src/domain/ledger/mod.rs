@@ -23,6 +23,7 @@ pub use expire::{expire_due, ExpireReport};
 pub use recharge::{recharge, recharge_in};
 pub use refund::{refund, refund_in};
 pub use users::{create_user, CreateUser};
+pub use writer::RowTime;
 
 pub type Entry = entity::point_transaction::Model;
 

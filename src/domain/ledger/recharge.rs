@@ -2,10 +2,8 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
-
 use super::idempotency::{self, replay, Keyed};
-use super::writer::{NewRow, Writer};
+use super::writer::{NewRow, RowTime, Writer};
 use super::{Applied, RechargeError};
 use crate::domain::input::{RechargeRequest, MAX_BALANCE};
 use crate::domain::source::{RechargeKind, TxType};
@@ -45,9 +43,9 @@ impl Keyed for RechargeRequest {
         &'a self,
         tx: &'a mut WriteTx,
         hash: &'a str,
-        now: DateTime<Utc>,
+        at: RowTime,
     ) -> impl Future<Output = Result<Applied, RechargeError>> + Send + 'a {
-        recharge_in(tx, self, hash, now)
+        recharge_in(tx, self, hash, at)
     }
 }
 
@@ -57,9 +55,9 @@ pub async fn recharge_in(
     tx: &mut WriteTx,
     req: &RechargeRequest,
     hash: &str,
-    now: DateTime<Utc>,
+    at: RowTime,
 ) -> Result<Applied, RechargeError> {
-    let (mut w, _) = Writer::lock(tx, UserKey::Id(req.user_id), now, None)
+    let (mut w, _) = Writer::lock(tx, UserKey::Id(req.user_id), at, None)
         .await?
         .ok_or(RechargeError::UserNotFound(req.user_id))?;
     if let Some(existing) = tx.find(req.key()).await? {
@@ -77,7 +75,7 @@ pub async fn recharge_in(
             amount,
             expires_at: req.expires_at,
             order_id: req.order_id.as_str(),
-            created_at: now,
+            created_at: w.now,
         })
         .await?;
     let mirror_source = match req.kind {
@@ -103,7 +101,7 @@ pub async fn recharge_in(
             order_id: req.order_id.as_str(),
             title: req.kind.label(),
             pay_type: req.pay_type,
-            time: now,
+            time: w.now,
         })
         .await?;
     }

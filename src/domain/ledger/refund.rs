@@ -2,13 +2,11 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
-
 use super::idempotency::{self, replay, Keyed};
 use super::rules;
-use super::writer::{NewRow, Writer};
+use super::writer::{NewRow, RowTime, Writer};
 use super::{Applied, RefundError};
-use crate::domain::input::RefundRequest;
+use crate::domain::input::{RefundRequest, MAX_BALANCE};
 use crate::domain::source::{describe, SourceType, TxType, REFUND_LABEL};
 use crate::store::ledger::{LedgerKey, UserKey};
 use crate::store::{Store, StoreError, WriteTx};
@@ -46,9 +44,9 @@ impl Keyed for RefundRequest {
         &'a self,
         tx: &'a mut WriteTx,
         hash: &'a str,
-        now: DateTime<Utc>,
+        at: RowTime,
     ) -> impl Future<Output = Result<Applied, RefundError>> + Send + 'a {
-        refund_in(tx, self, hash, now)
+        refund_in(tx, self, hash, at)
     }
 }
 
@@ -58,7 +56,7 @@ pub async fn refund_in(
     tx: &mut WriteTx,
     req: &RefundRequest,
     hash: &str,
-    now: DateTime<Utc>,
+    at: RowTime,
 ) -> Result<Applied, RefundError> {
     let source = format!("{}:{}", req.source_type, req.source_id.as_str());
     // A replay needs no lock: refund rows are never updated.
@@ -73,7 +71,7 @@ pub async fn refund_in(
         .find(consume_key)
         .await?
         .ok_or_else(|| RefundError::ConsumeNotFound(source.clone()))?;
-    let (mut w, _) = Writer::lock(tx, UserKey::Uuid(consume.user_id), now, None)
+    let (mut w, _) = Writer::lock(tx, UserKey::Uuid(consume.user_id), at, None)
         .await?
         .ok_or_else(|| StoreError::custom(format!("consume {} has no user", consume.id)))?;
     // Under the lock: a concurrent identical refund may have committed.
@@ -92,6 +90,11 @@ pub async fn refund_in(
             }
         })?;
     let requested: i64 = parts.iter().map(|p| p.1).sum();
+    // Balances are capped (the public Int); a refund into a balance near
+    // the cap is refused like a recharge would be, never wrapped.
+    if w.balance + requested > MAX_BALANCE {
+        return Err(RefundError::BalanceLimit { max: MAX_BALANCE });
+    }
 
     let label = SourceType::parse(consume.source_type.as_deref().unwrap_or_default())
         .map(|t| t.label())

@@ -2,6 +2,8 @@
 //! due, how a consume draws, how a refund returns. No I/O: every reader
 //! and writer of batches takes its order and its arithmetic from here.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 pub use crate::store::ledger::BatchRow;
@@ -10,8 +12,18 @@ pub use crate::store::ledger::BatchRow;
 /// `expires_at` first, never-expiring last, then oldest (ids grow with
 /// creation). Compared in Rust, on the time values themselves, so it holds
 /// whatever the engine's storage of timestamps.
-pub fn draw_key(expires_at: Option<DateTime<Utc>>, id: i64) -> (bool, Option<DateTime<Utc>>, i64) {
+pub fn draw_key(expires_at: Option<DateTime<Utc>>, id: i64) -> DrawKey {
     (expires_at.is_none(), expires_at, id)
+}
+
+/// A batch's place in the draw order: never-expiring, expiry, id.
+pub type DrawKey = (bool, Option<DateTime<Utc>>, i64);
+
+/// The time a new ledger row of a user is stamped with: `at`, or the
+/// user's last row's time if that is later (a clock behind another
+/// instance's, or a clock step back). Ties are ordered by row id.
+pub fn row_time(at: DateTime<Utc>, last: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    last.map_or(at, |last| at.max(last))
 }
 
 /// A batch is due (its points expire) from its `expires_at` on.
@@ -81,13 +93,11 @@ pub fn refund_plan(
     returned: &[(i64, i64)],
     requested: Option<i64>,
 ) -> Result<Vec<(i64, i64)>, NotRefundable> {
-    let back = |batch: i64| -> i64 {
-        returned
-            .iter()
-            .filter(|(b, _)| *b == batch)
-            .map(|(_, a)| a)
-            .sum()
-    };
+    let mut back: HashMap<i64, i64> = HashMap::with_capacity(returned.len());
+    for &(batch, amount) in returned {
+        *back.entry(batch).or_default() += amount;
+    }
+    let back = |batch: i64| back.get(&batch).copied().unwrap_or(0);
     let refundable: Vec<(i64, i64)> = drawn
         .iter()
         .rev()
@@ -181,6 +191,14 @@ mod tests {
         assert!(is_due(at(15), now));
         assert!(!is_due(at(16), now));
         assert!(!is_due(None, now));
+    }
+
+    #[test]
+    fn row_times_never_go_back_for_a_user() {
+        let (d1, d2) = (at(1).expect("date"), at(2).expect("date"));
+        assert_eq!(row_time(d2, Some(d1)), d2);
+        assert_eq!(row_time(d1, Some(d2)), d2, "a clock behind the last row");
+        assert_eq!(row_time(d1, None), d1);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::rules::{self, BatchRow};
 use super::Entry;
 use crate::domain::source::{TxType, EXPIRE_LABEL};
-use crate::store::ledger::{LedgerKey, NewEntry, UserKey};
+use crate::store::ledger::{LastAt, LedgerKey, NewEntry, UserKey};
 use crate::store::{StoreError, WriteTx};
 
 /// A ledger row about to be written; the writer fills in the user and the
@@ -53,6 +53,16 @@ impl NewRow {
     }
 }
 
+/// When an operation's rows are stamped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowTime {
+    /// The clock, read once the user's row is locked: a request that waited
+    /// for the lock is stamped after the one that held it.
+    Now,
+    /// A given instant (demo data with a history).
+    At(DateTime<Utc>),
+}
+
 pub(super) struct Writer {
     pub user_id: i32,
     user_uuid: uuid::Uuid,
@@ -73,20 +83,32 @@ impl Writer {
     /// round trip, looks up the row under `probe` (see
     /// [`crate::store::ledger::LockedUser::probed`] for what its answer
     /// means); `None` when the user does not exist.
+    ///
+    /// The rows it writes are stamped at `at`, but never earlier than the
+    /// user's last row: in ledger order a user's rows are in time order,
+    /// whatever the clocks of the instances that wrote them.
     pub async fn lock(
         tx: &mut WriteTx,
         user: UserKey,
-        now: DateTime<Utc>,
+        at: RowTime,
         probe: Option<LedgerKey<'_>>,
     ) -> Result<Option<(Writer, Option<i64>)>, StoreError> {
         let Some(locked) = tx.lock_user(user, probe).await? else {
             return Ok(None);
         };
+        let LastAt(last) = match locked.last_at {
+            Some(known) => known,
+            None => tx.last_row_time(locked.uuid).await?,
+        };
+        let at = match at {
+            RowTime::Now => crate::time::now(),
+            RowTime::At(t) => t,
+        };
         let w = Writer {
             user_id: locked.id,
             user_uuid: locked.uuid,
             balance: locked.balance,
-            now,
+            now: rules::row_time(at, last),
             balance_stored: true,
             prefetched: locked.batches,
         };

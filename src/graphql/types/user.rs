@@ -6,8 +6,9 @@ use super::RechargeKindGql;
 use crate::domain::ledger::rules::draw_key;
 use crate::domain::source::RechargeKind;
 use crate::errors::GqlResult;
-use crate::graphql::context::{int, state};
-use crate::store::read as queries;
+use crate::graphql::context::{int, loader};
+use crate::graphql::{DuePointsLoader, LiveBatchesLoader};
+use crate::store::StoreError;
 
 pub struct User(pub user::Model);
 
@@ -24,18 +25,21 @@ impl User {
     }
     /// Points available now; never includes points past their expiry.
     async fn balance(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
-        let st = state(ctx)?;
-        let due = queries::users::due_points(&st.store, &[self.0.id], crate::time::now())
+        let due = loader::<DuePointsLoader>(ctx)?
+            .load_one(self.0.id)
             .await
+            .map_err(|e| StoreError::custom(e.to_string()))
             .gql()?;
-        int(self.0.balance - due.get(&self.0.id).copied().unwrap_or(0))
+        int(self.0.balance - due.unwrap_or(0))
     }
     /// Batches that still hold points, in the order consumes draw them.
     async fn batches(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PointBatch>> {
-        let st = state(ctx)?;
-        let mut rows = queries::users::live_batches(&st.store, self.0.id, crate::time::now())
+        let mut rows = loader::<LiveBatchesLoader>(ctx)?
+            .load_one(self.0.id)
             .await
-            .gql()?;
+            .map_err(|e| StoreError::custom(e.to_string()))
+            .gql()?
+            .unwrap_or_default();
         rows.sort_by_key(|b| draw_key(b.expires_at, b.id));
         Ok(rows.into_iter().map(PointBatch).collect())
     }

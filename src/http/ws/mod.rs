@@ -12,7 +12,7 @@
 mod protocol;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request};
@@ -24,10 +24,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::operation::{assign_codes, error_body, prepare, well_formed};
-use super::HttpState;
+use super::operation::{assign_codes, error_body, prepare, subject_key, well_formed};
+use super::rate_limit::Bucket;
+use super::{HttpState, Seat};
 use crate::auth::{AuthError, Caller};
 use crate::errors::Refusal;
+use crate::graphql::limits::{is_subscription, rate_cost};
 use protocol::{ClientMessage, Close, Protocol};
 
 /// Largest client message accepted (the HTTP body limit).
@@ -53,6 +55,14 @@ pub async fn upgrade(s: HttpState, req: Request) -> Response {
         )
             .into_response();
     };
+    if s.connections.len() >= s.app.settings.ws_max_connections {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "too many open WebSockets; try again later",
+        )
+            .into_response();
+    }
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
@@ -87,19 +97,26 @@ struct Connection {
     protocol: Protocol,
     init_received: bool,
     caller: Option<Caller>,
+    /// The caller's place among their subject's sockets; released on drop.
+    seat: Option<Seat>,
     operations: HashMap<String, AbortHandle>,
     tasks: JoinSet<()>,
+    /// The connection's own message rate (`WS_MESSAGE_RATE`).
+    messages: Bucket,
 }
 
 impl Connection {
     fn new(s: HttpState, protocol: Protocol) -> Self {
+        let rate = s.app.settings.ws_message_rate;
         Connection {
             s,
             protocol,
             init_received: false,
             caller: None,
+            seat: None,
             operations: HashMap::new(),
             tasks: JoinSet::new(),
+            messages: Bucket::full(rate, Instant::now()),
         }
     }
 
@@ -121,6 +138,9 @@ impl Connection {
         tokio::pin!(expiry);
         let mut expiry_armed = false;
         let close = loop {
+            // Finished and cancelled operations are freed at once, not
+            // when the socket closes.
+            while self.tasks.try_join_next().is_some() {}
             if !expiry_armed {
                 if let Some(c) = &self.caller {
                     expiry.as_mut().reset(token_deadline(c));
@@ -133,6 +153,10 @@ impl Connection {
                 msg = stream.next() => match msg {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
                     Some(Ok(Message::Text(text))) => {
+                        let rate = self.s.app.settings.ws_message_rate;
+                        if rate > 0.0 && self.messages.take(rate, 1.0, Instant::now()).is_err() {
+                            break Some(Close::TooFast);
+                        }
                         if let Err(close) = self.handle(text.as_str(), &tx, &mut sink).await {
                             break close;
                         }
@@ -172,6 +196,17 @@ impl Connection {
                     reason: close.reason().into(),
                 })))
                 .await;
+            // The closing handshake: what the client still sends is read
+            // and dropped until its own close (a second at most), so that
+            // unread data does not turn the close frame into a reset.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
         let _ = sink.close().await;
     }
@@ -193,6 +228,10 @@ impl Connection {
                 self.init_received = true;
                 match self.authenticate(&payload) {
                     Ok(caller) => {
+                        let cap = self.s.app.settings.ws_max_per_subject;
+                        let seat = Seat::take(&self.s.ws_subjects, subject_key(&caller), cap)
+                            .ok_or(Some(Close::TooManySockets))?;
+                        self.seat = Some(seat);
                         self.caller = Some(caller);
                         send(sink, protocol::ack()).await.map_err(|_| None)?;
                         if self.protocol == Protocol::LegacyWs {
@@ -229,6 +268,30 @@ impl Connection {
                         .map_err(|_| None)?;
                     return Ok(());
                 }
+                // The same limits as HTTP: the subject's rate (an operation
+                // costs one, a mutation one per root field) and, for
+                // queries and mutations, the request time budget.
+                let (cost, subscription) = match &*self.s.documents.checked(&request.query) {
+                    Ok(doc) => (
+                        rate_cost(doc, request.operation_name.as_deref()),
+                        is_subscription(doc, request.operation_name.as_deref()),
+                    ),
+                    Err(_) => (1, false),
+                };
+                if let Err(wait) = self.s.rate_limiter.take(
+                    Some(caller.role),
+                    &subject_key(&caller),
+                    cost,
+                    Instant::now(),
+                ) {
+                    let errors = error_body(&Refusal::RateLimited(wait))["errors"].to_string();
+                    send_all(sink, protocol::failed(self.protocol, &id, &errors))
+                        .await
+                        .map_err(|_| None)?;
+                    return Ok(());
+                }
+                let budget = (!subscription)
+                    .then(|| Duration::from_millis(self.s.app.settings.request_timeout_ms));
                 let request = match prepare(&self.s, request, &Some(caller)) {
                     Ok(r) => r,
                     Err(e) => {
@@ -246,6 +309,7 @@ impl Connection {
                     id.clone(),
                     request,
                     tx.clone(),
+                    budget,
                 ));
                 self.operations.insert(id, handle);
             }
@@ -296,6 +360,27 @@ fn failed(protocol: Protocol, id: &str, r: &async_graphql::Response) -> Vec<Stri
 /// result without data is the operation failing as a whole (invalid
 /// document, refused subscription): an `error` message, not `next`.
 async fn operate(
+    schema: crate::graphql::AppSchema,
+    protocol: Protocol,
+    id: String,
+    request: async_graphql::Request,
+    tx: mpsc::Sender<Out>,
+    budget: Option<Duration>,
+) {
+    let Some(budget) = budget else {
+        return run_operation(schema, protocol, id, request, tx).await;
+    };
+    let run = run_operation(schema, protocol, id.clone(), request, tx.clone());
+    if tokio::time::timeout(budget, run).await.is_err() {
+        // Past the budget the execution is dropped, as over HTTP: its
+        // queries are cancelled and an open transaction rolls back.
+        let errors = error_body(&Refusal::OverBudget(budget))["errors"].to_string();
+        let frames = protocol::failed(protocol, &id, &errors);
+        let _ = tx.send(Out::Finished { id, frames }).await;
+    }
+}
+
+async fn run_operation(
     schema: crate::graphql::AppSchema,
     protocol: Protocol,
     id: String,

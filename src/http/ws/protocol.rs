@@ -59,6 +59,10 @@ pub enum Close {
     TooManyInits,
     /// 1001: the server is shutting down.
     GoingAway,
+    /// 1008: the client sends messages faster than `WS_MESSAGE_RATE`.
+    TooFast,
+    /// 1013: the token's subject already holds `WS_MAX_PER_SUBJECT` sockets.
+    TooManySockets,
 }
 
 /// Close reasons are limited to 123 bytes by RFC 6455.
@@ -74,6 +78,8 @@ impl Close {
             Close::Duplicate(_) => 4409,
             Close::TooManyInits => 4429,
             Close::GoingAway => 1001,
+            Close::TooFast => 1008,
+            Close::TooManySockets => 1013,
         }
     }
 
@@ -86,6 +92,10 @@ impl Close {
             Close::Duplicate(id) => format!("Subscriber for {id} already exists"),
             Close::TooManyInits => "Too many initialisation requests".to_owned(),
             Close::GoingAway => "server shutting down".to_owned(),
+            Close::TooFast => "too many messages: slow down".to_owned(),
+            Close::TooManySockets => {
+                "too many WebSockets for this token; try again later".to_owned()
+            }
         };
         truncate(text, MAX_REASON)
     }

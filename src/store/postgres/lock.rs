@@ -3,13 +3,13 @@
 use chrono::DateTime;
 use sea_orm::QueryResult;
 
-use crate::store::ledger::BatchRow;
+use crate::store::ledger::{BatchRow, LAST_AT_SQL};
 use crate::store::StoreError;
 
 /// The user's row (`{column}` = `${key}`) locked, `probe_sql` (empty or
 /// `, (…) AS probe`), and in the same round trip the user's batches with
 /// points left as JSON `[[id, remaining, expires_at in µs since the epoch
-/// or null], ...]`.
+/// or null], ...]` and the time of the user's last ledger row.
 ///
 /// The batches are read from the statement's snapshot, taken before any
 /// wait for the lock, so they are only used when `fresh`: the locked row
@@ -20,13 +20,15 @@ use crate::store::StoreError;
 /// Otherwise (a writer of the same user got there first) the batches are
 /// read again, after the lock.
 pub(crate) fn user_sql(column: &str, key: usize, probe_sql: &str) -> String {
+    let last_at = LAST_AT_SQL.replace("{uuid}", "l.uuid");
     format!(
         "WITH s AS (SELECT ctid AS c FROM ts_users WHERE {column} = ${key}), \
          l AS (SELECT ctid AS c, id, uuid, balance FROM ts_users WHERE {column} = ${key} FOR UPDATE) \
          SELECT l.id, l.uuid, l.balance, l.c = s.c AS fresh, \
            (SELECT json_agg(json_build_array(b.id, b.remaining, \
                 (extract(epoch FROM b.expires_at) * 1000000)::bigint))::text \
-            FROM mjk_point_batches b WHERE b.user_id = l.id AND b.remaining > 0) AS batches{probe_sql} \
+            FROM mjk_point_batches b WHERE b.user_id = l.id AND b.remaining > 0) AS batches, \
+           {last_at} AS last_at{probe_sql} \
          FROM l CROSS JOIN s"
     )
 }

@@ -7,7 +7,9 @@ use crate::store::ledger::{mirror_int, NewEntry};
 use crate::store::StoreError;
 
 /// The ledger row, its mirror, the allocations, the batch decrements and
-/// the cached balance. The draw goes as parameters, so the statement text
+/// the cached balance, each in time linear in the number of batches drawn
+/// (the decrements join the draw, not a lookup into it per batch). The
+/// draw goes as parameters, so the statement text
 /// never changes (parsed once per connection): `[[batch_id, amount], ...]`
 /// in draw order (allocation ids keep that order), and the ids as a list
 /// for an index lookup of the batches.
@@ -77,9 +79,9 @@ const SPEND_SQL: &str = "WITH e AS (\
              a AS (INSERT INTO mjk_point_allocations (entry_id, batch_id, amount) \
                SELECT e.id, (p.x ->> 0)::bigint, (p.x ->> 1)::bigint \
                FROM e, jsonb_array_elements($21::jsonb) WITH ORDINALITY AS p(x, n) ORDER BY p.n), \
-             b AS (UPDATE mjk_point_batches SET remaining = remaining - \
-                 (SELECT (d.x ->> 1)::bigint FROM jsonb_array_elements($21::jsonb) AS d(x) \
-                  WHERE (d.x ->> 0)::bigint = mjk_point_batches.id) \
-               WHERE id = ANY(string_to_array($22, ',')::bigint[])), \
+             b AS (UPDATE mjk_point_batches mb SET remaining = mb.remaining - d.amount \
+               FROM (SELECT (p.x ->> 0)::bigint AS id, (p.x ->> 1)::bigint AS amount \
+                     FROM jsonb_array_elements($21::jsonb) AS p(x)) d \
+               WHERE mb.id = d.id AND mb.id = ANY(string_to_array($22, ',')::bigint[])), \
              u AS (UPDATE ts_users SET balance = $5, updated_at = $14 WHERE id = $15) \
              SELECT * FROM e";

@@ -34,7 +34,9 @@ impl Cursor {
         let (micros, id) = text.split_once(':').ok_or(CursorError::Malformed)?;
         let micros: i64 = micros.parse().map_err(|_| CursorError::Malformed)?;
         let id: i64 = id.parse().map_err(|_| CursorError::Malformed)?;
-        let at = DateTime::from_timestamp_micros(micros).ok_or(CursorError::Malformed)?;
+        let at = DateTime::from_timestamp_micros(micros)
+            .filter(|t| crate::time::storable(*t))
+            .ok_or(CursorError::Malformed)?;
         Ok(Cursor { at, id })
     }
 }

@@ -64,15 +64,16 @@ pub async fn due_points(
         .collect()
 }
 
-/// A user's batches that still hold points and have not expired, in no
-/// particular order (the domain's draw order sorts them).
+/// The users' batches that still hold points and have not expired, in no
+/// particular order (the domain's draw order sorts them); one statement
+/// for any number of users.
 pub async fn live_batches(
     store: &Store,
-    user_id: i32,
+    user_ids: &[i32],
     now: DateTime<Utc>,
 ) -> Result<Vec<point_batch::Model>, StoreError> {
     Ok(point_batch::Entity::find()
-        .filter(point_batch::Column::UserId.eq(user_id))
+        .filter(point_batch::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(point_batch::Column::Remaining.gt(0))
         .filter(
             sea_orm::Condition::any()

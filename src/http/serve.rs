@@ -1,0 +1,93 @@
+//! Accepting connections. axum's own `serve` has no header read timeout and
+//! no connection cap, so slow or silent clients could hold sockets (and
+//! file descriptors) forever; this loop drives hyper's HTTP/1 server
+//! directly with both:
+//!
+//! - a header read timeout, which hyper also runs while a keep-alive
+//!   connection waits for its next request: a client that sends nothing,
+//!   or sends headers too slowly, is closed after it;
+//! - at most `max_connections` open connections; further clients wait in
+//!   the kernel's accept backlog until one closes (a WebSocket leaves the
+//!   count when it upgrades: WebSockets have caps of their own).
+//!
+//! On shutdown it stops accepting and asks every connection to finish its
+//! request in flight and close; it returns when all have.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+/// How the listener treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves `router` until `stop` is cancelled and every connection closed.
+pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = TaskTracker::new();
+    let mut make = router.into_make_service_with_connect_info::<SocketAddr>();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off
+                    // rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let svc = match make.call(peer).await {
+            Ok(svc) => svc,
+            Err(never) => match never {},
+        };
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            let hyper_svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                svc.clone().call(req)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), hyper_svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}

@@ -235,6 +235,8 @@ pub enum Refusal {
     RateLimited(Duration),
     #[error("the request exceeded its {} ms budget", .0.as_millis())]
     OverBudget(Duration),
+    #[error("the request body did not arrive within {} ms", .0.as_millis())]
+    SlowBody(Duration),
     #[error("mutations must be sent with POST")]
     MutationOverGet,
     /// An operation limit (aliases, root fields, depth, complexity, …).
@@ -255,6 +257,7 @@ impl Coded for Refusal {
             | Refusal::BatchTooLarge(_)
             | Refusal::RateLimited(_)
             | Refusal::OverBudget(_)
+            | Refusal::SlowBody(_)
             | Refusal::OverLimit(_) => Code::LimitExceeded,
             Refusal::Token(e) => e.code(),
         }

@@ -11,8 +11,7 @@ use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{BatchRequest, ServerError};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -36,6 +35,7 @@ fn status(r: &Refusal) -> StatusCode {
         Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         Refusal::OverBudget(_) => StatusCode::GATEWAY_TIMEOUT,
+        Refusal::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
         Refusal::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
         Refusal::Token(_) => StatusCode::UNAUTHORIZED,
     }
@@ -145,9 +145,9 @@ fn parse_body(bytes: &[u8]) -> Result<BatchRequest, Refusal> {
 pub async fn post(
     State(s): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Response {
+    let headers = req.headers().clone();
     let Some(media) = negotiate(&headers) else {
         return refuse(Media::Json, Refusal::NotAcceptable);
     };
@@ -158,12 +158,16 @@ pub async fn post(
     if !is_json_body(&headers) {
         return refuse(media, Refusal::UnsupportedMediaType);
     }
-    let bytes = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+    // The body is read within the request's time budget: a client that
+    // trickles it holds a connection no longer than a slow query would.
+    let budget = Duration::from_millis(s.app.settings.request_timeout_ms);
+    let bytes = match tokio::time::timeout(budget, Bytes::from_request(req, &s)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return refuse(media, Refusal::BodyTooLarge(MAX_BODY_BYTES))
         }
-        Err(e) => return refuse(media, Refusal::Malformed(e.body_text())),
+        Ok(Err(e)) => return refuse(media, Refusal::Malformed(e.body_text())),
+        Err(_) => return refuse(media, Refusal::SlowBody(budget)),
     };
     let batch = match parse_body(&bytes) {
         Ok(batch) => batch,

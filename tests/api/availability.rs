@@ -128,8 +128,21 @@ async fn idle_and_slow_connections_are_closed_while_a_request_is_answered() {
         ("HTTP_HEADER_TIMEOUT_MS", "500"),
         ("MAX_CONNECTIONS", "8"),
         ("RATE_LIMIT_ANONYMOUS", "0"),
+        ("REQUEST_TIMEOUT_MS", "1000"),
     ])
     .await;
+    // A body that trickles is cut off by the request budget: 408.
+    let mut slow_body = tokio::net::TcpStream::connect(gw.host()).await.unwrap();
+    slow_body
+        .write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"query\":")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(5), slow_body.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a trickled body held the connection");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // Eight sockets take every connection: four say nothing, four send
     // half a request and stall.
     let mut hostile = Vec::new();

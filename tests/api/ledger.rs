@@ -14,6 +14,7 @@ both_engines!(
     fal_refunds_flag_the_task,
     descriptions_and_durations_follow_the_source_type,
     insufficient_balance_writes_nothing,
+    one_transaction_moves_points_of_two_users,
 );
 
 fn in_secs(s: i64) -> String {
@@ -401,5 +402,49 @@ async fn the_background_sweep_expires_due_batches_on_its_own() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     assert_eq!(app.batches(u).await, vec![0]);
+    app.assert_verify_clean().await;
+}
+
+/// The store's write transaction carries rows of several users (transfers
+/// and holds will need it): each user's chain and balance stay exact.
+async fn one_transaction_moves_points_of_two_users(app: TestApp) {
+    use points_gateway::domain::input::{ConsumeRequest, RechargeDraft, RechargeRequest};
+    use points_gateway::domain::ledger::{self, RowTime};
+    use points_gateway::domain::source::{RechargeKind, SourceType};
+
+    let a = app.create_user("a").await;
+    let b = app.create_user("b").await;
+    let recharge = |user: i32, order: &str| {
+        RechargeRequest::new(
+            RechargeDraft {
+                user_id: user,
+                amount: 100,
+                order_id: order,
+                kind: RechargeKind::Gift,
+                money_cents: None,
+                pay_type: None,
+                expires_at: None,
+            },
+            chrono::Utc::now(),
+        )
+        .unwrap()
+    };
+    let (ra, rb) = (recharge(a, "two-a"), recharge(b, "two-b"));
+    let cb = ConsumeRequest::new(b, 30, SourceType::Script, "two-c", None, None).unwrap();
+    let mut tx = app.store.begin_write().await.unwrap();
+    ledger::recharge_in(&mut tx, &ra, &ra.fingerprint(), RowTime::Now)
+        .await
+        .unwrap();
+    ledger::recharge_in(&mut tx, &rb, &rb.fingerprint(), RowTime::Now)
+        .await
+        .unwrap();
+    ledger::consume_in(&mut tx, &cb, &cb.fingerprint(), RowTime::Now)
+        .await
+        .unwrap();
+    let written = tx.commit().await.unwrap();
+    let users: Vec<i32> = written.iter().map(|(u, _)| *u).collect();
+    assert_eq!(users, vec![a, b, b]);
+    assert_eq!(app.balance(a).await, 100);
+    assert_eq!(app.balance(b).await, 70);
     app.assert_verify_clean().await;
 }

@@ -239,6 +239,8 @@ pub enum Refusal {
     SlowBody(Duration),
     #[error("mutations must be sent with POST")]
     MutationOverGet,
+    #[error("introspection is for admins")]
+    Introspection,
     /// An operation limit (aliases, root fields, depth, complexity, …).
     #[error("{0}")]
     OverLimit(String),
@@ -260,6 +262,7 @@ impl Coded for Refusal {
             | Refusal::SlowBody(_)
             | Refusal::OverLimit(_) => Code::LimitExceeded,
             Refusal::Token(e) => e.code(),
+            Refusal::Introspection => Code::Forbidden,
         }
     }
 }

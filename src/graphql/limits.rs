@@ -31,6 +31,11 @@ use crate::errors::{to_server_error, Refusal};
 
 /// Deepest field nesting accepted (the API itself needs about 6).
 pub const MAX_DEPTH: usize = 12;
+/// Deepest nesting under `__schema` / `__type`: the standard introspection
+/// query (graphql-js `getIntrospectionQuery()`, used by GraphiQL, Apollo,
+/// codegen) nests 15; introspection reads the in-memory schema only, so
+/// its own bound is a little above that instead of the data limit.
+pub const MAX_INTROSPECTION_DEPTH: usize = 20;
 /// Highest complexity accepted; connection fields multiply by their page size.
 pub const MAX_COMPLEXITY: usize = 5_000;
 /// Deepest nesting of selection sets, fragments included (guards stacks).
@@ -50,8 +55,12 @@ fn limit(message: String) -> ServerError {
 /// What one selection set costs, fragments expanded (arithmetically).
 #[derive(Debug, Clone, Copy, Default)]
 struct Figures {
-    /// Deepest field nesting below (a field counts 1).
+    /// Deepest field nesting below (a field counts 1), outside introspection.
     depth: usize,
+    /// Deepest field nesting below, under `__schema` / `__type`.
+    introspection_depth: usize,
+    /// Whether `__schema` or `__type` is selected below.
+    introspects: bool,
     /// Deepest selection-set nesting below (fragments count too).
     nesting: usize,
     complexity: usize,
@@ -81,8 +90,22 @@ impl<'a> Walk<'a> {
                         Some(n) => n.saturating_mul(below.complexity),
                         None => below.complexity.saturating_add(1),
                     };
+                    let intro = matches!(field.node.name.node.as_str(), "__schema" | "__type");
+                    let nested = below.depth.max(below.introspection_depth).saturating_add(1);
                     Figures {
-                        depth: below.depth.saturating_add(1),
+                        depth: if intro {
+                            0
+                        } else {
+                            below.depth.saturating_add(1)
+                        },
+                        introspection_depth: if intro {
+                            nested
+                        } else {
+                            below
+                                .introspection_depth
+                                .saturating_add(usize::from(below.introspection_depth > 0))
+                        },
+                        introspects: intro || below.introspects,
                         nesting: if field.node.selection_set.node.items.is_empty() {
                             0
                         } else {
@@ -111,6 +134,8 @@ impl<'a> Walk<'a> {
                 }
             };
             f.depth = f.depth.max(inner.depth);
+            f.introspection_depth = f.introspection_depth.max(inner.introspection_depth);
+            f.introspects |= inner.introspects;
             f.nesting = f.nesting.max(inner.nesting);
             f.complexity = f.complexity.saturating_add(inner.complexity);
             f.aliases = f.aliases.saturating_add(inner.aliases);
@@ -185,6 +210,12 @@ pub fn check(doc: &ExecutableDocument) -> Result<(), ServerError> {
                 f.depth
             )));
         }
+        if f.introspection_depth > MAX_INTROSPECTION_DEPTH {
+            return Err(limit(format!(
+                "introspection may nest at most {MAX_INTROSPECTION_DEPTH} deep, this operation nests {}",
+                f.introspection_depth
+            )));
+        }
         if f.complexity > MAX_COMPLEXITY {
             return Err(limit(format!(
                 "an operation may cost at most {MAX_COMPLEXITY}, this one costs {} (page sizes multiply)",
@@ -225,6 +256,22 @@ pub fn rate_cost(doc: &ExecutableDocument, name: Option<&str>) -> usize {
         open: Vec::new(),
     };
     walk.set(&op.node.selection_set.node).fields.max(1)
+}
+
+/// Whether the operation `name` (or the document's only one) selects
+/// `__schema` or `__type` (fragments followed). `__typename` is not
+/// introspection of the schema and is free for everyone.
+pub fn introspects(doc: &ExecutableDocument, name: Option<&str>) -> bool {
+    let Some(op) = operation(doc, name) else {
+        return false;
+    };
+    let mut walk = Walk {
+        doc,
+        op: &op.node,
+        done: HashMap::new(),
+        open: Vec::new(),
+    };
+    walk.set(&op.node.selection_set.node).introspects
 }
 
 /// Whether the operation `name` (or the document's only one) is a
@@ -364,6 +411,38 @@ mod tests {
         assert_eq!(rate_cost(&doc, Some("M")), 3);
         assert_eq!(rate_cost(&doc, Some("Q")), 1);
         assert_eq!(rate_cost(&doc, None), 1);
+    }
+
+    #[test]
+    fn introspection_has_its_own_depth_bound() {
+        // The shape of graphql-js getIntrospectionQuery(): 15 levels.
+        let mut type_ref = "kind name".to_owned();
+        for _ in 0..9 {
+            type_ref = format!("kind name ofType {{ {type_ref} }}");
+        }
+        let q = format!(
+            "{{ __schema {{ types {{ fields {{ args {{ type {{ ...T }} }} }} }} }} }} \
+             fragment T on __Type {{ {type_ref} }}"
+        );
+        assert!(verdict(&q).is_ok(), "{:?}", verdict(&q));
+        let doc = parse_query(&q).expect("parses");
+        assert!(introspects(&doc, None));
+        assert!(!introspects(
+            &parse_query("{ __typename me { id } }").expect("parses"),
+            None
+        ));
+        let mut deep = "name".to_owned();
+        for _ in 0..30 {
+            deep = format!("ofType {{ {deep} }}");
+        }
+        let q = format!("{{ __schema {{ types {{ {deep} }} }} }}");
+        assert!(verdict(&q).expect_err("too deep").contains("introspection"));
+        // Data fields keep their own limit even beside introspection.
+        let mut data = "id".to_owned();
+        for _ in 0..12 {
+            data = format!("a {{ {data} }}");
+        }
+        assert!(verdict(&format!("{{ __schema {{ queryType {{ name }} }} {data} }}")).is_err());
     }
 
     #[test]

@@ -27,7 +27,9 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     // whole schema; admins have introspection instead.)
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .disable_suggestions()
-        .limit_depth(limits::MAX_DEPTH)
+        // The backstop's depth is introspection's: data fields are held to
+        // the smaller `limits::MAX_DEPTH` before this runs.
+        .limit_depth(limits::MAX_INTROSPECTION_DEPTH)
         .limit_complexity(limits::MAX_COMPLEXITY)
         .limit_recursive_depth(limits::MAX_RECURSION)
         .limit_directives(limits::MAX_DIRECTIVES)

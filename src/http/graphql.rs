@@ -38,6 +38,7 @@ fn status(r: &Refusal) -> StatusCode {
         Refusal::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
         Refusal::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
         Refusal::Token(_) => StatusCode::UNAUTHORIZED,
+        Refusal::Introspection => StatusCode::FORBIDDEN,
     }
 }
 

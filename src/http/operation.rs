@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::HttpState;
 use crate::auth::{Caller, Role};
-use crate::errors::{assign_code, Code, Coded};
+use crate::errors::{assign_code, to_server_error, Code, Coded, Refusal};
+use crate::graphql::limits::introspects;
 
 /// Whose rate limit a caller spends: their token's subject, per role.
 pub(super) fn subject_key(c: &Caller) -> String {
@@ -55,13 +56,22 @@ pub(super) fn prepare(
     r: async_graphql::Request,
     caller: &Option<Caller>,
 ) -> Result<async_graphql::Request, ServerError> {
+    let is_admin = caller.as_ref().is_some_and(|c| c.role == Role::Admin);
+    let may_introspect = is_admin || s.app.settings.introspection_for_all;
+    if !may_introspect {
+        // A clear refusal rather than a silent `__schema: null`.
+        if let Ok(doc) = &*s.documents.checked(&r.query) {
+            if introspects(doc, r.operation_name.as_deref()) {
+                return Err(to_server_error(&Refusal::Introspection));
+            }
+        }
+    }
     let r = s.documents.attach(r)?;
     let mut r = crate::graphql::request_loaders(&s.app, r);
-    let is_admin = caller.as_ref().is_some_and(|c| c.role == Role::Admin);
     if let Some(c) = caller {
         r = r.data(c.clone());
     }
-    if !is_admin && !s.app.settings.introspection_for_all {
+    if !may_introspect {
         r = r.disable_introspection();
     }
     Ok(r)

@@ -108,10 +108,11 @@ async fn introspection_is_for_admins_and_deep_queries_are_limited() {
     let (_, body) = post(&app, Some(&format!("Bearer {}", app.admin)), q.clone()).await;
     assert_eq!(body["data"]["__schema"]["queryType"]["name"], "QueryRoot");
     let (_, body) = post(&app, Some(&format!("Bearer {}", app.service)), q).await;
-    assert!(body["data"]["__schema"].is_null(), "{body}");
+    assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    assert!(body["data"].is_null(), "{body}");
 
     let mut deep = "name".to_owned();
-    for _ in 0..15 {
+    for _ in 0..30 {
         deep = format!("ofType {{ {deep} }}");
     }
     let q = format!("{{ __schema {{ types {{ fields {{ type {{ {deep} }} }} }} }} }}");
@@ -122,6 +123,53 @@ async fn introspection_is_for_admins_and_deep_queries_are_limited() {
     )
     .await;
     assert_eq!(code(&body), Some("LIMIT_EXCEEDED"), "{body}");
+}
+
+/// graphql-js `getIntrospectionQuery()`: what GraphiQL, Apollo, GraphQL
+/// Code Generator and Postman send (15 levels deep).
+fn standard_introspection_query() -> String {
+    let mut type_ref = "kind name".to_owned();
+    for _ in 0..9 {
+        type_ref = format!("kind name ofType {{ {type_ref} }}");
+    }
+    format!(
+        "query IntrospectionQuery {{ __schema {{ queryType {{ name }} mutationType {{ name }} subscriptionType {{ name }} \
+           types {{ ...FullType }} directives {{ name description isRepeatable locations args {{ ...InputValue }} }} }} }} \
+         fragment FullType on __Type {{ kind name description specifiedByURL \
+           fields(includeDeprecated: true) {{ name description args {{ ...InputValue }} type {{ ...TypeRef }} isDeprecated deprecationReason }} \
+           inputFields {{ ...InputValue }} interfaces {{ ...TypeRef }} \
+           enumValues(includeDeprecated: true) {{ name description isDeprecated deprecationReason }} \
+           possibleTypes {{ ...TypeRef }} }} \
+         fragment InputValue on __InputValue {{ name description type {{ ...TypeRef }} defaultValue }} \
+         fragment TypeRef on __Type {{ {type_ref} }}"
+    )
+}
+
+#[tokio::test]
+async fn the_standard_introspection_query_answers_admins_and_refuses_others() {
+    let app = spawn_app(Engine::Sqlite).await;
+    let q =
+        json!({ "query": standard_introspection_query(), "operationName": "IntrospectionQuery" });
+    let (status, body) = post(&app, Some(&format!("Bearer {}", app.admin)), q.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["errors"].is_null(), "{body}");
+    let types = body["data"]["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "UsageDetail"), "{body}");
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "QueryRoot");
+    for token in [app.service.clone(), app.user_token(1)] {
+        let (_, body) = post(&app, Some(&format!("Bearer {token}")), q.clone()).await;
+        assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    }
+    let (_, body) = post(&app, None, q).await;
+    assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    // `__typename` is no introspection: free for everyone.
+    let (_, body) = post(
+        &app,
+        Some(&format!("Bearer {}", app.service)),
+        json!({ "query": "{ __typename }" }),
+    )
+    .await;
+    assert_eq!(body["data"]["__typename"], "QueryRoot", "{body}");
 }
 
 #[tokio::test]

@@ -119,6 +119,11 @@ pub struct Settings {
     /// address (a private network for Prometheus). On the API port
     /// `/metrics` needs an admin token.
     pub metrics_bind: Option<String>,
+    /// `GATEWAY_CORS_ORIGINS`: browser origins (`https://app.example`,
+    /// comma-separated) allowed to call the API and open WebSockets from
+    /// their pages; none by default (same-origin pages, like GraphiQL,
+    /// need none).
+    pub cors_origins: Vec<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -182,8 +187,34 @@ impl Settings {
             ws_max_per_subject: parsed("WS_MAX_PER_SUBJECT", 64)?,
             ws_message_rate: parsed("WS_MESSAGE_RATE", 50.0)?,
             metrics_bind: var("METRICS_BIND"),
+            cors_origins: cors_origins(var("GATEWAY_CORS_ORIGINS").as_deref())?,
         })
     }
+}
+
+/// `GATEWAY_CORS_ORIGINS`: exact origins, scheme and host (and port), no
+/// path; `*` is refused (the API takes credentials).
+fn cors_origins(value: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let o = o.trim_end_matches('/');
+            let valid = (o.starts_with("http://") || o.starts_with("https://"))
+                && !o
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.contains('/'))
+                && o.parse::<axum::http::HeaderValue>().is_ok();
+            if !valid {
+                bail!("GATEWAY_CORS_ORIGINS: {o:?} is not an origin like https://app.example");
+            }
+            Ok(o.to_owned())
+        })
+        .collect()
 }
 
 /// The file beside a SQLite database that keeps its generated secret.
@@ -276,6 +307,20 @@ mod tests {
         assert!(e.to_string().contains("chmod 600"), "{e}");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert!(refuse_if_shared(&file).is_ok());
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        assert_eq!(
+            cors_origins(Some("https://a.example, http://localhost:5173/")).ok(),
+            Some(vec![
+                "https://a.example".to_owned(),
+                "http://localhost:5173".to_owned()
+            ])
+        );
+        assert!(cors_origins(Some("*")).is_err());
+        assert!(cors_origins(Some("https://a.example/path")).is_err());
+        assert_eq!(cors_origins(None).ok(), Some(Vec::new()));
     }
 
     #[test]

@@ -103,14 +103,66 @@ impl HttpState {
 }
 
 pub fn router(state: HttpState) -> Router {
+    let cors = cors(&state.app.settings.cors_origins);
     Router::new()
+        .route("/", get(root))
         .route("/graphql", get(graphql_get).post(graphql::post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(cors)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// CORS for the configured origins only (none by default), through
+/// tower-http: preflights answered (and cached by browsers for ten
+/// minutes), credentials allowed, `X-Request-Id` readable by pages.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            axum::http::HeaderName::from_static("x-request-id"),
+        ])
+        .allow_credentials(true)
+        .expose_headers([axum::http::HeaderName::from_static("x-request-id")])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Whether a browser page of `origin` may use the API: a configured
+/// origin, or the gateway's own (GraphiQL). Requests without `Origin` come
+/// from no browser page.
+pub fn origin_allowed(s: &HttpState, headers: &axum::http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let same = host.is_some_and(|h| origin.split_once("://").is_some_and(|(_, rest)| rest == h));
+    same || s.app.settings.cors_origins.iter().any(|o| o == origin)
+}
+
+/// `GET /`: where the API is.
+async fn root() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<!doctype html><title>points-gateway</title>\
+         <p>This is the points gateway. The GraphQL API is at \
+         <a href=\"/graphql\">/graphql</a> (POST, or GET in a browser for GraphiQL; \
+         WebSocket subscriptions on the same path).</p>",
+    )
+        .into_response()
 }
 
 /// `GET /graphql`: a WebSocket upgrade, GraphiQL, or a query.

@@ -99,6 +99,7 @@ pub fn settings(database_url: &str) -> Settings {
         ws_max_per_subject: 0,
         ws_message_rate: 0.0,
         metrics_bind: None,
+        cors_origins: Vec::new(),
     }
 }
 

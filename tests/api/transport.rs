@@ -632,3 +632,105 @@ async fn metrics_count_requests_ledger_operations_and_the_pool() {
     }
     assert!(text.contains("gateway_sql_statements_total "));
 }
+
+#[tokio::test]
+async fn cors_answers_configured_origins_only() {
+    let app = spawn_with(Engine::Sqlite, |s| {
+        s.cors_origins = vec!["https://app.example".to_owned()];
+    })
+    .await;
+    let url = format!("{}/graphql", app.url);
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://app.example").await.unwrap();
+    assert!(ok.status().is_success(), "{}", ok.status());
+    let h = ok.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    let allowed_headers = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    assert_eq!(h["access-control-max-age"], "600");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // The actual request: the allowed origin may read the answer, another
+    // gets no CORS headers (its browser hides the answer from the page).
+    for (origin, allowed) in [
+        ("https://app.example", true),
+        ("https://evil.example", false),
+    ] {
+        let r = app
+            .client
+            .post(&url)
+            .header("origin", origin)
+            .bearer_auth(&app.admin)
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers().get("access-control-allow-origin").is_some(),
+            allowed,
+            "{origin}"
+        );
+        if allowed {
+            assert_eq!(r.headers()["access-control-expose-headers"], "x-request-id");
+        }
+    }
+
+    // WebSocket upgrades: refused from another site's page, accepted from
+    // the configured origin, the gateway's own, or no browser at all.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let host = app.url.trim_start_matches("http://").to_owned();
+    for (origin, accepted) in [
+        (Some("https://evil.example".to_owned()), false),
+        (Some("https://app.example".to_owned()), true),
+        (Some(format!("http://{host}")), true),
+        (None, true),
+    ] {
+        let mut req = format!("ws://{host}/graphql")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        if let Some(o) = &origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        let result = tokio_tungstenite::connect_async(req).await;
+        assert_eq!(result.is_ok(), accepted, "{origin:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_root_points_to_the_api() {
+    let app = spawn_app(Engine::Sqlite).await;
+    let r = app
+        .client
+        .get(format!("{}/", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("/graphql"));
+}

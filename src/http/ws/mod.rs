@@ -55,6 +55,16 @@ pub async fn upgrade(s: HttpState, req: Request) -> Response {
         )
             .into_response();
     };
+    // Browsers send their page's origin on a WebSocket upgrade and do not
+    // apply CORS to it: a page of another site must not ride a user's
+    // connection. Refused unless same-origin or configured.
+    if !super::origin_allowed(&s, &parts.headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "WebSocket upgrades are refused from this origin (GATEWAY_CORS_ORIGINS)",
+        )
+            .into_response();
+    }
     if s.connections.len() >= s.app.settings.ws_max_connections {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

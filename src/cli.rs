@@ -30,13 +30,15 @@ pub enum Command {
     Migrate,
     /// Mint a bearer token with the configured secret.
     Token {
-        #[arg(long)]
-        role: Role,
+        /// user: their own data; service: mutations and reads of any user;
+        /// admin: everything; partner: balance subscriptions only.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["user", "service", "admin", "partner"]))]
+        role: String,
         /// The user id (required for `--role user`).
         #[arg(long)]
         user: Option<i32>,
-        /// Lifetime in hours.
-        #[arg(long, default_value_t = 24)]
+        /// Lifetime in hours (at least 1).
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(i64).range(1..))]
         hours: i64,
     },
     /// Print the GraphQL SDL.
@@ -62,8 +64,11 @@ pub fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{requested},{QUIET}"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{QUIET}")));
     // Logs go to stderr; stdout carries only what a command prints.
+    // Colours only for a person at a terminal, never into a log file.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
@@ -93,7 +98,15 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
         Command::Serve => {
             let keys = TokenKeys::new(&settings.jwt_secret);
             let embedded = settings.database_url.starts_with("sqlite:");
+            let bind = settings.bind.clone();
             let app = Application::build(settings).await?;
+            tracing::info!(
+                address = %bind,
+                port = app.port(),
+                engine = app.state().store.engine().name(),
+                version = env!("CARGO_PKG_VERSION"),
+                "points-gateway serving /graphql"
+            );
             println!(
                 "points-gateway listening on http://127.0.0.1:{}",
                 app.port()
@@ -118,6 +131,7 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { role, user, hours } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let keys = TokenKeys::new(&settings.jwt_secret);
             println!("{}", keys.mint(role, user, chrono::Duration::hours(hours))?);
             Ok(ExitCode::SUCCESS)
@@ -147,6 +161,14 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             let store = Store::connect(&settings.database_url, 4).await?;
             store.migrate().await?;
             let r = crate::seed::seed_demo(&store, users, seed).await?;
+            if r.already > 0 {
+                println!(
+                    "{} already holds demo data ({} demo users): nothing seeded; point DATABASE_URL elsewhere for a fresh demo",
+                    crate::store::describe(&settings.database_url),
+                    r.already
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "seeded {} users, {} ledger rows, {} fal accounts, {} fal tasks",
                 r.users, r.ledger_rows, r.accounts, r.tasks

@@ -153,7 +153,10 @@ impl Coded for StoreError {
 impl Coded for AuthError {
     fn code(&self) -> Code {
         match self {
-            AuthError::Expired | AuthError::Invalid | AuthError::Malformed => Code::Unauthenticated,
+            AuthError::Expired
+            | AuthError::Invalid
+            | AuthError::Malformed
+            | AuthError::MissingInit => Code::Unauthenticated,
         }
     }
 }

@@ -22,6 +22,8 @@ use crate::store::Store;
 
 #[derive(Debug, Default)]
 pub struct SeedReport {
+    /// Demo users found already: nothing was seeded.
+    pub already: u64,
     pub users: usize,
     pub ledger_rows: usize,
     pub accounts: usize,
@@ -46,8 +48,17 @@ fn key(rng: &mut StdRng) -> String {
 }
 
 pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result<SeedReport> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    // Demo data is seeded once per database: the same seed would write the
+    // same fal keys again (unique), and a second history helps no one.
+    let already = crate::store::read::users::count_named(store, "demo-user-").await?;
+    if already > 0 {
+        return Ok(SeedReport {
+            already,
+            ..SeedReport::default()
+        });
+    }
     let mut report = SeedReport::default();
+    let mut rng = StdRng::seed_from_u64(seed);
     let run = rng.gen::<u32>();
     let now = crate::time::now();
 

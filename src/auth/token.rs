@@ -47,6 +47,8 @@ pub enum AuthError {
     Invalid,
     #[error("the Authorization header must be `Bearer <token>`")]
     Malformed,
+    #[error("connection_init needs a payload `{{\"authorization\": \"Bearer <token>\"}}` (or `headers.Authorization`)")]
+    MissingInit,
 }
 
 /// Keys derived once from the configured secret.

@@ -20,9 +20,19 @@ use serde_json::Value;
 use super::media::{is_json_body, negotiate, Media, JSON};
 use super::operation::{assign_codes, error_body, outcome, prepare, subject_key, well_formed};
 use super::{HttpState, MAX_BATCH, MAX_BODY_BYTES};
-use crate::auth::{AuthError, Caller};
+use crate::auth::{AuthError, Caller, Role};
 use crate::errors::{to_server_error, Coded, ReadError, Refusal};
 use crate::graphql::limits::rate_cost;
+
+/// A role as logs name it.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Service => "service",
+        Role::Admin => "admin",
+        Role::Partner => "partner",
+    }
+}
 
 /// The status a refusal is answered with, over HTTP.
 fn status(r: &Refusal) -> StatusCode {
@@ -348,6 +358,7 @@ async fn execute(
     batch: BatchRequest,
 ) -> Response {
     let started = Instant::now();
+    let caller_role = caller.as_ref().map(|c| c.role);
     let label = |r: &async_graphql::Request| {
         r.operation_name
             .clone()
@@ -388,12 +399,20 @@ async fn execute(
     let single = names.len() == 1;
     let mut bodies = Vec::with_capacity(responses.len());
     let mut any_request_error = false;
+    let role = caller_role.map_or("anonymous", role_name);
     for (r, name) in responses.iter_mut().zip(&names) {
         let request_error = assign_codes(r);
         any_request_error |= request_error;
-        s.app
-            .metrics
-            .request(name.as_deref(), outcome(r), started.elapsed());
+        let (outcome, elapsed) = (outcome(r), started.elapsed());
+        s.app.metrics.request(name.as_deref(), outcome, elapsed);
+        // One line per operation (the request's span adds its request id).
+        tracing::info!(
+            operation = ?name.as_deref().unwrap_or("anonymous"),
+            role,
+            outcome,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "graphql operation"
+        );
         bodies.push(response_json(r, request_error));
     }
     let body = if single {

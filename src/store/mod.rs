@@ -125,15 +125,28 @@ impl Store {
     pub async fn connect_with(spec: ConnectOptionsSpec<'_>) -> Result<Store, StoreError> {
         let engine = Engine::of_url(spec.url)?;
         let mut opts = ConnectOptions::new(spec.url.to_owned());
+        // Fail fast and say where: an unreachable server is an error within
+        // seconds, naming host and port (never credentials), not a long
+        // silence ending in "pool timed out". 10 s is also the default
+        // request budget, so a request never waits longer for a connection.
         opts.max_connections(spec.max_connections)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         match engine {
             Engine::Postgres => postgres::connect_options(&mut opts, spec.statement_timeout),
             Engine::Sqlite => sqlite::connect_options(&mut opts),
         }
-        let mut db = Database::connect(opts).await?;
+        match engine {
+            Engine::Postgres => postgres::probe(spec.url).await.map_err(|e| {
+                StoreError::custom(format!("cannot connect to {}: {e}", describe(spec.url)))
+            })?,
+            Engine::Sqlite => {}
+        }
+        let mut db = Database::connect(opts).await.map_err(|e| {
+            StoreError::custom(format!("cannot connect to {}: {e}", describe(spec.url)))
+        })?;
         let statements = Arc::new(StatementCounter::default());
         let c = statements.clone();
         db.set_metric_callback(move |_info| {
@@ -255,9 +268,34 @@ impl Store {
     }
 }
 
+/// Where a database URL points, without credentials or options:
+/// `postgres://host:port/db`, or the SQLite file.
+pub fn describe(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split('?').next().unwrap_or(rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    if scheme.is_empty() {
+        rest.to_owned()
+    } else {
+        format!("{scheme}://{rest}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Engine;
+    use super::{describe, Engine};
+
+    #[test]
+    fn a_url_is_described_without_credentials() {
+        assert_eq!(
+            describe("postgres://gw:s3cret@db.internal:5433/points?sslmode=require"),
+            "postgres://db.internal:5433/points"
+        );
+        assert_eq!(
+            describe("sqlite://data/gw.sqlite?mode=rwc"),
+            "sqlite://data/gw.sqlite"
+        );
+    }
 
     #[test]
     fn the_engine_comes_from_the_url_scheme() {

@@ -226,6 +226,27 @@ async fn websocket_clients_authenticate_in_connection_init() {
         "complete"
     );
 
+    // Apollo-style connection params: the token under `headers`.
+    let mut req = (app.url.replace("http://", "ws://") + "/graphql")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut apollo, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    apollo
+        .send(Message::text(
+            json!({ "type": "connection_init", "payload": { "headers": { "Authorization": format!("Bearer {}", app.user_token(u)) } } })
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(apollo.next().await.unwrap().unwrap())["type"],
+        "connection_ack"
+    );
+
     // A forged token: the server closes with graphql-transport-ws's 4403
     // instead of acknowledging.
     let forged = TokenKeys::new(&JwtSecret::new(vec![9u8; 32]).unwrap())

@@ -8,6 +8,7 @@ mod helpers;
 mod auth;
 mod availability;
 mod bench_gen;
+mod cli;
 mod concurrency;
 mod costs;
 mod fal_standin;

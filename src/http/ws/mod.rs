@@ -338,13 +338,19 @@ impl Connection {
         Ok(())
     }
 
+    /// The token of `connection_init`: `{"authorization": "Bearer …"}`, or
+    /// as Apollo clients send it, `{"headers": {"Authorization": "Bearer …"}}`.
     fn authenticate(&self, payload: &Value) -> Result<Caller, AuthError> {
-        let header = payload
-            .get("authorization")
-            .or_else(|| payload.get("Authorization"))
-            .and_then(Value::as_str)
-            .ok_or(AuthError::Malformed)?;
-        self.s.app.keys.verify_header(header)
+        let field = |v: &Value| {
+            v.get("authorization")
+                .or_else(|| v.get("Authorization"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let header = field(payload)
+            .or_else(|| payload.get("headers").and_then(field))
+            .ok_or(AuthError::MissingInit)?;
+        self.s.app.keys.verify_header(&header)
     }
 }
 

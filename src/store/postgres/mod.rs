@@ -20,3 +20,18 @@ pub(super) fn connect_options(opts: &mut ConnectOptions, statement_timeout: Opti
     // (custom plans) for a fifth of its CPU.
     opts.map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_generic_plan")]));
 }
+
+/// One connection, made and closed, so that an unreachable or refusing
+/// server is reported with its cause (refused, unknown host, bad password)
+/// within seconds; the pool would only say that it timed out.
+pub(super) async fn probe(url: &str) -> Result<(), String> {
+    use sea_orm::sqlx::{Connection, PgConnection};
+    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(url)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".to_owned()),
+    }
+}

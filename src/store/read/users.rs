@@ -13,6 +13,15 @@ pub async fn by_id(store: &Store, id: i32) -> Result<Option<user::Model>, StoreE
     Ok(user::Entity::find_by_id(id).one(store.conn()).await?)
 }
 
+/// Users whose name starts with `prefix`.
+pub async fn count_named(store: &Store, prefix: &str) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    Ok(user::Entity::find()
+        .filter(user::Column::Name.starts_with(prefix))
+        .count(store.conn())
+        .await?)
+}
+
 /// Users by int id (dataloader batches).
 pub async fn by_ids(store: &Store, ids: &[i32]) -> Result<Vec<user::Model>, StoreError> {
     Ok(user::Entity::find()

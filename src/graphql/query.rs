@@ -249,6 +249,34 @@ impl QueryRoot {
         ))
     }
 
+    /// Users found by id, uuid or part of their name (case-insensitive);
+    /// all users without `search`. Newest first (admins).
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        search: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<UserConnection> {
+        caller(ctx)?.must_be_admin().gql()?;
+        let page = Page::new(first, after.as_deref()).gql()?;
+        let search = queries::users::UserSearch(search);
+        let (rows, more) = queries::users::search_page(&state(ctx)?.store, &search, &page)
+            .await
+            .gql()?;
+        Ok(connection(
+            rows,
+            more,
+            TotalCount::Users(search),
+            |u| Cursor {
+                at: u.created_at,
+                id: i64::from(u.id),
+            },
+            User,
+        ))
+    }
+
     /// The fal key pool (admins).
     async fn fal_accounts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FalAccount>> {
         caller(ctx)?.must_be_admin().gql()?;

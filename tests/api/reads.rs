@@ -16,6 +16,7 @@ both_engines!(
     total_count_runs_only_when_selected,
     a_usage_page_reads_the_user_in_its_statement_and_refuses_unknown_users,
     user_batches_are_listed_in_the_order_consumes_draw_them,
+    admins_find_users_by_id_uuid_or_name,
 );
 
 const PAGE: &str = "query($u: Int, $after: String, $first: Int) { usageDetails(userId: $u, first: $first, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }";
@@ -344,4 +345,42 @@ async fn user_batches_are_listed_in_the_order_consumes_draw_them(app: TestApp) {
         "the consume drew in the listed order"
     );
     app.assert_verify_clean().await;
+}
+
+async fn admins_find_users_by_id_uuid_or_name(app: TestApp) {
+    let alice = app.create_user("Alice Zhang").await;
+    let bob = app.create_user("bob_100%").await;
+    let q = "query($s: String, $a: String) { users(search: $s, first: 1, after: $a) { totalCount nodes { id uuid name } pageInfo { hasNextPage endCursor } } }";
+    let find = |s: Value| {
+        let app = &app;
+        async move { app.gql(&app.admin, q, json!({ "s": s })).await }
+    };
+    let r = find(json!("alice")).await;
+    assert_eq!(data(&r, "users")["nodes"][0]["id"], alice, "{r}");
+    assert_eq!(data(&r, "users")["totalCount"], 1);
+    let uuid = data(&r, "users")["nodes"][0]["uuid"].clone();
+    let r = find(uuid).await;
+    assert_eq!(data(&r, "users")["nodes"][0]["id"], alice, "{r}");
+    let r = find(json!(bob.to_string())).await;
+    assert_eq!(data(&r, "users")["nodes"][0]["id"], bob, "{r}");
+    // LIKE's wildcards are matched literally.
+    let r = find(json!("100%")).await;
+    assert_eq!(data(&r, "users")["totalCount"], 1, "{r}");
+    let r = find(json!("%")).await;
+    assert_eq!(data(&r, "users")["totalCount"], 1, "{r}");
+    // Everyone, newest first, paged.
+    let r = find(Value::Null).await;
+    let page = data(&r, "users");
+    assert_eq!(page["totalCount"], 2);
+    assert_eq!(page["nodes"][0]["id"], bob);
+    let r = app
+        .gql(
+            &app.admin,
+            q,
+            json!({ "s": null, "a": page["pageInfo"]["endCursor"] }),
+        )
+        .await;
+    assert_eq!(data(&r, "users")["nodes"][0]["id"], alice, "{r}");
+    let r = app.gql(&app.service, q, json!({ "s": "alice" })).await;
+    assert_eq!(code(&r), Some("FORBIDDEN"), "{r}");
 }

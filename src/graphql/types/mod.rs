@@ -15,6 +15,6 @@ pub use fal::{FalAccount, FalTask};
 pub use ledger::{ExpireReportGql, FinancialTransaction, PointsDetail, UsageDetail};
 pub use page::{
     connection, FalTaskConnection, FinancialTransactionConnection, PointsDetailConnection,
-    TotalCount, UsageDetailConnection,
+    TotalCount, UsageDetailConnection, UserConnection,
 };
 pub use user::User;

@@ -4,7 +4,7 @@
 use async_graphql::connection::{Connection, CursorType, Edge};
 use async_graphql::{Context, Object, OutputType};
 
-use super::{FalTask, FinancialTransaction, PointsDetail, UsageDetail};
+use super::{FalTask, FinancialTransaction, PointsDetail, UsageDetail, User};
 use crate::errors::GqlResult;
 use crate::graphql::context::state;
 use crate::store::read::{self as queries, Cursor, CursorError};
@@ -27,6 +27,7 @@ pub enum TotalCount {
     Statement(i32),
     Financial(i32),
     Tasks(queries::fal::TaskFilter),
+    Users(queries::users::UserSearch),
 }
 
 #[Object]
@@ -39,6 +40,7 @@ impl TotalCount {
             TotalCount::Statement(u) => queries::ledger::statement_count(db, *u).await,
             TotalCount::Financial(u) => queries::ledger::financial_count(db, *u).await,
             TotalCount::Tasks(f) => queries::fal::task_count(db, f).await,
+            TotalCount::Users(q) => queries::users::search_count(db, q).await,
         }
         .gql()?;
         Ok(n as i64)
@@ -46,6 +48,7 @@ impl TotalCount {
 }
 
 pub type UsageDetailConnection = Connection<Cursor, UsageDetail, TotalCount>;
+pub type UserConnection = Connection<Cursor, User, TotalCount>;
 pub type PointsDetailConnection = Connection<Cursor, PointsDetail, TotalCount>;
 pub type FinancialTransactionConnection = Connection<Cursor, FinancialTransaction, TotalCount>;
 pub type FalTaskConnection = Connection<Cursor, FalTask, TotalCount>;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use entity::{point_batch, user};
+use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
@@ -11,6 +12,56 @@ use crate::store::{Store, StoreError};
 
 pub async fn by_id(store: &Store, id: i32) -> Result<Option<user::Model>, StoreError> {
     Ok(user::Entity::find_by_id(id).one(store.conn()).await?)
+}
+
+/// What an admin looks a user up by: an id, a uuid, or part of a name.
+#[derive(Debug, Clone, Default)]
+pub struct UserSearch(pub Option<String>);
+
+impl UserSearch {
+    fn select(&self) -> sea_orm::Select<user::Entity> {
+        let q = user::Entity::find();
+        let Some(text) = self.0.as_deref().map(str::trim).filter(|t| !t.is_empty()) else {
+            return q;
+        };
+        // Names match case-insensitively, anywhere; LIKE's wildcards in the
+        // text are matched literally.
+        let escaped = text
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let name = sea_orm::sea_query::Expr::expr(sea_orm::sea_query::Func::lower(
+            sea_orm::sea_query::Expr::col(user::Column::Name),
+        ))
+        .like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\'));
+        let mut any = sea_orm::Condition::any().add(name);
+        if let Ok(id) = text.parse::<i32>() {
+            any = any.add(user::Column::Id.eq(id));
+        }
+        if let Ok(uuid) = text.parse::<Uuid>() {
+            any = any.add(user::Column::Uuid.eq(uuid));
+        }
+        q.filter(any)
+    }
+}
+
+/// One page of users matching `search`, newest first.
+pub async fn search_page(
+    store: &Store,
+    search: &UserSearch,
+    page: &super::Page,
+) -> Result<(Vec<user::Model>, bool), StoreError> {
+    let rows = page
+        .apply(search.select(), user::Column::CreatedAt, user::Column::Id)
+        .all(store.conn())
+        .await?;
+    Ok(page.finish(rows))
+}
+
+pub async fn search_count(store: &Store, search: &UserSearch) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    Ok(search.select().count(store.conn()).await?)
 }
 
 /// Users whose name starts with `prefix`.

@@ -16,6 +16,7 @@ mod hostile;
 mod ledger;
 mod lifecycle;
 mod process;
+mod readme;
 mod reads;
 mod schema;
 mod subscriptions;

@@ -7,13 +7,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{BatchRequest, ServerError};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::Value;
 
@@ -202,7 +201,7 @@ pub async fn get(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
     if browser && !query_string.contains("query=") {
-        return Html(GraphiQLSource::build().endpoint("/graphql").finish()).into_response();
+        return super::graphiql::page();
     }
     let Some(media) = negotiate(&headers) else {
         return refuse(Media::Json, Refusal::NotAcceptable);

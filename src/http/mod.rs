@@ -2,6 +2,7 @@
 //! `/healthz`, `/readyz`, `/metrics`; every request gets a request id.
 
 pub mod documents;
+mod graphiql;
 mod graphql;
 pub mod media;
 mod operation;
@@ -107,6 +108,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/graphql", get(graphql_get).post(graphql::post))
+        .route("/graphiql/{name}", get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -12,6 +12,7 @@ mod cli;
 mod concurrency;
 mod costs;
 mod fal_standin;
+mod graphiql;
 mod hostile;
 mod ledger;
 mod lifecycle;

@@ -79,6 +79,41 @@ pub struct LockedUser {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LastAt(pub Option<DateTime<Utc>>);
 
+/// What an operation decides about a ledger row and its mirror; the
+/// writer adds the user, the balances and the time ([`NewEntry`]).
+#[derive(Debug, Clone)]
+pub struct EntryFields {
+    pub source_type: Option<String>,
+    pub source_id: Option<String>,
+    pub batch_id: Option<i64>,
+    pub duration: Option<f64>,
+    pub description: String,
+    pub refund_key: Option<String>,
+    pub refund_of: Option<i64>,
+    pub request_hash: Option<String>,
+    /// `ts_points_detail.source_type`.
+    pub mirror_source: &'static str,
+    /// `ts_points_detail.order_id`.
+    pub mirror_order: Option<String>,
+}
+
+impl EntryFields {
+    pub fn new(description: String, mirror_source: &'static str) -> EntryFields {
+        EntryFields {
+            source_type: None,
+            source_id: None,
+            batch_id: None,
+            duration: None,
+            description,
+            refund_key: None,
+            refund_of: None,
+            request_hash: None,
+            mirror_source,
+            mirror_order: None,
+        }
+    }
+}
+
 /// A ledger row and its `ts_points_detail` mirror, about to be written.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
@@ -88,21 +123,10 @@ pub struct NewEntry {
     pub amount: i64,
     pub balance_before: i64,
     pub balance_after: i64,
-    pub source_type: Option<String>,
-    pub source_id: Option<String>,
-    pub batch_id: Option<i64>,
-    pub duration: Option<f64>,
-    pub description: String,
-    pub refund_key: Option<String>,
-    pub refund_of: Option<i64>,
-    pub request_hash: Option<String>,
     pub created_at: DateTime<Utc>,
     /// `ts_points_detail.points`: the signed change.
     pub mirror_points: i64,
-    /// `ts_points_detail.source_type`.
-    pub mirror_source: &'static str,
-    /// `ts_points_detail.order_id`.
-    pub mirror_order: Option<String>,
+    pub fields: EntryFields,
 }
 
 /// A new batch of points (a recharge or gift).
@@ -253,14 +277,14 @@ impl WriteTx {
             amount: Set(row.amount),
             balance_before: Set(row.balance_before),
             balance_after: Set(row.balance_after),
-            source_type: Set(row.source_type.clone()),
-            source_id: Set(row.source_id.clone()),
-            batch_id: Set(row.batch_id),
-            duration: Set(row.duration),
-            description: Set(Some(row.description.clone())),
-            refund_key: Set(row.refund_key.clone()),
-            refund_of: Set(row.refund_of),
-            request_hash: Set(row.request_hash.clone()),
+            source_type: Set(row.fields.source_type.clone()),
+            source_id: Set(row.fields.source_id.clone()),
+            batch_id: Set(row.fields.batch_id),
+            duration: Set(row.fields.duration),
+            description: Set(Some(row.fields.description.clone())),
+            refund_key: Set(row.fields.refund_key.clone()),
+            refund_of: Set(row.fields.refund_of),
+            request_hash: Set(row.fields.request_hash.clone()),
             created_at: Set(row.created_at),
             updated_at: Set(row.created_at),
         }
@@ -270,9 +294,9 @@ impl WriteTx {
             id: NotSet,
             user_id: Set(row.user_id),
             points: Set(mirror_int(row.mirror_points)?),
-            order_id: Set(row.mirror_order.clone()),
-            title: Set(Some(row.description.clone())),
-            source_type: Set(Some(row.mirror_source.to_owned())),
+            order_id: Set(row.fields.mirror_order.clone()),
+            title: Set(Some(row.fields.description.clone())),
+            source_type: Set(Some(row.fields.mirror_source.to_owned())),
             balance_before: Set(mirror_int(row.balance_before)?),
             balance_after: Set(mirror_int(row.balance_after)?),
             created_at: Set(row.created_at),

@@ -7,13 +7,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use points_gateway::auth::Role;
-use points_gateway::domain::input::{RechargeDraft, RechargeRequest};
 use points_gateway::domain::ledger::{self, RowTime};
-use points_gateway::domain::source::RechargeKind;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{code, data, database_url, spawn_with, Engine, TestApp};
+use crate::helpers::{code, data, database_url, gift, spawn_with, Engine, TestApp};
 use crate::process::{token, Gateway};
 use crate::ws_client::{Got, WsClient};
 
@@ -432,19 +430,7 @@ async fn a_consume_drawing_from_thousands_of_batches_is_exact(app: TestApp) {
     // 2,000 one-point batches, through the ledger in one transaction.
     let mut tx = app.store.begin_write().await.unwrap();
     for i in 0..2_000 {
-        let req = RechargeRequest::new(
-            RechargeDraft {
-                user_id: u,
-                amount: 1,
-                order_id: &format!("b{i}"),
-                kind: RechargeKind::Gift,
-                money_cents: None,
-                pay_type: None,
-                expires_at: None,
-            },
-            chrono::Utc::now(),
-        )
-        .unwrap();
+        let req = gift(u, 1, &format!("b{i}"));
         ledger::recharge_in(&mut tx, &req, &req.fingerprint(), RowTime::Now)
             .await
             .unwrap();

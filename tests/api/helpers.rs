@@ -378,6 +378,24 @@ impl TestApp {
     }
 }
 
+/// A validated gift recharge, for tests that call the ledger directly.
+pub fn gift(user: i32, amount: i64, order: &str) -> points_gateway::domain::input::RechargeRequest {
+    use points_gateway::domain::input::{RechargeDraft, RechargeRequest};
+    RechargeRequest::new(
+        RechargeDraft {
+            user_id: user,
+            amount,
+            order_id: order,
+            kind: points_gateway::domain::source::RechargeKind::Gift,
+            money_cents: None,
+            pay_type: None,
+            expires_at: None,
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap()
+}
+
 pub fn code(r: &Value) -> Option<&str> {
     r["errors"][0]["extensions"]["code"].as_str()
 }

@@ -408,28 +408,14 @@ async fn the_background_sweep_expires_due_batches_on_its_own() {
 /// The store's write transaction carries rows of several users (transfers
 /// and holds will need it): each user's chain and balance stay exact.
 async fn one_transaction_moves_points_of_two_users(app: TestApp) {
-    use points_gateway::domain::input::{ConsumeRequest, RechargeDraft, RechargeRequest};
+    use crate::helpers::gift;
+    use points_gateway::domain::input::ConsumeRequest;
     use points_gateway::domain::ledger::{self, RowTime};
-    use points_gateway::domain::source::{RechargeKind, SourceType};
+    use points_gateway::domain::source::SourceType;
 
     let a = app.create_user("a").await;
     let b = app.create_user("b").await;
-    let recharge = |user: i32, order: &str| {
-        RechargeRequest::new(
-            RechargeDraft {
-                user_id: user,
-                amount: 100,
-                order_id: order,
-                kind: RechargeKind::Gift,
-                money_cents: None,
-                pay_type: None,
-                expires_at: None,
-            },
-            chrono::Utc::now(),
-        )
-        .unwrap()
-    };
-    let (ra, rb) = (recharge(a, "two-a"), recharge(b, "two-b"));
+    let (ra, rb) = (gift(a, 100, "two-a"), gift(b, 100, "two-b"));
     let cb = ConsumeRequest::new(b, 30, SourceType::Script, "two-c", None, None).unwrap();
     let mut tx = app.store.begin_write().await.unwrap();
     ledger::recharge_in(&mut tx, &ra, &ra.fingerprint(), RowTime::Now)

@@ -102,12 +102,12 @@ pub async fn consume_in(
         ),
         "consume",
     );
-    row.source_type = Some(req.source_type.as_str().to_owned());
-    row.source_id = Some(req.source_id.as_str().to_owned());
-    row.batch_id = parts.first().map(|p| p.0);
-    row.duration = req.duration.map(|d| d.secs());
-    row.request_hash = Some(hash.to_owned());
-    row.mirror_order = Some(req.source_id.as_str().to_owned());
+    row.fields.source_type = Some(req.source_type.as_str().to_owned());
+    row.fields.source_id = Some(req.source_id.as_str().to_owned());
+    row.fields.batch_id = parts.first().map(|p| p.0);
+    row.fields.duration = req.duration.map(|d| d.secs());
+    row.fields.request_hash = Some(hash.to_owned());
+    row.fields.mirror_order = Some(req.source_id.as_str().to_owned());
     let entry = w.append_spend(tx, row, &parts).await?;
     w.finish(tx).await?;
     Ok(Applied {

@@ -88,11 +88,11 @@ pub async fn recharge_in(
         req.kind.label().to_owned(),
         mirror_source,
     );
-    row.source_type = Some(req.kind.as_str().to_owned());
-    row.source_id = Some(req.order_id.as_str().to_owned());
-    row.batch_id = Some(batch_id);
-    row.request_hash = Some(hash.to_owned());
-    row.mirror_order = Some(req.order_id.as_str().to_owned());
+    row.fields.source_type = Some(req.kind.as_str().to_owned());
+    row.fields.source_id = Some(req.order_id.as_str().to_owned());
+    row.fields.batch_id = Some(batch_id);
+    row.fields.request_hash = Some(hash.to_owned());
+    row.fields.mirror_order = Some(req.order_id.as_str().to_owned());
     let entry = w.append(tx, row).await?;
     if let (RechargeKind::Paid, Some(cents)) = (req.kind, req.money_cents) {
         tx.insert_payment(&NewPayment {

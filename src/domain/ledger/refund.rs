@@ -108,13 +108,13 @@ pub async fn refund_in(
         ),
         "refund",
     );
-    row.source_type = consume.source_type.clone();
-    row.source_id = consume.source_id.clone();
-    row.batch_id = parts.first().map(|p| p.0);
-    row.refund_key = Some(req.refund_key.as_str().to_owned());
-    row.refund_of = Some(consume.id);
-    row.request_hash = Some(hash.to_owned());
-    row.mirror_order = Some(req.refund_key.as_str().to_owned());
+    row.fields.source_type = consume.source_type.clone();
+    row.fields.source_id = consume.source_id.clone();
+    row.fields.batch_id = parts.first().map(|p| p.0);
+    row.fields.refund_key = Some(req.refund_key.as_str().to_owned());
+    row.fields.refund_of = Some(consume.id);
+    row.fields.request_hash = Some(hash.to_owned());
+    row.fields.mirror_order = Some(req.refund_key.as_str().to_owned());
     let entry = w.append(tx, row).await?;
     tx.allocate(entry.id, &parts).await?;
     for &(batch_id, amount) in &parts {

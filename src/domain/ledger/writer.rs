@@ -12,43 +12,25 @@ use chrono::{DateTime, Utc};
 use super::rules::{self, BatchRow};
 use super::Entry;
 use crate::domain::source::{TxType, EXPIRE_LABEL};
-use crate::store::ledger::{LastAt, LedgerKey, NewEntry, UserKey};
+use crate::store::ledger::{EntryFields, LastAt, LedgerKey, NewEntry, UserKey};
 use crate::store::{StoreError, WriteTx};
 
-/// A ledger row about to be written; the writer fills in the user and the
-/// balances.
+/// A ledger row about to be written; the writer fills in the user, the
+/// balances and the time.
 pub(super) struct NewRow {
     pub tx: TxType,
     pub amount: i64,
-    pub source_type: Option<String>,
-    pub source_id: Option<String>,
-    pub batch_id: Option<i64>,
-    pub duration: Option<f64>,
-    pub description: String,
-    pub refund_key: Option<String>,
-    pub refund_of: Option<i64>,
-    pub request_hash: Option<String>,
-    /// `ts_points_detail.source_type`: recharge / gift / consume / refund / expire.
-    pub mirror_source: &'static str,
-    /// `ts_points_detail.order_id`: the order, source id or refund key.
-    pub mirror_order: Option<String>,
+    pub fields: EntryFields,
 }
 
 impl NewRow {
+    /// `mirror_source`: `ts_points_detail.source_type` (recharge / gift /
+    /// consume / refund / expire).
     pub fn new(tx: TxType, amount: i64, description: String, mirror_source: &'static str) -> Self {
         NewRow {
             tx,
             amount,
-            source_type: None,
-            source_id: None,
-            batch_id: None,
-            duration: None,
-            description,
-            refund_key: None,
-            refund_of: None,
-            request_hash: None,
-            mirror_source,
-            mirror_order: None,
+            fields: EntryFields::new(description, mirror_source),
         }
     }
 }
@@ -124,18 +106,9 @@ impl Writer {
             amount: row.amount,
             balance_before: self.balance,
             balance_after: self.balance + change,
-            source_type: row.source_type,
-            source_id: row.source_id,
-            batch_id: row.batch_id,
-            duration: row.duration,
-            description: row.description,
-            refund_key: row.refund_key,
-            refund_of: row.refund_of,
-            request_hash: row.request_hash,
             created_at: self.now,
             mirror_points: change,
-            mirror_source: row.mirror_source,
-            mirror_order: row.mirror_order,
+            fields: row.fields,
         }
     }
 
@@ -193,8 +166,8 @@ impl Writer {
                 EXPIRE_LABEL.to_owned(),
                 "expire",
             );
-            row.batch_id = Some(b.id);
-            row.mirror_order = Some(format!("batch-{}", b.id));
+            row.fields.batch_id = Some(b.id);
+            row.fields.mirror_order = Some(format!("batch-{}", b.id));
             self.append(tx, row).await?;
         }
         Ok(live)

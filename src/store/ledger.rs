@@ -11,8 +11,7 @@
 use chrono::{DateTime, Utc};
 use entity::{financial_transaction, point_batch, point_transaction, points_detail};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    EntityTrait, QueryFilter, Set, Statement,
+    ActiveModelTrait, ActiveValue::NotSet, ConnectionTrait, DatabaseTransaction, Set, Statement,
 };
 use uuid::Uuid;
 
@@ -499,26 +498,23 @@ impl Store {
     }
 }
 
+/// The row under `key`: the same statement as the lock's probe, with the
+/// row type written as a literal, so that the partial unique index of the
+/// key serves it under any plan cache mode (a bound type made PostgreSQL's
+/// generic plan scan the ledger: a replay cost time growing with the table).
 async fn find<C: ConnectionTrait>(
     conn: &C,
     key: LedgerKey<'_>,
 ) -> Result<Option<Entry>, StoreError> {
-    use point_transaction::Column;
-    let q = point_transaction::Entity::find();
-    let q = match key {
-        LedgerKey::Consume {
-            source_type,
-            source_id,
-        } => q
-            .filter(Column::Type.eq("consume"))
-            .filter(Column::SourceType.eq(source_type))
-            .filter(Column::SourceId.eq(source_id)),
-        LedgerKey::Recharge { order_id } => q
-            .filter(Column::Type.eq("recharge"))
-            .filter(Column::SourceId.eq(order_id)),
-        LedgerKey::Refund { refund_key } => q.filter(Column::RefundKey.eq(refund_key)),
-    };
-    Ok(q.one(conn).await?)
+    use sea_orm::FromQueryResult;
+    let (sql, values) = key_lookup(key, "t.*");
+    Ok(Entry::find_by_statement(Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        sql,
+        values,
+    ))
+    .one(conn)
+    .await?)
 }
 
 /// A scalar subquery selecting `column` of the row under `key`, with its

@@ -68,11 +68,11 @@ enum Command {
         /// alternating; each round runs `requests` of each.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Which scenarios: consume, usage, costs, tasks (default: all).
+        /// Which scenarios: consume, usage, costs, tasks, replay (default: all).
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "consume,usage,costs,tasks"
+            default_value = "consume,usage,costs,tasks,replay"
         )]
         scenarios: Vec<String>,
     },

@@ -76,6 +76,9 @@ pub async fn run(
     if wants("tasks") {
         scenarios::tasks::run(&ctx, concurrency, &mut rows).await;
     }
+    if wants("replay") {
+        scenarios::replay::run(&ctx, concurrency, &mut rows).await;
+    }
 
     println!(
         "engine {engine}, {ledger} ledger rows, gateway idle RSS {:.1} MiB",

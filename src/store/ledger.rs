@@ -517,6 +517,12 @@ async fn find<C: ConnectionTrait>(
     .await?)
 }
 
+/// The statement that finds the row under `key` (placeholders from `$1`),
+/// for checks of its query plan.
+pub fn find_statement(key: LedgerKey<'_>) -> String {
+    key_lookup(key, "t.*").0
+}
+
 /// A scalar subquery selecting `column` of the row under `key`, with its
 /// values (placeholders from `$1`). The row type is a literal, so the
 /// partial unique index applies under any plan cache mode.

@@ -239,3 +239,61 @@ async fn two_instances_on_one_postgres_lose_no_update() {
     );
     b.assert_verify_clean().await;
 }
+
+/// Every idempotency lookup is an index lookup under the gateway's generic
+/// plans, whatever the ledger's size: with sequential scans priced out, the
+/// plan must name the key's unique index (a bound row type made PostgreSQL
+/// scan the ledger on every retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_lookups_use_their_unique_index_under_generic_plans() {
+    use points_gateway::store::ledger::{find_statement, LedgerKey};
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let app = crate::helpers::spawn_app(crate::helpers::Engine::Postgres).await;
+    let db = &app.db;
+    let txn = sea_orm::TransactionTrait::begin(db).await.unwrap();
+    for setting in [
+        "SET LOCAL plan_cache_mode = force_generic_plan",
+        "SET LOCAL enable_seqscan = off",
+    ] {
+        txn.execute_unprepared(setting).await.unwrap();
+    }
+    for (key, args, index) in [
+        (
+            LedgerKey::Consume {
+                source_type: "",
+                source_id: "",
+            },
+            "('script', 'job-1')",
+            "ux_ledger_consume_source",
+        ),
+        (
+            LedgerKey::Recharge { order_id: "" },
+            "('order-1')",
+            "ux_ledger_recharge_order",
+        ),
+        (
+            LedgerKey::Refund { refund_key: "" },
+            "('refund-1')",
+            "ux_ledger_refund_key",
+        ),
+    ] {
+        let name = index.replace("ux_", "q_");
+        txn.execute_unprepared(&format!("PREPARE {name} AS {}", find_statement(key)))
+            .await
+            .unwrap();
+        let plan: Vec<String> = txn
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("EXPLAIN EXECUTE {name}{args}"),
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains(index), "{index} not used:\n{plan}");
+    }
+    txn.rollback().await.unwrap();
+}

@@ -9,14 +9,22 @@ use std::time::Duration;
 const TICKS_PER_SEC: f64 = 100.0;
 
 fn ticks(stat: &str) -> Option<(String, u64)> {
+    ticks_of(stat).map(|(comm, own, _)| (comm, own))
+}
+
+/// `(name, own ticks, ticks of exited children it waited for)`.
+fn ticks_of(stat: &str) -> Option<(String, u64, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?.to_owned();
     let mut rest = stat.get(close + 2..)?.split_whitespace();
-    // After the name: state is field 3; utime and stime are fields 14, 15.
+    // After the name: state is field 3; utime, stime, cutime, cstime are
+    // fields 14 to 17.
     let utime: u64 = rest.nth(11)?.parse().ok()?;
     let stime: u64 = rest.next()?.parse().ok()?;
-    Some((comm, utime + stime))
+    let cutime: u64 = rest.next()?.parse().ok()?;
+    let cstime: u64 = rest.next()?.parse().ok()?;
+    Some((comm, utime + stime, cutime + cstime))
 }
 
 fn as_duration(t: u64) -> Duration {
@@ -30,9 +38,9 @@ pub fn process(pid: u32) -> Option<Duration> {
 }
 
 /// CPU time used so far by every process named `postgres` on this machine
-/// (the server and its backends); `None` when there is none, e.g. a remote
-/// database. Backends that exit in between take their time with them, so
-/// compare only over spans where the pools stay connected.
+/// (the server and its backends), with the time of backends that exited
+/// (the server's waited-for children: pgbench's connections end with its
+/// run); `None` when there is none, e.g. a remote database.
 pub fn postgres() -> Option<Duration> {
     let mut total = 0;
     let mut seen = false;
@@ -44,9 +52,9 @@ pub fn postgres() -> Option<Duration> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if let Some((comm, t)) = ticks(&stat) {
+        if let Some((comm, own, children)) = ticks_of(&stat) {
             if comm == "postgres" {
-                total += t;
+                total += own + children;
                 seen = true;
             }
         }
@@ -80,7 +88,11 @@ pub fn steal_share(before: (u64, u64), after: (u64, u64)) -> f64 {
 mod tests {
     #[test]
     fn reads_the_name_and_the_times() {
-        let stat = "42 (postgres: x (y)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0";
+        let stat = "42 (postgres: x (y)) S 1 2 3 4 5 6 7 8 9 10 250 50 7 3 20 0";
         assert_eq!(super::ticks(stat), Some(("postgres: x (y)".into(), 300)));
+        assert_eq!(
+            super::ticks_of(stat),
+            Some(("postgres: x (y)".into(), 300, 10))
+        );
     }
 }

@@ -33,6 +33,17 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// A run measured elsewhere (pgbench).
+    pub fn from_parts(latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Measured {
+        Measured {
+            latencies,
+            errors,
+            elapsed,
+            gateway_cpu: None,
+            db_cpu: None,
+        }
+    }
+
     pub fn throughput(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }

@@ -21,6 +21,7 @@ mod cpu;
 mod gateway;
 mod gen;
 mod load;
+mod pgbench;
 mod run;
 mod scenarios;
 mod subscribe;

@@ -46,6 +46,7 @@ pub async fn run(
     let keys = TokenKeys::new(&JwtSecret::new(gateway::SECRET.as_bytes().to_vec())?);
     let ctx = Ctx {
         gw: &gw,
+        database_url,
         store: &store,
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(256)
@@ -103,7 +104,7 @@ pub async fn run(
             .map(|x| format!("{:.0}%", x * 100.0))
             .collect();
         println!(
-            "consume HTTP / direct SQL at c{}: {:.0}% overall; rounds {}",
+            "consume HTTP / baseline at c{}: {:.0}% overall; rounds {}",
             r["concurrency"],
             r["overall"].as_f64().unwrap_or(0.0) * 100.0,
             rounds.join(", ")

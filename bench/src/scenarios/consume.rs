@@ -1,9 +1,14 @@
 //! consume over HTTP against the same consume as direct SQL (the
 //! baseline), alternating in rounds (order flipped every round) so that
 //! drift on a shared machine (autovacuum, checkpoints, the other tenant of
-//! the cores) falls on both.
+//! the cores) falls on both. On PostgreSQL the baseline is run by pgbench
+//! (`-M prepared`, one call of the server-side function per consume) when
+//! it is installed; otherwise, and on SQLite, by this tool in-process.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use points_gateway::store::Engine;
 
 use rand::Rng;
 use serde_json::{json, Value};
@@ -23,6 +28,15 @@ pub async fn run(
 ) -> anyhow::Result<Vec<Value>> {
     baseline::prepare(ctx.store).await?;
     let (lo, hi, run_id, requests) = (ctx.lo, ctx.hi, ctx.run_id, ctx.requests);
+    let use_pgbench = match ctx.store.engine() {
+        Engine::Postgres => crate::pgbench::available(),
+        Engine::Sqlite => false,
+    };
+    let baseline_name = if use_pgbench {
+        "consume, pgbench -M prepared (baseline)"
+    } else {
+        "consume via direct SQL (baseline)"
+    };
     let mut ratios = Vec::new();
     for &c in concurrency {
         let (mut http, mut direct) = (Vec::new(), Vec::new());
@@ -43,6 +57,27 @@ pub async fn run(
                                 Some(json!({ "u": u, "id": id }))
                             },
                         )
+                        .await,
+                    );
+                } else if use_pgbench {
+                    let url = ctx.database_url.to_owned();
+                    direct.push(
+                        with_cpu(ctx.gw, async move {
+                            tokio::task::spawn_blocking(move || {
+                                crate::pgbench::consume(&url, c, requests, lo, hi)
+                            })
+                            .await
+                            .map_err(anyhow::Error::from)
+                            .and_then(|r| r)
+                            .unwrap_or_else(|e| {
+                                eprintln!("pgbench: {e}");
+                                load::Measured::from_parts(
+                                    Vec::new(),
+                                    requests,
+                                    Duration::from_secs(1),
+                                )
+                            })
+                        })
                         .await,
                     );
                 } else {
@@ -70,7 +105,7 @@ pub async fn run(
             .map(|(h, d)| h.throughput() / d.throughput())
             .collect();
         let s = gateway_row(ctx.gw, "consume via HTTP", c, &http);
-        let b = load::summarize("consume via direct SQL (baseline)", c, &direct);
+        let b = load::summarize(baseline_name, c, &direct);
         ratios.push(json!({
             "concurrency": c,
             "overall": s.throughput_per_s / b.throughput_per_s,

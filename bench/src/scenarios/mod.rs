@@ -16,6 +16,8 @@ use crate::{cpu, gateway, load};
 /// What every scenario runs against.
 pub struct Ctx<'a> {
     pub gw: &'a gateway::Gateway,
+    /// The database's URL (pgbench connects itself).
+    pub database_url: &'a str,
     pub store: &'a Store,
     pub client: reqwest::Client,
     pub service: String,

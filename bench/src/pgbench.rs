@@ -1,0 +1,91 @@
+//! The PostgreSQL consume baseline run by pgbench, PostgreSQL's own load
+//! client: `-M prepared`, one call per transaction of the server-side
+//! function that writes exactly the rows and takes exactly the locks a
+//! gateway consume does (`baseline::PG_FUNCTION`), every call a distinct
+//! source id. Per-transaction latencies come from pgbench's own log.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::load::Measured;
+
+/// Whether pgbench can be run.
+pub fn available() -> bool {
+    Command::new("pgbench")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `total` consumes from `concurrency` pgbench clients on random users in
+/// `lo..=hi`. Blocking (a child process): run it on a blocking thread.
+pub fn consume(
+    database_url: &str,
+    concurrency: usize,
+    total: usize,
+    lo: i32,
+    hi: i32,
+) -> anyhow::Result<Measured> {
+    let dir = std::env::temp_dir().join(format!("bench-pgbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("consume.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set u random({lo}, {hi})\n\
+             SELECT bench_consume(:u, 1, 'script', 'pgb-' || gen_random_uuid()::text, md5(random()::text));\n"
+        ),
+    )?;
+    let per_client = (total / concurrency.max(1)).max(1);
+    let prefix = dir.join("log");
+    let started = std::time::Instant::now();
+    let out = Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-l"])
+        .arg(format!("--log-prefix={}", prefix.display()))
+        .arg(format!("-c{concurrency}"))
+        .arg(format!("-j{}", concurrency.min(2)))
+        .arg(format!("-t{per_client}"))
+        .arg("-f")
+        .arg(&script)
+        .arg(database_url)
+        .output()?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        out.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One line per transaction: client, transaction, latency in µs, ...
+    let mut latencies = Vec::with_capacity(total);
+    let mut errors = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let is_log = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("log."));
+        if !is_log {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path)?.lines() {
+            match line.split_whitespace().nth(2) {
+                Some("failed") | Some("skipped") => errors += 1,
+                Some(us) => latencies.push(Duration::from_micros(us.parse().unwrap_or(0))),
+                None => {}
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // pgbench's own run time, without its connection set-up, is what its
+    // tps reports; the wall time here includes start-up, so use its figure.
+    let tps = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.strip_prefix("tps = ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    });
+    let run = match tps {
+        Some(tps) if tps > 0.0 => Duration::from_secs_f64(latencies.len() as f64 / tps),
+        _ => elapsed,
+    };
+    Ok(Measured::from_parts(latencies, errors, run))
+}

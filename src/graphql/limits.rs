@@ -22,8 +22,7 @@
 use std::collections::HashMap;
 
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, Field, OperationDefinition, OperationType, Selection,
-    SelectionSet,
+    ExecutableDocument, Field, OperationDefinition, OperationType, Selection, SelectionSet,
 };
 use async_graphql::{Name, Positioned, ServerError, Value};
 
@@ -186,12 +185,63 @@ impl<'a> Walk<'a> {
     }
 }
 
+/// What the transports need to know about one operation, measured by the
+/// same walk as its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationFacts {
+    /// What it costs against the caller's rate limit: a mutation one per
+    /// root field, fragments followed (each is a ledger operation); a
+    /// query or subscription one.
+    pub rate_cost: usize,
+    /// Whether it selects `__schema` or `__type` (fragments followed).
+    /// `__typename` is not introspection of the schema: free for everyone.
+    pub introspects: bool,
+    /// A subscription: long-lived, no request time budget.
+    pub subscription: bool,
+}
+
+impl Default for OperationFacts {
+    /// An operation the document does not name: execution refuses it.
+    fn default() -> Self {
+        OperationFacts {
+            rate_cost: 1,
+            introspects: false,
+            subscription: false,
+        }
+    }
+}
+
+/// The facts of every operation of a document that passed its limits.
+#[derive(Debug, Clone, Default)]
+pub struct DocumentFacts {
+    /// By operation name (`None`: an anonymous operation).
+    operations: Vec<(Option<String>, OperationFacts)>,
+}
+
+impl DocumentFacts {
+    /// The operation a request runs: the one named, or the document's only
+    /// one.
+    pub fn get(&self, name: Option<&str>) -> OperationFacts {
+        match (self.operations.as_slice(), name) {
+            ([(_, only)], _) => *only,
+            (ops, Some(n)) => ops
+                .iter()
+                .find(|(op, _)| op.as_deref() == Some(n))
+                .map(|(_, f)| *f)
+                .unwrap_or_default(),
+            (_, None) => OperationFacts::default(),
+        }
+    }
+}
+
 /// Refuses a document any of whose operations breaks a limit, in time and
-/// memory linear in the document. Runs once per distinct document text
-/// (see `crate::http::documents`), before execution, for every transport.
-pub fn check(doc: &ExecutableDocument) -> Result<(), ServerError> {
+/// memory linear in the document; else each operation's facts. Runs once
+/// per distinct document text (see `crate::http::documents`), before
+/// execution, for every transport.
+pub fn check(doc: &ExecutableDocument) -> Result<DocumentFacts, ServerError> {
     check_directives(doc)?;
-    for (_, op) in doc.operations.iter() {
+    let mut facts = DocumentFacts::default();
+    for (name, op) in doc.operations.iter() {
         let mut walk = Walk {
             doc,
             op: &op.node,
@@ -234,61 +284,19 @@ pub fn check(doc: &ExecutableDocument) -> Result<(), ServerError> {
                 f.fields
             )));
         }
+        facts.operations.push((
+            name.map(|n| n.to_string()),
+            OperationFacts {
+                rate_cost: match op.node.ty {
+                    OperationType::Mutation => f.fields.max(1),
+                    OperationType::Query | OperationType::Subscription => 1,
+                },
+                introspects: f.introspects,
+                subscription: op.node.ty == OperationType::Subscription,
+            },
+        ));
     }
-    Ok(())
-}
-
-/// What the operation `name` (or the document's only one) costs against
-/// the caller's rate limit: a mutation one per root field, fragments
-/// followed (each root field is a ledger operation); a query or
-/// subscription one.
-pub fn rate_cost(doc: &ExecutableDocument, name: Option<&str>) -> usize {
-    let Some(op) = operation(doc, name) else {
-        return 1;
-    };
-    if op.node.ty != OperationType::Mutation {
-        return 1;
-    }
-    let mut walk = Walk {
-        doc,
-        op: &op.node,
-        done: HashMap::new(),
-        open: Vec::new(),
-    };
-    walk.set(&op.node.selection_set.node).fields.max(1)
-}
-
-/// Whether the operation `name` (or the document's only one) selects
-/// `__schema` or `__type` (fragments followed). `__typename` is not
-/// introspection of the schema and is free for everyone.
-pub fn introspects(doc: &ExecutableDocument, name: Option<&str>) -> bool {
-    let Some(op) = operation(doc, name) else {
-        return false;
-    };
-    let mut walk = Walk {
-        doc,
-        op: &op.node,
-        done: HashMap::new(),
-        open: Vec::new(),
-    };
-    walk.set(&op.node.selection_set.node).introspects
-}
-
-/// Whether the operation `name` (or the document's only one) is a
-/// subscription (long-lived: no request time budget).
-pub fn is_subscription(doc: &ExecutableDocument, name: Option<&str>) -> bool {
-    operation(doc, name).is_some_and(|op| op.node.ty == OperationType::Subscription)
-}
-
-fn operation<'a>(
-    doc: &'a ExecutableDocument,
-    name: Option<&str>,
-) -> Option<&'a Positioned<OperationDefinition>> {
-    match (&doc.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op),
-        (DocumentOperations::Multiple(ops), Some(n)) => ops.get(n),
-        (DocumentOperations::Multiple(_), None) => None,
-    }
+    Ok(facts)
 }
 
 /// Directives per field, over every selection set written in the document
@@ -326,6 +334,10 @@ mod tests {
     use async_graphql::parser::parse_query;
 
     fn verdict(q: &str) -> Result<(), String> {
+        facts(q).map(|_| ())
+    }
+
+    fn facts(q: &str) -> Result<DocumentFacts, String> {
         let doc = parse_query(q).map_err(|e| e.to_string())?;
         check(&doc).map_err(|e| e.message)
     }
@@ -403,14 +415,17 @@ mod tests {
 
     #[test]
     fn mutations_cost_one_per_root_field_through_fragments() {
-        let doc = parse_query(
+        let f = facts(
             "fragment Two on Mutation { a: consume { id } b: consume { id } } \
              mutation M { ...Two c: refund { id } } query Q { me { id } }",
         )
-        .expect("parses");
-        assert_eq!(rate_cost(&doc, Some("M")), 3);
-        assert_eq!(rate_cost(&doc, Some("Q")), 1);
-        assert_eq!(rate_cost(&doc, None), 1);
+        .expect("within limits");
+        assert_eq!(f.get(Some("M")).rate_cost, 3);
+        assert_eq!(f.get(Some("Q")).rate_cost, 1);
+        assert_eq!(f.get(None).rate_cost, 1);
+        assert!(!f.get(Some("M")).subscription);
+        let sub = facts("subscription S { balanceChanged { balance } }").expect("ok");
+        assert!(sub.get(None).subscription);
     }
 
     #[test]
@@ -424,13 +439,14 @@ mod tests {
             "{{ __schema {{ types {{ fields {{ args {{ type {{ ...T }} }} }} }} }} }} \
              fragment T on __Type {{ {type_ref} }}"
         );
-        assert!(verdict(&q).is_ok(), "{:?}", verdict(&q));
-        let doc = parse_query(&q).expect("parses");
-        assert!(introspects(&doc, None));
-        assert!(!introspects(
-            &parse_query("{ __typename me { id } }").expect("parses"),
-            None
-        ));
+        let f = facts(&q).expect("within limits");
+        assert!(f.get(None).introspects);
+        assert!(
+            !facts("{ __typename me { id } }")
+                .expect("ok")
+                .get(None)
+                .introspects
+        );
         let mut deep = "name".to_owned();
         for _ in 0..30 {
             deep = format!("ofType {{ {deep} }}");

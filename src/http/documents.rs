@@ -25,8 +25,16 @@ pub const MAX_CACHED_BYTES: usize = 4 * 1024;
 /// Most documents kept at once.
 pub const MAX_ENTRIES: usize = 256;
 
-/// A parsed document that passed the operation limits, or why not.
-pub type Checked = Result<ExecutableDocument, ServerError>;
+/// A parsed document that passed the operation limits, with what the
+/// transports need to know of its operations (measured once per text).
+#[derive(Debug)]
+pub struct Parsed {
+    pub doc: ExecutableDocument,
+    pub facts: limits::DocumentFacts,
+}
+
+/// A parsed document, or why it is refused.
+pub type Checked = Result<Parsed, ServerError>;
 
 #[derive(Default)]
 pub struct Documents {
@@ -66,8 +74,8 @@ impl Documents {
         mut request: async_graphql::Request,
     ) -> Result<async_graphql::Request, ServerError> {
         match &*self.checked(&request.query) {
-            Ok(doc) => {
-                request.set_parsed_query(doc.clone());
+            Ok(parsed) => {
+                request.set_parsed_query(parsed.doc.clone());
                 Ok(request)
             }
             Err(e) => Err(e.clone()),
@@ -89,8 +97,8 @@ impl Documents {
 
 fn parse_and_check(query: &str) -> Checked {
     let doc = async_graphql::parser::parse_query(query).map_err(ServerError::from)?;
-    limits::check(&doc)?;
-    Ok(doc)
+    let facts = limits::check(&doc)?;
+    Ok(Parsed { doc, facts })
 }
 
 #[cfg(test)]

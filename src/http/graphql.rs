@@ -21,7 +21,6 @@ use super::operation::{assign_codes, error_body, outcome, prepare, subject_key, 
 use super::{HttpState, MAX_BATCH, MAX_BODY_BYTES};
 use crate::auth::{AuthError, Caller, Role};
 use crate::errors::{to_server_error, Coded, ReadError, Refusal};
-use crate::graphql::limits::rate_cost;
 
 /// A role as logs name it.
 fn role_name(role: Role) -> &'static str {
@@ -113,7 +112,7 @@ fn admit(s: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> Result<Admitte
 /// operation); [`admit`] already took one.
 fn charge(s: &HttpState, who: &Admitted, batch: &BatchRequest) -> Result<(), Refusal> {
     let cost = |r: &async_graphql::Request| match &*s.documents.checked(&r.query) {
-        Ok(doc) => rate_cost(doc, r.operation_name.as_deref()),
+        Ok(parsed) => parsed.facts.get(r.operation_name.as_deref()).rate_cost,
         Err(_) => 1,
     };
     let total: usize = match batch {
@@ -278,10 +277,10 @@ fn percent_decode(s: &str) -> Option<String> {
 
 fn is_mutation(s: &HttpState, query: &str, operation: Option<&str>) -> bool {
     let checked = s.documents.checked(query);
-    let Ok(doc) = &*checked else {
+    let Ok(parsed) = &*checked else {
         return false;
     };
-    match &doc.operations {
+    match &parsed.doc.operations {
         DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
         DocumentOperations::Multiple(ops) => ops.iter().any(|(name, op)| {
             operation.is_none_or(|o| o == name.as_str()) && op.node.ty == OperationType::Mutation

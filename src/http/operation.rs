@@ -8,7 +8,6 @@ use serde_json::Value;
 use super::HttpState;
 use crate::auth::{Caller, Role};
 use crate::errors::{assign_code, to_server_error, Code, Coded, Refusal};
-use crate::graphql::limits::introspects;
 
 /// Whose rate limit a caller spends: their token's subject, per role.
 pub(super) fn subject_key(c: &Caller) -> String {
@@ -60,8 +59,8 @@ pub(super) fn prepare(
     let may_introspect = is_admin || s.app.settings.introspection_for_all;
     if !may_introspect {
         // A clear refusal rather than a silent `__schema: null`.
-        if let Ok(doc) = &*s.documents.checked(&r.query) {
-            if introspects(doc, r.operation_name.as_deref()) {
+        if let Ok(parsed) = &*s.documents.checked(&r.query) {
+            if parsed.facts.get(r.operation_name.as_deref()).introspects {
                 return Err(to_server_error(&Refusal::Introspection));
             }
         }

@@ -29,7 +29,6 @@ use super::rate_limit::Bucket;
 use super::{HttpState, Seat};
 use crate::auth::{AuthError, Caller};
 use crate::errors::Refusal;
-use crate::graphql::limits::{is_subscription, rate_cost};
 use protocol::{ClientMessage, Close, Protocol};
 
 /// Largest client message accepted (the HTTP body limit).
@@ -281,13 +280,11 @@ impl Connection {
                 // The same limits as HTTP: the subject's rate (an operation
                 // costs one, a mutation one per root field) and, for
                 // queries and mutations, the request time budget.
-                let (cost, subscription) = match &*self.s.documents.checked(&request.query) {
-                    Ok(doc) => (
-                        rate_cost(doc, request.operation_name.as_deref()),
-                        is_subscription(doc, request.operation_name.as_deref()),
-                    ),
-                    Err(_) => (1, false),
+                let facts = match &*self.s.documents.checked(&request.query) {
+                    Ok(parsed) => parsed.facts.get(request.operation_name.as_deref()),
+                    Err(_) => Default::default(),
                 };
+                let (cost, subscription) = (facts.rate_cost, facts.subscription);
                 if let Err(wait) = self.s.rate_limiter.take(
                     Some(caller.role),
                     &subject_key(&caller),

@@ -125,7 +125,7 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let store = Store::connect(&settings.database_url, 2).await?;
+            let store = connect(&settings, 2).await?;
             store.migrate().await?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
@@ -137,12 +137,20 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {
-            let store = Store::connect(&settings.database_url, 2).await?;
+            let store = connect(&settings, 2).await?;
+            store.ensure_adopted().await?;
             let (checked, violations) = crate::domain::verify::verify(&store)
                 .await
                 .context("verify could not read the database")?;
             for v in &violations {
                 println!("{v}");
+            }
+            if checked.cutover > 0 {
+                println!(
+                    "history up to ledger row {} was written before the gateway took over: \
+                     not checked (see `points-gateway adopt` for its anomalies)",
+                    checked.cutover
+                );
             }
             println!(
                 "checked {} users, {} ledger rows, {} batches: {} violation(s)",
@@ -158,7 +166,7 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             })
         }
         Command::SeedDemo { users, seed } => {
-            let store = Store::connect(&settings.database_url, 4).await?;
+            let store = connect(&settings, 4).await?;
             store.migrate().await?;
             let r = crate::seed::seed_demo(&store, users, seed).await?;
             if r.already > 0 {
@@ -176,4 +184,15 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The store of the configured database, in the configured legacy zone.
+async fn connect(settings: &Settings, max_connections: u32) -> anyhow::Result<Store> {
+    Ok(Store::connect_with(crate::store::ConnectOptionsSpec {
+        url: &settings.database_url,
+        max_connections,
+        statement_timeout: None,
+        legacy_zone: settings.legacy_zone,
+    })
+    .await?)
 }

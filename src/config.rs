@@ -76,6 +76,9 @@ pub struct Settings {
     pub fal_mismatch_tolerance_usd: f64,
     /// `POINTS_PER_USD`: how many points one US dollar buys, for margins.
     pub points_per_usd: f64,
+    /// `LEGACY_TIMEZONE`: the IANA zone the ts platform writes its naive
+    /// times in (default `Asia/Shanghai`).
+    pub legacy_zone: chrono_tz::Tz,
     /// `EXPIRY_SWEEP_SECS`: interval of the background expiry sweep; 0 turns it off.
     pub expiry_sweep_secs: u64,
     /// `REQUEST_TIMEOUT_MS`: time budget of one HTTP GraphQL request.
@@ -150,6 +153,14 @@ impl Settings {
             None => secret_beside_sqlite(&database_url)?,
         };
         let points_per_usd: f64 = parsed("POINTS_PER_USD", 100.0)?;
+        let legacy_zone = match std::env::var("LEGACY_TIMEZONE") {
+            Ok(name) => name.parse::<chrono_tz::Tz>().map_err(|_| {
+                anyhow::anyhow!(
+                    "LEGACY_TIMEZONE must be an IANA zone name like Asia/Shanghai, not {name:?}"
+                )
+            })?,
+            Err(_) => crate::store::DEFAULT_LEGACY_ZONE,
+        };
         if !(points_per_usd.is_finite() && points_per_usd > 0.0) {
             bail!("POINTS_PER_USD must be a positive number");
         }
@@ -165,6 +176,7 @@ impl Settings {
             fal_cache_secs: parsed("FAL_CACHE_SECS", 60)?,
             fal_mismatch_tolerance_usd: parsed("FAL_MISMATCH_TOLERANCE_USD", 0.01)?,
             points_per_usd,
+            legacy_zone,
             expiry_sweep_secs: parsed("EXPIRY_SWEEP_SECS", 60)?,
             db_max_connections: parsed("DB_MAX_CONNECTIONS", 16)?,
             request_timeout_ms: parsed("REQUEST_TIMEOUT_MS", 10_000)?,

@@ -19,6 +19,7 @@ use crate::domain::input::{
 use crate::domain::ledger::{self, ConsumeError, CreateUser};
 use crate::domain::source::{RechargeKind, SourceType};
 use crate::store::Store;
+use entity::legacy_time::LocalTime;
 
 #[derive(Debug, Default)]
 pub struct SeedReport {
@@ -182,14 +183,12 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
                     online_task_id: Set(Some(uuid::Uuid::from_u128(rng.gen()).to_string())),
                     app_name: Set(app.to_owned()),
                     api_key: Set(keys[rng.gen_range(0..4)].clone()),
-                    task_type: Set(Some(
-                        if app.contains("video") {
-                            "video"
-                        } else {
-                            "image"
-                        }
-                        .to_owned(),
-                    )),
+                    task_type: Set(if app.contains("video") {
+                        "video"
+                    } else {
+                        "image"
+                    }
+                    .to_owned()),
                     status: Set(if failed { "FAILED" } else { "COMPLETED" }.to_owned()),
                     money: Set(amount as i32),
                     cost_money: Set(if failed {
@@ -200,8 +199,11 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
                     is_refund: Set(0),
                     input_params: Set(Some(format!("{{\"prompt\":\"demo prompt {j}\"}}"))),
                     output_params: Set(None),
-                    created_at: Set(t),
-                    completed_at: Set(Some(t + Duration::seconds(rng.gen_range(3..300)))),
+                    created_at: Set(LocalTime::of(t, store.legacy_zone())),
+                    completed_at: Set(Some(LocalTime::of(
+                        t + Duration::seconds(rng.gen_range(3..300)),
+                        store.legacy_zone(),
+                    ))),
                 });
             }
             let partial = !failed && rng.gen_bool(0.05) && amount > 1;

@@ -35,6 +35,7 @@ impl Application {
             url: &settings.database_url,
             max_connections: settings.db_max_connections,
             statement_timeout: Some(Duration::from_millis(settings.request_timeout_ms)),
+            legacy_zone: settings.legacy_zone,
         })
         .await
         .context("cannot connect to the database")?;

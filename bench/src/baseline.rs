@@ -10,34 +10,37 @@ const PG_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION bench_consume(p_user int, p_amount bigint, p_source text, p_sid text, p_hash text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-  u_uuid uuid; bal bigint; need bigint := p_amount; eid bigint; first_batch bigint;
+  u_uuid uuid; bal bigint; need bigint := p_amount; eid bigint; did int; first_batch bigint;
   b record; take bigint; ts timestamptz := date_trunc('microseconds', clock_timestamp());
 BEGIN
-  SELECT uuid, balance INTO u_uuid, bal FROM ts_users WHERE id = p_user FOR UPDATE;
+  SELECT uuid, balance INTO u_uuid, bal FROM gw_users WHERE id = p_user FOR UPDATE;
   IF NOT FOUND THEN RAISE EXCEPTION 'no user'; END IF;
-  PERFORM 1 FROM mjk_point_transactions WHERE type = 'consume' AND source_type = p_source AND source_id = p_sid;
+  PERFORM 1 FROM mjk_point_transactions WHERE source_id = p_sid AND type = 'consume' AND source_type = p_source;
   IF FOUND THEN RAISE EXCEPTION 'replay'; END IF;
-  PERFORM 1 FROM mjk_point_batches WHERE user_id = p_user AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= ts;
+  PERFORM 1 FROM gw_point_batches WHERE user_id = p_user AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= ts;
   IF bal < p_amount THEN RAISE EXCEPTION 'insufficient'; END IF;
-  SELECT id INTO first_batch FROM mjk_point_batches
+  SELECT id INTO first_batch FROM gw_point_batches
    WHERE user_id = p_user AND remaining > 0 AND (expires_at IS NULL OR expires_at > ts)
    ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id LIMIT 1;
   INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, source_type, source_id,
-      batch_id, description, request_hash, created_at, updated_at)
-    VALUES (u_uuid, 'consume', p_amount, bal, bal - p_amount, p_source, p_sid, first_batch, '【脚本生成】', p_hash, ts, ts)
+      batch_id, description, created_at, updated_at)
+    VALUES (u_uuid, 'consume', p_amount, bal, bal - p_amount, p_source, p_sid, first_batch, '【脚本生成】', ts, ts)
     RETURNING id INTO eid;
-  FOR b IN SELECT id, remaining FROM mjk_point_batches
+  INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, balance_before, balance_after, created_at)
+    VALUES (p_user, -p_amount, p_sid, '【脚本生成】', 'consume', bal, bal - p_amount, ts AT TIME ZONE 'Asia/Shanghai')
+    RETURNING id INTO did;
+  INSERT INTO gw_entries (ledger_id, user_id, type, source_type, source_id, request_hash, detail_id)
+    VALUES (eid, p_user, 'consume', p_source, p_sid, p_hash, did);
+  FOR b IN SELECT id, remaining FROM gw_point_batches
      WHERE user_id = p_user AND remaining > 0 AND (expires_at IS NULL OR expires_at > ts)
      ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id LOOP
     take := least(b.remaining, need);
-    INSERT INTO mjk_point_allocations (entry_id, batch_id, amount) VALUES (eid, b.id, take);
-    UPDATE mjk_point_batches SET remaining = remaining - take WHERE id = b.id;
+    INSERT INTO gw_point_allocations (entry_id, batch_id, amount) VALUES (eid, b.id, take);
+    UPDATE gw_point_batches SET remaining = remaining - take WHERE id = b.id;
     need := need - take;
     EXIT WHEN need = 0;
   END LOOP;
-  INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, balance_before, balance_after, created_at, ledger_id)
-    VALUES (p_user, -p_amount, p_sid, '【脚本生成】', 'consume', bal, bal - p_amount, ts, eid);
-  UPDATE ts_users SET balance = bal - p_amount, updated_at = ts WHERE id = p_user;
+  UPDATE gw_users SET balance = bal - p_amount, updated_at = ts WHERE id = p_user;
   RETURN eid;
 END $$;
 "#;
@@ -79,7 +82,7 @@ pub async fn consume(store: &Store, user: i32, amount: i64, sid: &str) -> anyhow
         |sql: &'static str, v: Vec<sea_orm::Value>| Statement::from_sql_and_values(backend, sql, v);
     let u = txn
         .query_one_raw(q(
-            "SELECT uuid, balance FROM ts_users WHERE id = $1",
+            "SELECT uuid, balance FROM gw_users WHERE id = $1",
             vec![user.into()],
         ))
         .await?
@@ -87,19 +90,19 @@ pub async fn consume(store: &Store, user: i32, amount: i64, sid: &str) -> anyhow
     let uuid: uuid::Uuid = u.try_get("", "uuid")?;
     let bal: i64 = u.try_get("", "balance")?;
     txn.query_one_raw(q(
-        "SELECT 1 AS x FROM mjk_point_transactions WHERE type = 'consume' AND source_type = 'script' AND source_id = $1",
+        "SELECT 1 AS x FROM mjk_point_transactions WHERE source_id = $1 AND type = 'consume' AND source_type = 'script'",
         vec![sid.into()],
     ))
     .await?;
     txn.query_all_raw(q(
-        "SELECT id FROM mjk_point_batches WHERE user_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2",
+        "SELECT id FROM gw_point_batches WHERE user_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2",
         vec![user.into(), now.into()],
     ))
     .await?;
     anyhow::ensure!(bal >= amount, "insufficient");
     let batches = txn
         .query_all_raw(q(
-            "SELECT id, remaining FROM mjk_point_batches WHERE user_id = $1 AND remaining > 0 AND (expires_at IS NULL OR expires_at > $2) \
+            "SELECT id, remaining FROM gw_point_batches WHERE user_id = $1 AND remaining > 0 AND (expires_at IS NULL OR expires_at > $2) \
              ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id",
             vec![user.into(), now.into()],
         ))
@@ -110,25 +113,41 @@ pub async fn consume(store: &Store, user: i32, amount: i64, sid: &str) -> anyhow
         .try_get("", "id")?;
     let e = txn
         .query_one_raw(q(
-            "INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, source_type, source_id, batch_id, description, request_hash, created_at, updated_at) \
-             VALUES ($1, 'consume', $2, $3, $4, 'script', $5, $6, '【脚本生成】', $7, $8, $8) RETURNING id",
-            vec![uuid.into(), amount.into(), bal.into(), (bal - amount).into(), sid.into(), first.into(), hash(sid).into(), now.into()],
+            "INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, source_type, source_id, batch_id, description, created_at, updated_at) \
+             VALUES ($1, 'consume', $2, $3, $4, 'script', $5, $6, '【脚本生成】', $7, $7) RETURNING id",
+            vec![uuid.into(), amount.into(), bal.into(), (bal - amount).into(), sid.into(), first.into(), now.into()],
         ))
         .await?
         .ok_or_else(|| anyhow::anyhow!("no id"))?;
     let eid: i64 = e.try_get("", "id")?;
+    let d = txn
+        .query_one_raw(q(
+            "INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, balance_before, balance_after, created_at) \
+             VALUES ($1, $2, $3, '【脚本生成】', 'consume', $4, $5, $6) RETURNING id",
+            vec![user.into(), (-(amount as i32)).into(), sid.into(), (bal as i32).into(), ((bal - amount) as i32).into(),
+                 entity::legacy_time::LocalTime::of(now, points_gateway::store::DEFAULT_LEGACY_ZONE).into()],
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no id"))?;
+    let did: i32 = d.try_get("", "id")?;
+    txn.execute_raw(q(
+        "INSERT INTO gw_entries (ledger_id, user_id, type, source_type, source_id, request_hash, detail_id) \
+         VALUES ($1, $2, 'consume', 'script', $3, $4, $5)",
+        vec![eid.into(), user.into(), sid.into(), hash(sid).into(), did.into()],
+    ))
+    .await?;
     let mut need = amount;
     for b in batches {
         let id: i64 = b.try_get("", "id")?;
         let rem: i64 = b.try_get("", "remaining")?;
         let take = rem.min(need);
         txn.execute_raw(q(
-            "INSERT INTO mjk_point_allocations (entry_id, batch_id, amount) VALUES ($1, $2, $3)",
+            "INSERT INTO gw_point_allocations (entry_id, batch_id, amount) VALUES ($1, $2, $3)",
             vec![eid.into(), id.into(), take.into()],
         ))
         .await?;
         txn.execute_raw(q(
-            "UPDATE mjk_point_batches SET remaining = remaining - $1 WHERE id = $2",
+            "UPDATE gw_point_batches SET remaining = remaining - $1 WHERE id = $2",
             vec![take.into(), id.into()],
         ))
         .await?;
@@ -138,13 +157,7 @@ pub async fn consume(store: &Store, user: i32, amount: i64, sid: &str) -> anyhow
         }
     }
     txn.execute_raw(q(
-        "INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, balance_before, balance_after, created_at, ledger_id) \
-         VALUES ($1, $2, $3, '【脚本生成】', 'consume', $4, $5, $6, $7)",
-        vec![user.into(), (-(amount as i32)).into(), sid.into(), (bal as i32).into(), ((bal - amount) as i32).into(), now.into(), eid.into()],
-    ))
-    .await?;
-    txn.execute_raw(q(
-        "UPDATE ts_users SET balance = $1, updated_at = $2 WHERE id = $3",
+        "UPDATE gw_users SET balance = $1, updated_at = $2 WHERE id = $3",
         vec![(bal - amount).into(), now.into(), user.into()],
     ))
     .await?;

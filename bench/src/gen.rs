@@ -43,6 +43,14 @@ impl Lit {
     fn time(&self, t: DateTime<Utc>) -> String {
         format!("'{}'", t.to_rfc3339_opts(SecondsFormat::AutoSi, false))
     }
+    /// A time in a ts platform table: naive wall clock of the legacy zone,
+    /// as peewee writes it.
+    fn local(&self, t: DateTime<Utc>) -> String {
+        let wall = t
+            .with_timezone(&points_gateway::store::DEFAULT_LEGACY_ZONE)
+            .naive_local();
+        format!("'{}'", entity::legacy_time::peewee_text(wall))
+    }
 }
 
 /// Buffers rows of one table and flushes them as multi-row INSERTs.
@@ -110,35 +118,36 @@ pub async fn generate(store: &Store, scale: &Scale, seed: u64) -> anyhow::Result
             None => 0,
         })
     };
-    let mut user_id = max_id(base("ts_users")).await?;
-    let mut batch_id = max_id(base("mjk_point_batches")).await?;
+    let mut user_id = max_id(base("gw_users")).await?;
+    let mut batch_id = max_id(base("gw_point_batches")).await?;
     let mut entry_id = max_id(base("mjk_point_transactions")).await?;
-    let mut alloc_id = max_id(base("mjk_point_allocations")).await?;
+    let mut alloc_id = max_id(base("gw_point_allocations")).await?;
     let mut mirror_id = max_id(base("ts_points_detail")).await?;
 
     let mut users = Bulk::new(
         db,
-        "ts_users",
+        "gw_users",
         "id, uuid, name, balance, created_at, updated_at",
     );
     let mut batches = Bulk::new(
         db,
-        "mjk_point_batches",
+        "gw_point_batches",
         "id, user_id, kind, amount, remaining, expires_at, order_id, created_at",
     );
-    let mut ledger = Bulk::new(db, "mjk_point_transactions", "id, user_id, type, amount, balance_before, balance_after, source_type, source_id, batch_id, duration, description, refund_key, refund_of, request_hash, created_at, updated_at");
+    let mut ledger = Bulk::new(db, "mjk_point_transactions", "id, user_id, type, amount, balance_before, balance_after, source_type, source_id, batch_id, duration, description, created_at, updated_at");
     if engine == Engine::Postgres {
         // History, not live changes: no NOTIFY per generated row (the
         // setting is read by the ledger trigger, migration 4). Sent with
         // each INSERT so it holds on whichever pooled connection runs it.
         ledger.head = format!("SET points_gateway.notify = 'off'; {}", ledger.head);
     }
-    let mut allocs = Bulk::new(
+    let mut allocs = Bulk::new(db, "gw_point_allocations", "id, entry_id, batch_id, amount");
+    let mut mirror = Bulk::new(db, "ts_points_detail", "id, user_id, points, order_id, title, source_type, balance_before, balance_after, created_at");
+    let mut entries = Bulk::new(
         db,
-        "mjk_point_allocations",
-        "id, entry_id, batch_id, amount",
+        "gw_entries",
+        "ledger_id, user_id, type, source_type, source_id, refund_key, refund_of, request_hash, detail_id",
     );
-    let mut mirror = Bulk::new(db, "ts_points_detail", "id, user_id, points, order_id, title, source_type, balance_before, balance_after, created_at, ledger_id");
 
     let per_user = (scale.ledger_rows / scale.users.max(1)).max(1);
     let run: u32 = rng.gen();
@@ -172,11 +181,12 @@ pub async fn generate(store: &Store, scale: &Scale, seed: u64) -> anyhow::Result
             .await?;
         entry_id += 1;
         ledger.push(format!(
-            "({entry_id}, {}, 'recharge', {recharge}, 0, {recharge}, 'paid', '{order}', {batch_id}, NULL, '【积分充值】', NULL, NULL, NULL, {}, {})",
+            "({entry_id}, {}, 'recharge', {recharge}, 0, {recharge}, 'paid', '{order}', {batch_id}, NULL, '【积分充值】', {}, {})",
             lit.uuid(uuid), lit.time(t), lit.time(t)
         )).await?;
         mirror_id += 1;
-        mirror.push(format!("({mirror_id}, {user_id}, {recharge}, '{order}', '【积分充值】', 'recharge', 0, {recharge}, {}, {entry_id})", lit.time(t))).await?;
+        mirror.push(format!("({mirror_id}, {user_id}, {recharge}, '{order}', '【积分充值】', 'recharge', 0, {recharge}, {})", lit.local(t))).await?;
+        entries.push(format!("({entry_id}, {user_id}, 'recharge', 'paid', '{order}', NULL, NULL, NULL, {mirror_id})")).await?;
         let mut balance = recharge;
         for (j, amount) in amounts.iter().enumerate() {
             t += Duration::seconds(rng.gen_range(60..(300 * 86_400 / per_user as i64).max(61)));
@@ -189,7 +199,7 @@ pub async fn generate(store: &Store, scale: &Scale, seed: u64) -> anyhow::Result
             let sid = format!("{st}-{run:08x}-{user_id}-{j}");
             entry_id += 1;
             ledger.push(format!(
-                "({entry_id}, {}, 'consume', {amount}, {balance}, {}, '{st}', '{sid}', {batch_id}, {duration}, '{label}', NULL, NULL, NULL, {}, {})",
+                "({entry_id}, {}, 'consume', {amount}, {balance}, {}, '{st}', '{sid}', {batch_id}, {duration}, '{label}', {}, {})",
                 lit.uuid(uuid), balance - amount, lit.time(t), lit.time(t)
             )).await?;
             alloc_id += 1;
@@ -197,7 +207,8 @@ pub async fn generate(store: &Store, scale: &Scale, seed: u64) -> anyhow::Result
                 .push(format!("({alloc_id}, {entry_id}, {batch_id}, {amount})"))
                 .await?;
             mirror_id += 1;
-            mirror.push(format!("({mirror_id}, {user_id}, {}, '{sid}', '{label}', 'consume', {balance}, {}, {}, {entry_id})", -amount, balance - amount, lit.time(t))).await?;
+            mirror.push(format!("({mirror_id}, {user_id}, {}, '{sid}', '{label}', 'consume', {balance}, {}, {})", -amount, balance - amount, lit.local(t))).await?;
+            entries.push(format!("({entry_id}, {user_id}, 'consume', '{st}', '{sid}', NULL, NULL, NULL, {mirror_id})")).await?;
             balance -= amount;
         }
         users
@@ -213,8 +224,9 @@ pub async fn generate(store: &Store, scale: &Scale, seed: u64) -> anyhow::Result
                 &mut users,
                 &mut batches,
                 &mut ledger,
-                &mut allocs,
                 &mut mirror,
+                &mut entries,
+                &mut allocs,
             ] {
                 b.flush().await?;
             }
@@ -233,8 +245,9 @@ pub async fn generate(store: &Store, scale: &Scale, seed: u64) -> anyhow::Result
     users.flush().await?;
     batches.flush().await?;
     ledger.flush().await?;
-    allocs.flush().await?;
     mirror.flush().await?;
+    entries.flush().await?;
+    allocs.flush().await?;
 
     let mut keys = Vec::new();
     let mut accounts = Bulk::new(
@@ -269,8 +282,8 @@ pub async fn generate(store: &Store, scale: &Scale, seed: u64) -> anyhow::Result
             rng.gen_range(5..300),
             if ok { rng.gen_range(1..1_000) as f64 / 1_000.0 } else { 0.0 },
             i32::from(!ok),
-            lit.time(t),
-            lit.time(t + Duration::seconds(30)),
+            lit.local(t),
+            lit.local(t + Duration::seconds(30)),
         )).await?;
         if (i + 1) % 100_000 == 0 {
             eprintln!(
@@ -284,10 +297,10 @@ pub async fn generate(store: &Store, scale: &Scale, seed: u64) -> anyhow::Result
     tasks.flush().await?;
     if engine == Engine::Postgres {
         for t in [
-            "ts_users",
-            "mjk_point_batches",
+            "gw_users",
+            "gw_point_batches",
             "mjk_point_transactions",
-            "mjk_point_allocations",
+            "gw_point_allocations",
             "ts_points_detail",
         ] {
             db.execute_unprepared(&format!(

@@ -27,7 +27,7 @@ pub async fn run(
     let range = db
         .query_one_raw(Statement::from_string(
             backend,
-            "SELECT MIN(id) AS lo, MAX(id) AS hi, COUNT(*) AS n FROM ts_users",
+            "SELECT MIN(id) AS lo, MAX(id) AS hi, COUNT(*) AS n FROM gw_users",
         ))
         .await?
         .ok_or_else(|| anyhow::anyhow!("no users"))?;

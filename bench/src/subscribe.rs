@@ -54,7 +54,7 @@ pub async fn run(database_url: &str, plan: Plan) -> anyhow::Result<()> {
     let ids: Vec<i32> = db
         .query_all_raw(Statement::from_sql_and_values(
             backend,
-            "SELECT id FROM ts_users ORDER BY id LIMIT $1",
+            "SELECT id FROM gw_users ORDER BY id LIMIT $1",
             [(plan.users as i64).into()],
         ))
         .await?

@@ -10,6 +10,8 @@ pub struct Model {
     pub name: String,
     #[sea_orm(unique)]
     pub api_key: String,
+    /// `real` (peewee `FloatField`) on a legacy database: read as double.
+    #[sea_orm(select_as = "DOUBLE PRECISION")]
     pub balance: f64,
     pub use_cnt: i32,
     pub error_cnt: i32,

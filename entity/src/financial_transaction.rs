@@ -1,5 +1,8 @@
-//! `ts_financial_transactions` (seed 004): money movements in cents.
+//! `ts_financial_transactions` (seed 004): money movements in cents, with
+//! peewee's types (`time` naive local time, `pay_type` NOT NULL).
 use sea_orm::entity::prelude::*;
+
+use crate::legacy_time::LocalTime;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "ts_financial_transactions")]
@@ -8,12 +11,12 @@ pub struct Model {
     pub id: i32,
     pub user_id: i32,
     pub money: i32,
-    pub order_id: Option<String>,
-    pub title: Option<String>,
+    pub order_id: String,
+    pub title: String,
     pub deployment_uuid: Option<String>,
-    pub time: DateTimeUtc,
+    pub time: LocalTime,
     pub transaction_type: i32,
-    pub pay_type: Option<i32>,
+    pub pay_type: i32,
     pub is_cash: i32,
 }
 

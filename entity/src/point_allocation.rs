@@ -1,9 +1,9 @@
-//! `mjk_point_allocations`: how much of which batch a consume drew, or a
+//! `gw_point_allocations` (the gateway's own): how much of which batch a consume drew, or a
 //! refund returned, so refunds go back to exactly the batches that paid.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "mjk_point_allocations")]
+#[sea_orm(table_name = "gw_point_allocations")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,

@@ -1,9 +1,9 @@
-//! `mjk_point_batches`: every recharge or grant is a batch that consumes draw
+//! `gw_point_batches` (the gateway's own): every recharge or grant is a batch that consumes draw
 //! from and refunds return to; `remaining` reaches 0 by consumption or expiry.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "mjk_point_batches")]
+#[sea_orm(table_name = "gw_point_batches")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,

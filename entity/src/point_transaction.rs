@@ -1,8 +1,11 @@
-//! `mjk_point_transactions`: the points ledger (seed 000), one row per movement.
+//! `mjk_point_transactions`: the points ledger (seed 000), one row per movement,
+//! with the seed's columns and types (`integer` amounts on a legacy database;
+//! reads cast them, so a wider `bigint` an adopter has reads the same).
 //!
-//! Columns after `description` are the gateway's own: the refund key and the
-//! consume a refund belongs to, and a hash of the request that wrote the row
-//! so an idempotent retry can be told apart from a conflicting reuse of a key.
+//! The gateway's own facts about a row it wrote (refund key, the consume a
+//! refund belongs to, the hash of the request) live in `gw_entries`; they are
+//! carried here, not selected from this table, for the rows the store reads
+//! with that join.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -13,16 +16,22 @@ pub struct Model {
     pub user_id: Uuid,
     #[sea_orm(column_name = "type")]
     pub r#type: String,
+    #[sea_orm(select_as = "BIGINT")]
     pub amount: i64,
+    #[sea_orm(select_as = "BIGINT")]
     pub balance_before: i64,
+    #[sea_orm(select_as = "BIGINT")]
     pub balance_after: i64,
     pub source_type: Option<String>,
     pub source_id: Option<String>,
     pub batch_id: Option<i64>,
     pub duration: Option<f64>,
     pub description: Option<String>,
+    #[sea_orm(ignore)]
     pub refund_key: Option<String>,
+    #[sea_orm(ignore)]
     pub refund_of: Option<i64>,
+    #[sea_orm(ignore)]
     pub request_hash: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

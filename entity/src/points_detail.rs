@@ -1,6 +1,10 @@
-//! `ts_points_detail` (seed 004): the older platform's signed statement. The
-//! gateway mirrors every ledger row here; `ledger_id` links the two.
+//! `ts_points_detail` (seed 004): the older platform's signed statement, with
+//! peewee's types (every column NOT NULL, `created_at` naive local time). The
+//! gateway mirrors every ledger row it writes here; `gw_entries.detail_id`
+//! links the two.
 use sea_orm::entity::prelude::*;
+
+use crate::legacy_time::LocalTime;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "ts_points_detail")]
@@ -9,13 +13,12 @@ pub struct Model {
     pub id: i32,
     pub user_id: i32,
     pub points: i32,
-    pub order_id: Option<String>,
-    pub title: Option<String>,
-    pub source_type: Option<String>,
+    pub order_id: String,
+    pub title: String,
+    pub source_type: String,
     pub balance_before: i32,
     pub balance_after: i32,
-    pub created_at: DateTimeUtc,
-    pub ledger_id: Option<i64>,
+    pub created_at: LocalTime,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

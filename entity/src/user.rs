@@ -1,9 +1,11 @@
-//! `ts_users`: the int id the ts_* tables use, the uuid the ledger uses, and
-//! the cached balance that every ledger operation updates under a row lock.
+//! `gw_users` (the gateway's own): the int id the ts_* tables use (on an
+//! adopted database the ts platform's `ts_users.id`), the uuid the ledger
+//! uses, and the cached balance that every ledger operation updates under a
+//! row lock. `ts_users` belongs to the ts platform and is never written.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "ts_users")]
+#[sea_orm(table_name = "gw_users")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i32,

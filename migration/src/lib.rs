@@ -1,8 +1,8 @@
 //! Schema migrations for the points gateway.
 //!
-//! The five tables from the seed documents keep their exact names and columns
-//! (an existing platform reads them); the supporting tables (`ts_users`,
-//! batches, allocations) are ours. Everything here must behave identically on
+//! The five tables from the seed documents keep their exact names, columns
+//! and types (an existing platform reads and writes them); everything the
+//! gateway adds lives in `gw_*` tables of its own. Everything here must behave identically on
 //! SQLite and PostgreSQL, so only portable types, CHECKs and partial indexes
 //! (supported by both engines) are used.
 

@@ -16,7 +16,7 @@ impl MigrationTrait for Migration {
         manager
             .get_connection()
             .execute_unprepared(
-                "CREATE INDEX ix_ledger_fal_refunds ON mjk_point_transactions (source_id) \
+                "CREATE INDEX IF NOT EXISTS ix_ledger_fal_refunds ON mjk_point_transactions (source_id) \
                  WHERE type = 'refund' AND source_type = 'fal'",
             )
             .await?;
@@ -26,7 +26,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .get_connection()
-            .execute_unprepared("DROP INDEX ix_ledger_fal_refunds")
+            .execute_unprepared("DROP INDEX IF EXISTS ix_ledger_fal_refunds")
             .await?;
         Ok(())
     }

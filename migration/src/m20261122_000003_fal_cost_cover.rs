@@ -20,7 +20,7 @@ impl MigrationTrait for Migration {
         manager
             .get_connection()
             .execute_unprepared(
-                "CREATE INDEX ix_fal_tasks_cost_cover ON ts_fal_tasks \
+                "CREATE INDEX IF NOT EXISTS ix_fal_tasks_cost_cover ON ts_fal_tasks \
                  (created_at, api_key, app_name, status, money, cost_money, is_refund)",
             )
             .await?;
@@ -30,7 +30,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .get_connection()
-            .execute_unprepared("DROP INDEX ix_fal_tasks_cost_cover")
+            .execute_unprepared("DROP INDEX IF EXISTS ix_fal_tasks_cost_cover")
             .await?;
         Ok(())
     }

@@ -6,7 +6,9 @@
 //! transactional (sent at commit, never for a rollback), notifications of
 //! different transactions arrive in commit order, and the trigger costs the
 //! ledger no extra round trip. A session may turn it off for bulk loads with
-//! `SET points_gateway.notify = 'off'`. SQLite has one instance by
+//! `SET points_gateway.notify = 'off'`. `gateway` tells the listener whether
+//! the gateway wrote the row (its connections name themselves
+//! `points-gateway`): one written by anything else is logged, not announced. SQLite has one instance by
 //! definition; there the gateway announces rows in-process after commit.
 
 use sea_orm_migration::prelude::*;
@@ -32,7 +34,7 @@ BEGIN
   END IF;
   payload := json_build_object(
     'id', NEW.id,
-    'user', (SELECT id FROM ts_users WHERE uuid = NEW.user_id),
+    'user', (SELECT id FROM gw_users WHERE uuid = NEW.user_id),
     'user_uuid', NEW.user_id,
     'type', NEW.type,
     'amount', NEW.amount,
@@ -43,14 +45,14 @@ BEGIN
     'batch_id', NEW.batch_id,
     'duration', NEW.duration,
     'description', NEW.description,
-    'refund_key', NEW.refund_key,
-    'refund_of', NEW.refund_of,
+    'gateway', current_setting('application_name') = 'points-gateway',
     'created_us', (extract(epoch FROM NEW.created_at) * 1000000)::bigint
   )::text;
   IF octet_length(payload) > 7900 THEN
     payload := json_build_object(
       'id', NEW.id,
-      'user', (SELECT id FROM ts_users WHERE uuid = NEW.user_id),
+      'user', (SELECT id FROM gw_users WHERE uuid = NEW.user_id),
+      'gateway', current_setting('application_name') = 'points-gateway',
       'partial', true
     )::text;
   END IF;

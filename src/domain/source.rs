@@ -70,14 +70,21 @@ pub enum TxType {
     Consume,
     Refund,
     Expire,
+    /// The balance a user had when the gateway adopted the database: the
+    /// first row of their chain from the cutover on (`balance_before` 0).
+    /// A new value in the ledger's `type` column, which the mjk system's
+    /// readers do not know: they skip it rather than count it as a
+    /// recharge.
+    Opening,
 }
 
 impl TxType {
-    pub const ALL: [TxType; 4] = [
+    pub const ALL: [TxType; 5] = [
         TxType::Recharge,
         TxType::Consume,
         TxType::Refund,
         TxType::Expire,
+        TxType::Opening,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +93,7 @@ impl TxType {
             TxType::Consume => "consume",
             TxType::Refund => "refund",
             TxType::Expire => "expire",
+            TxType::Opening => "opening",
         }
     }
 
@@ -96,7 +104,7 @@ impl TxType {
     /// +1 when the movement adds points, -1 when it removes them.
     pub fn sign(self) -> i64 {
         match self {
-            TxType::Recharge | TxType::Refund => 1,
+            TxType::Recharge | TxType::Refund | TxType::Opening => 1,
             TxType::Consume | TxType::Expire => -1,
         }
     }
@@ -136,6 +144,7 @@ impl RechargeKind {
 
 pub const REFUND_LABEL: &str = "【退款】";
 pub const EXPIRE_LABEL: &str = "【积分过期】";
+pub const OPENING_LABEL: &str = "【期初余额】";
 
 /// `label` followed by an optional caller note, as the UsageDetail page shows it.
 pub fn describe(label: &str, note: Option<&str>) -> String {

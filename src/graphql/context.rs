@@ -45,3 +45,8 @@ pub fn int(v: i64) -> async_graphql::Result<i32> {
         )))
     })
 }
+
+/// The ts platform's zone: its tables hold naive local time.
+pub fn legacy_zone(ctx: &Context<'_>) -> async_graphql::Result<chrono_tz::Tz> {
+    Ok(state(ctx)?.store.legacy_zone())
+}

@@ -209,6 +209,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<PointsDetailConnection> {
         let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
         let page = Page::new(first, after.as_deref()).gql()?;
+        let zone = state(ctx)?.store.legacy_zone();
         let (rows, more) = queries::ledger::statement_page(&state(ctx)?.store, uid, &page)
             .await
             .gql()?;
@@ -217,7 +218,7 @@ impl QueryRoot {
             more,
             TotalCount::Statement(uid),
             |r| Cursor {
-                at: r.created_at,
+                at: r.created_at.instant(zone),
                 id: r.id as i64,
             },
             PointsDetail,
@@ -234,6 +235,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<FinancialTransactionConnection> {
         let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
         let page = Page::new(first, after.as_deref()).gql()?;
+        let zone = state(ctx)?.store.legacy_zone();
         let (rows, more) = queries::ledger::financial_page(&state(ctx)?.store, uid, &page)
             .await
             .gql()?;
@@ -242,7 +244,7 @@ impl QueryRoot {
             more,
             TotalCount::Financial(uid),
             |r| Cursor {
-                at: r.time,
+                at: r.time.instant(zone),
                 id: r.id as i64,
             },
             FinancialTransaction,
@@ -347,6 +349,7 @@ impl QueryRoot {
             to: f.to,
             refunded: f.refunded,
         };
+        let zone = state(ctx)?.store.legacy_zone();
         let (rows, more) = queries::fal::task_page(&state(ctx)?.store, &filter, &page)
             .await
             .gql()?;
@@ -356,7 +359,7 @@ impl QueryRoot {
             more,
             TotalCount::Tasks(filter),
             |r| Cursor {
-                at: r.created_at,
+                at: r.created_at.instant(zone),
                 id: r.id as i64,
             },
             FalTask,

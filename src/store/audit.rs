@@ -17,6 +17,16 @@ pub struct ChainRow {
     pub before: i64,
     pub after: i64,
     pub created_at: DateTime<Utc>,
+    /// Whether the gateway wrote it (it has a `gw_entries` record).
+    pub gateway: bool,
+}
+
+/// The last ledger id of the history before the gateway took over (0 on a
+/// database the gateway made): the invariants hold from the next row on.
+pub async fn cutover(store: &Store) -> Result<i64, StoreError> {
+    Ok(super::adopt::adoption_row(store.conn())
+        .await?
+        .map_or(0, |(_, id)| id))
 }
 
 /// Up to `limit` ledger rows with ids above `after_id`, in id order.
@@ -27,8 +37,12 @@ pub async fn chain_chunk(
 ) -> Result<Vec<ChainRow>, StoreError> {
     store
         .rows(
-            "SELECT id, user_id, type, amount, balance_before, balance_after, created_at \
-             FROM mjk_point_transactions WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT t.id AS id, t.user_id AS user_id, t.type AS type, \
+               CAST(t.amount AS BIGINT) AS amount, CAST(t.balance_before AS BIGINT) AS balance_before, \
+               CAST(t.balance_after AS BIGINT) AS balance_after, t.created_at AS created_at, \
+               CASE WHEN g.ledger_id IS NULL THEN 0 ELSE 1 END AS gateway \
+             FROM mjk_point_transactions t LEFT JOIN gw_entries g ON g.ledger_id = t.id \
+             WHERE t.id > $1 ORDER BY t.id LIMIT $2",
             vec![after_id.into(), limit.into()],
             |r| {
                 Ok(ChainRow {
@@ -39,6 +53,7 @@ pub async fn chain_chunk(
                     before: r.try_get("", "balance_before")?,
                     after: r.try_get("", "balance_after")?,
                     created_at: r.try_get("", "created_at")?,
+                    gateway: r.try_get::<i32>("", "gateway")? == 1,
                 })
             },
         )
@@ -58,8 +73,8 @@ pub async fn users(store: &Store) -> Result<Vec<UserFigures>, StoreError> {
     store
         .rows(
             "SELECT u.id AS id, u.uuid AS uuid, u.balance AS balance, \
-             CAST(COALESCE((SELECT SUM(b.remaining) FROM mjk_point_batches b WHERE b.user_id = u.id), 0) AS BIGINT) AS in_batches \
-             FROM ts_users u ORDER BY u.id",
+             CAST(COALESCE((SELECT SUM(b.remaining) FROM gw_point_batches b WHERE b.user_id = u.id), 0) AS BIGINT) AS in_batches \
+             FROM gw_users u ORDER BY u.id",
             Vec::new(),
             |r| {
             Ok(UserFigures {
@@ -92,13 +107,14 @@ pub async fn batches(store: &Store) -> Result<Vec<BatchFigures>, StoreError> {
             // the ledger's size (there is no index on the ledger's batch_id).
             "SELECT b.id AS id, b.amount AS amount, b.remaining AS remaining, \
              CAST(COALESCE(m.moved, 0) AS BIGINT) AS moved, CAST(COALESCE(x.expired, 0) AS BIGINT) AS expired \
-             FROM mjk_point_batches b \
+             FROM gw_point_batches b \
              LEFT JOIN (SELECT a.batch_id AS batch_id, \
                                SUM(CASE WHEN t.type = 'consume' THEN -a.amount ELSE a.amount END) AS moved \
-                        FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
+                        FROM gw_point_allocations a JOIN gw_entries t ON t.ledger_id = a.entry_id \
                         GROUP BY a.batch_id) m ON m.batch_id = b.id \
-             LEFT JOIN (SELECT batch_id, SUM(amount) AS expired FROM mjk_point_transactions \
-                        WHERE type = 'expire' GROUP BY batch_id) x ON x.batch_id = b.id \
+             LEFT JOIN (SELECT t.batch_id AS batch_id, SUM(t.amount) AS expired \
+                        FROM mjk_point_transactions t JOIN gw_entries g ON g.ledger_id = t.id \
+                        WHERE g.type = 'expire' GROUP BY t.batch_id) x ON x.batch_id = b.id \
              ORDER BY b.id",
             Vec::new(),
             |r| {
@@ -119,10 +135,10 @@ pub async fn batches(store: &Store) -> Result<Vec<BatchFigures>, StoreError> {
 pub async fn misallocated(store: &Store) -> Result<Vec<(i64, String, i64, i64)>, StoreError> {
     store
         .rows(
-            "SELECT t.id AS id, t.type AS type, t.amount AS amount, \
+            "SELECT t.id AS id, t.type AS type, CAST(t.amount AS BIGINT) AS amount, \
              CAST(COALESCE(s.allocated, 0) AS BIGINT) AS allocated \
-             FROM mjk_point_transactions t \
-             LEFT JOIN (SELECT entry_id, SUM(amount) AS allocated FROM mjk_point_allocations GROUP BY entry_id) s \
+             FROM mjk_point_transactions t JOIN gw_entries g ON g.ledger_id = t.id \
+             LEFT JOIN (SELECT entry_id, SUM(amount) AS allocated FROM gw_point_allocations GROUP BY entry_id) s \
                ON s.entry_id = t.id \
              WHERE t.type IN ('consume', 'refund') AND t.amount <> COALESCE(s.allocated, 0)",
             Vec::new(),
@@ -139,13 +155,27 @@ pub async fn misallocated(store: &Store) -> Result<Vec<(i64, String, i64, i64)>,
 }
 
 /// Consumes refunded more than they took, as `(id, amount, refunded)`.
-pub async fn over_refunded(store: &Store) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+pub async fn over_refunded(
+    store: &Store,
+    cutover: i64,
+) -> Result<Vec<(i64, i64, i64)>, StoreError> {
     store
         .rows(
-            "SELECT c.id AS id, c.amount AS amount, CAST(SUM(r.amount) AS BIGINT) AS refunded \
-             FROM mjk_point_transactions c JOIN mjk_point_transactions r ON r.refund_of = c.id \
-             GROUP BY c.id, c.amount HAVING SUM(r.amount) > c.amount",
-            Vec::new(),
+            // A consume of the history before the cutover took what every
+            // legacy consume under its key took (the old system charged
+            // some keys twice), and its legacy refunds count too.
+            "SELECT s.id AS id, CAST(s.took AS BIGINT) AS amount, CAST(s.back AS BIGINT) AS refunded FROM (\
+               SELECT c.id AS id, \
+                 CASE WHEN c.id <= $1 THEN (SELECT SUM(l.amount) FROM mjk_point_transactions l \
+                     WHERE l.source_id = c.source_id AND l.type = 'consume' \
+                       AND l.source_type = c.source_type AND l.id <= $1) ELSE MAX(c.amount) END AS took, \
+                 SUM(r.amount) + CASE WHEN c.id <= $1 THEN COALESCE((SELECT SUM(l.amount) \
+                     FROM mjk_point_transactions l WHERE l.source_id = c.source_id AND l.type = 'refund' \
+                       AND l.source_type = c.source_type AND l.id <= $1), 0) ELSE 0 END AS back \
+               FROM gw_entries g JOIN mjk_point_transactions r ON r.id = g.ledger_id \
+               JOIN mjk_point_transactions c ON c.id = g.refund_of \
+               GROUP BY c.id, c.source_id, c.source_type) s WHERE s.back > s.took",
+            vec![cutover.into()],
             |r| {
                 Ok((
                     r.try_get("", "id")?,
@@ -158,16 +188,21 @@ pub async fn over_refunded(store: &Store) -> Result<Vec<(i64, i64, i64)>, StoreE
 }
 
 /// Per refunded consume and batch, `(consume_id, batch_id, returned,
-/// drawn)`.
-pub async fn refunds_per_batch(store: &Store) -> Result<Vec<(i64, i64, i64, i64)>, StoreError> {
+/// drawn)`. Refunds of consumes before the cutover (which drew from no
+/// batch of the gateway's) are left out: their points go to a batch of
+/// their own.
+pub async fn refunds_per_batch(
+    store: &Store,
+    cutover: i64,
+) -> Result<Vec<(i64, i64, i64, i64)>, StoreError> {
     store
         .rows(
             "SELECT t.refund_of AS consume_id, a.batch_id AS batch_id, CAST(SUM(a.amount) AS BIGINT) AS back, \
-             CAST(COALESCE((SELECT SUM(d.amount) FROM mjk_point_allocations d \
+             CAST(COALESCE((SELECT SUM(d.amount) FROM gw_point_allocations d \
                        WHERE d.entry_id = t.refund_of AND d.batch_id = a.batch_id), 0) AS BIGINT) AS drawn \
-             FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
-             WHERE t.type = 'refund' GROUP BY t.refund_of, a.batch_id",
-            Vec::new(),
+             FROM gw_point_allocations a JOIN gw_entries t ON t.ledger_id = a.entry_id \
+             WHERE t.type = 'refund' AND t.refund_of > $1 GROUP BY t.refund_of, a.batch_id",
+            vec![cutover.into()],
             |r| {
             Ok((
                 r.try_get("", "consume_id")?,
@@ -184,13 +219,12 @@ pub async fn refunds_per_batch(store: &Store) -> Result<Vec<(i64, i64, i64, i64)
 pub async fn unmirrored(store: &Store) -> Result<Vec<i64>, StoreError> {
     store
         .rows(
-            "SELECT t.id AS id, COUNT(p.id) AS mirrors FROM mjk_point_transactions t \
-             LEFT JOIN ts_points_detail p ON p.ledger_id = t.id \
-             LEFT JOIN ts_users u ON u.uuid = t.user_id \
-             WHERE p.id IS NULL OR p.user_id <> u.id \
-                OR p.points <> (CASE WHEN t.type IN ('recharge', 'refund') THEN t.amount ELSE -t.amount END) \
-                OR p.balance_before <> t.balance_before OR p.balance_after <> t.balance_after \
-             GROUP BY t.id",
+            "SELECT t.id AS id FROM gw_entries g \
+             JOIN mjk_point_transactions t ON t.id = g.ledger_id \
+             LEFT JOIN ts_points_detail p ON p.id = g.detail_id \
+             WHERE p.id IS NULL OR p.user_id <> g.user_id \
+                OR p.points <> (CASE WHEN t.type IN ('recharge', 'refund', 'opening') THEN t.amount ELSE -t.amount END) \
+                OR p.balance_before <> t.balance_before OR p.balance_after <> t.balance_after",
             Vec::new(),
             |r| r.try_get("", "id"),
         )
@@ -202,6 +236,7 @@ pub async fn unflagged_fal_refunds(store: &Store) -> Result<Vec<String>, StoreEr
     store
         .rows(
             "SELECT DISTINCT f.task_id AS task_id FROM mjk_point_transactions t \
+             JOIN gw_entries g ON g.ledger_id = t.id \
              JOIN ts_fal_tasks f ON f.task_id = t.source_id \
              WHERE t.type = 'refund' AND t.source_type = 'fal' AND f.is_refund <> 1",
             Vec::new(),
@@ -230,9 +265,9 @@ pub async fn draw_steps(
     store
         .rows(
             "SELECT a.entry_id AS entry_id, a.id AS id, b.id AS batch_id, b.expires_at AS expires_at \
-             FROM mjk_point_allocations a \
+             FROM gw_point_allocations a \
              JOIN mjk_point_transactions t ON t.id = a.entry_id AND t.type = 'consume' \
-             JOIN mjk_point_batches b ON b.id = a.batch_id \
+             JOIN gw_point_batches b ON b.id = a.batch_id \
              WHERE a.entry_id > $1 OR (a.entry_id = $1 AND a.id > $2) \
              ORDER BY a.entry_id, a.id LIMIT $3",
             vec![after.0.into(), after.1.into(), limit.into()],

@@ -20,6 +20,11 @@ impl StoreError {
         StoreError(DbErr::Custom(message))
     }
 
+    /// The database holds the platforms' tables but was never adopted.
+    pub(crate) fn unadopted(message: String) -> StoreError {
+        StoreError(DbErr::Custom(message))
+    }
+
     /// A unique index refused the row: the idempotency race was lost.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self.0.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))

@@ -9,9 +9,12 @@
 //! exactly one implementor and cost generics everywhere.
 
 use chrono::{DateTime, Utc};
-use entity::{financial_transaction, point_batch, point_transaction, points_detail};
+use chrono_tz::Tz;
+use entity::legacy_time::LocalTime;
+use entity::point_batch;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ConnectionTrait, DatabaseTransaction, Set, Statement,
+    ActiveModelTrait, ActiveValue::NotSet, ConnectionTrait, DatabaseTransaction, FromQueryResult,
+    Set, Statement,
 };
 use uuid::Uuid;
 
@@ -25,8 +28,10 @@ pub enum UserKey {
     Uuid(Uuid),
 }
 
-/// The idempotency key of a ledger row: each is unique among rows of its
-/// kind (partial unique indexes), and each lookup is an index lookup.
+/// The idempotency key of a ledger row: each is unique among the rows the
+/// gateway wrote (partial unique indexes of `gw_entries`); a consume or
+/// recharge key may also name a row of the history before the cutover
+/// (where duplicates exist: the earliest). Each lookup is an index lookup.
 #[derive(Debug, Clone, Copy)]
 pub enum LedgerKey<'a> {
     Consume {
@@ -128,6 +133,30 @@ pub struct NewEntry {
     pub fields: EntryFields,
 }
 
+impl NewEntry {
+    /// The row as read back, once its id is known.
+    pub(super) fn entry(&self, id: i64) -> Entry {
+        Entry {
+            id,
+            user_id: self.user_uuid,
+            r#type: self.tx_type.to_owned(),
+            amount: self.amount,
+            balance_before: self.balance_before,
+            balance_after: self.balance_after,
+            source_type: self.fields.source_type.clone(),
+            source_id: self.fields.source_id.clone(),
+            batch_id: self.fields.batch_id,
+            duration: self.fields.duration,
+            description: Some(self.fields.description.clone()),
+            refund_key: self.fields.refund_key.clone(),
+            refund_of: self.fields.refund_of,
+            request_hash: self.fields.request_hash.clone(),
+            created_at: self.created_at,
+            updated_at: self.created_at,
+        }
+    }
+}
+
 /// A new batch of points (a recharge or gift).
 #[derive(Debug, Clone)]
 pub struct NewBatch<'a> {
@@ -146,7 +175,7 @@ pub struct NewPayment<'a> {
     pub money_cents: i32,
     pub order_id: &'a str,
     pub title: &'a str,
-    pub pay_type: Option<i32>,
+    pub pay_type: i32,
     pub time: DateTime<Utc>,
 }
 
@@ -154,6 +183,8 @@ pub struct NewPayment<'a> {
 pub struct WriteTx {
     txn: DatabaseTransaction,
     engine: Engine,
+    /// The ts platform's zone: its tables hold naive local time.
+    zone: Tz,
     feed: Feed,
     /// Every ledger row written, with its user's int id, in ledger order:
     /// announced after commit.
@@ -161,10 +192,11 @@ pub struct WriteTx {
 }
 
 impl WriteTx {
-    pub(super) fn new(txn: DatabaseTransaction, engine: Engine, feed: Feed) -> WriteTx {
+    pub(super) fn new(txn: DatabaseTransaction, engine: Engine, zone: Tz, feed: Feed) -> WriteTx {
         WriteTx {
             txn,
             engine,
+            zone,
             feed,
             written: Vec::new(),
         }
@@ -249,7 +281,7 @@ impl WriteTx {
         let rows = self
             .txn
             .query_all_raw(self.statement(
-                "SELECT id, remaining, expires_at FROM mjk_point_batches \
+                "SELECT id, remaining, expires_at FROM gw_point_batches \
                  WHERE user_id = $1 AND remaining > 0",
                 vec![user_id.into()],
             ))
@@ -265,46 +297,86 @@ impl WriteTx {
             .collect()
     }
 
-    /// Appends one ledger row and its mirror. The CHECK constraints refuse
-    /// a row that would break the chain arithmetic or go negative, as a
-    /// last line of defence.
+    /// Appends one ledger row, its mirror and the gateway's record of it
+    /// (`gw_entries`: keys, refund link, request hash, mirror id).
     pub async fn append(&mut self, row: &NewEntry) -> Result<Entry, StoreError> {
-        let entry = point_transaction::ActiveModel {
-            id: NotSet,
-            user_id: Set(row.user_uuid),
-            r#type: Set(row.tx_type.to_owned()),
-            amount: Set(row.amount),
-            balance_before: Set(row.balance_before),
-            balance_after: Set(row.balance_after),
-            source_type: Set(row.fields.source_type.clone()),
-            source_id: Set(row.fields.source_id.clone()),
-            batch_id: Set(row.fields.batch_id),
-            duration: Set(row.fields.duration),
-            description: Set(Some(row.fields.description.clone())),
-            refund_key: Set(row.fields.refund_key.clone()),
-            refund_of: Set(row.fields.refund_of),
-            request_hash: Set(row.fields.request_hash.clone()),
-            created_at: Set(row.created_at),
-            updated_at: Set(row.created_at),
-        }
-        .insert(&self.txn)
-        .await?;
-        points_detail::ActiveModel {
-            id: NotSet,
-            user_id: Set(row.user_id),
-            points: Set(mirror_int(row.mirror_points)?),
-            order_id: Set(row.fields.mirror_order.clone()),
-            title: Set(Some(row.fields.description.clone())),
-            source_type: Set(Some(row.fields.mirror_source.to_owned())),
-            balance_before: Set(mirror_int(row.balance_before)?),
-            balance_after: Set(mirror_int(row.balance_after)?),
-            created_at: Set(row.created_at),
-            ledger_id: Set(Some(entry.id)),
-        }
-        .insert(&self.txn)
-        .await?;
+        let entry = match self.engine {
+            Engine::Postgres => {
+                postgres::spend::append(&self.txn, row, &[], self.zone, false).await?
+            }
+            Engine::Sqlite => self.append_rows(row).await?,
+        };
         self.written.push((row.user_id, entry.clone()));
         Ok(entry)
+    }
+
+    /// The three inserts of [`WriteTx::append`], one by one.
+    async fn append_rows(&mut self, row: &NewEntry) -> Result<Entry, StoreError> {
+        let id = self.returning_id(
+            "INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, \
+               source_type, source_id, batch_id, duration, description, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
+            vec![
+                row.user_uuid.into(),
+                row.tx_type.into(),
+                row.amount.into(),
+                row.balance_before.into(),
+                row.balance_after.into(),
+                row.fields.source_type.clone().into(),
+                row.fields.source_id.clone().into(),
+                row.fields.batch_id.into(),
+                row.fields.duration.into(),
+                Some(row.fields.description.clone()).into(),
+                row.created_at.into(),
+            ],
+        )
+        .await?;
+        let detail = self
+            .returning_id(
+                "INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, \
+               balance_before, balance_after, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                mirror_values(row, self.zone)?,
+            )
+            .await?;
+        self.txn
+            .execute_raw(self.statement(
+                "INSERT INTO gw_entries (ledger_id, user_id, type, source_type, source_id, \
+                   refund_key, refund_of, request_hash, detail_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                vec![
+                    id.into(),
+                    row.user_id.into(),
+                    row.tx_type.into(),
+                    row.fields.source_type.clone().into(),
+                    row.fields.source_id.clone().into(),
+                    row.fields.refund_key.clone().into(),
+                    row.fields.refund_of.into(),
+                    row.fields.request_hash.clone().into(),
+                    i32::try_from(detail)
+                        .map_err(|_| StoreError::custom("ts_points_detail id out of range"))?
+                        .into(),
+                ],
+            ))
+            .await?;
+        Ok(row.entry(id))
+    }
+
+    async fn returning_id(
+        &self,
+        sql: &str,
+        values: Vec<sea_orm::Value>,
+    ) -> Result<i64, StoreError> {
+        let row = self
+            .txn
+            .query_one_raw(self.statement(sql, values))
+            .await?
+            .ok_or_else(|| StoreError::custom("an insert returned no row"))?;
+        // `ts_points_detail.id` is a 32-bit serial, the ledger's 64-bit.
+        match row.try_get::<i64>("", "id") {
+            Ok(id) => Ok(id),
+            Err(_) => Ok(i64::from(row.try_get::<i32>("", "id")?)),
+        }
     }
 
     /// Appends a spending row drawn from `parts` as `(batch_id, amount)`,
@@ -319,17 +391,19 @@ impl WriteTx {
         let entry = match self.engine {
             // One statement of data-modifying CTEs: one round trip
             // instead of five or more.
-            Engine::Postgres => postgres::spend::append(&self.txn, row, parts).await?,
+            Engine::Postgres => {
+                postgres::spend::append(&self.txn, row, parts, self.zone, true).await?
+            }
             // In-process: the same writes one by one cost no round trips.
             Engine::Sqlite => {
-                let entry = self.append(row).await?;
+                let entry = self.append_rows(row).await?;
                 self.allocate(entry.id, parts).await?;
                 for &(batch_id, amount) in parts {
                     self.adjust_batch(batch_id, -amount).await?;
                 }
                 self.store_balance(row.user_id, row.balance_after, row.created_at)
                     .await?;
-                return Ok(entry);
+                entry
             }
         };
         self.written.push((row.user_id, entry.clone()));
@@ -360,7 +434,7 @@ impl WriteTx {
     pub async fn adjust_batch(&mut self, batch_id: i64, delta: i64) -> Result<(), StoreError> {
         self.txn
             .execute_raw(self.statement(
-                "UPDATE mjk_point_batches SET remaining = remaining + $1 WHERE id = $2",
+                "UPDATE gw_point_batches SET remaining = remaining + $1 WHERE id = $2",
                 vec![delta.into(), batch_id.into()],
             ))
             .await?;
@@ -371,7 +445,7 @@ impl WriteTx {
     pub async fn empty_batch(&mut self, batch_id: i64) -> Result<(), StoreError> {
         self.txn
             .execute_raw(self.statement(
-                "UPDATE mjk_point_batches SET remaining = 0 WHERE id = $1",
+                "UPDATE gw_point_batches SET remaining = 0 WHERE id = $1",
                 vec![batch_id.into()],
             ))
             .await?;
@@ -387,7 +461,7 @@ impl WriteTx {
     ) -> Result<(), StoreError> {
         self.txn
             .execute_raw(self.statement(
-                "UPDATE ts_users SET balance = $1, updated_at = $2 WHERE id = $3",
+                "UPDATE gw_users SET balance = $1, updated_at = $2 WHERE id = $3",
                 vec![balance.into(), now.into(), user_id.into()],
             ))
             .await?;
@@ -405,7 +479,7 @@ impl WriteTx {
         let rows = self
             .txn
             .query_all_raw(self.statement(
-                "SELECT batch_id, amount FROM mjk_point_allocations WHERE entry_id = $1 ORDER BY id",
+                "SELECT batch_id, amount FROM gw_point_allocations WHERE entry_id = $1 ORDER BY id",
                 vec![entry_id.into()],
             ))
             .await?;
@@ -423,14 +497,34 @@ impl WriteTx {
             .txn
             .query_all_raw(self.statement(
                 "SELECT a.batch_id AS batch_id, CAST(SUM(a.amount) AS BIGINT) AS amount \
-                 FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id \
-                 WHERE t.refund_of = $1 GROUP BY a.batch_id",
+                 FROM gw_point_allocations a JOIN gw_entries g ON g.ledger_id = a.entry_id \
+                 WHERE g.refund_of = $1 GROUP BY a.batch_id",
                 vec![consume_id.into()],
             ))
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("", "batch_id")?, r.try_get("", "amount")?)))
             .collect()
+    }
+
+    /// For a consume of the history before the cutover: what every legacy
+    /// consume under its key took, and what legacy refunds under that key
+    /// returned, as `(took, refunded)`.
+    pub async fn history_consumption(&mut self, consume: &Entry) -> Result<(i64, i64), StoreError> {
+        let row = self
+            .txn
+            .query_one_raw(self.statement(
+                "SELECT CAST(COALESCE(SUM(CASE WHEN t.type = 'consume' THEN t.amount ELSE 0 END), 0) AS BIGINT) AS took, \
+                   CAST(COALESCE(SUM(CASE WHEN t.type = 'refund' THEN t.amount ELSE 0 END), 0) AS BIGINT) AS refunded \
+                 FROM mjk_point_transactions t \
+                 WHERE t.source_id = $1 AND t.type IN ('consume', 'refund') AND t.source_type = $2 \
+                   AND t.id <= (SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a) \
+                   AND NOT EXISTS (SELECT 1 FROM gw_entries g WHERE g.ledger_id = t.id)",
+                vec![consume.source_id.clone().into(), consume.source_type.clone().into()],
+            ))
+            .await?
+            .ok_or_else(|| StoreError::custom("an aggregate returned no row"))?;
+        Ok((row.try_get("", "took")?, row.try_get("", "refunded")?))
     }
 
     pub async fn insert_batch(&mut self, b: &NewBatch<'_>) -> Result<i64, StoreError> {
@@ -449,21 +543,24 @@ impl WriteTx {
         Ok(batch.id)
     }
 
+    /// A paid recharge's `ts_financial_transactions` row, as the ts
+    /// platform writes one (type 0, cash, its local time).
     pub async fn insert_payment(&mut self, p: &NewPayment<'_>) -> Result<(), StoreError> {
-        financial_transaction::ActiveModel {
-            id: NotSet,
-            user_id: Set(p.user_id),
-            money: Set(p.money_cents),
-            order_id: Set(Some(p.order_id.to_owned())),
-            title: Set(Some(p.title.to_owned())),
-            deployment_uuid: Set(None),
-            time: Set(p.time),
-            transaction_type: Set(0),
-            pay_type: Set(p.pay_type),
-            is_cash: Set(1),
-        }
-        .insert(&self.txn)
-        .await?;
+        self.txn
+            .execute_raw(self.statement(
+                "INSERT INTO ts_financial_transactions (user_id, money, order_id, title, \
+                   deployment_uuid, time, transaction_type, pay_type, is_cash) \
+                 VALUES ($1, $2, $3, $4, NULL, $5, 0, $6, 1)",
+                vec![
+                    p.user_id.into(),
+                    p.money_cents.into(),
+                    p.order_id.into(),
+                    p.title.into(),
+                    LocalTime::of(p.time, self.zone).into(),
+                    p.pay_type.into(),
+                ],
+            ))
+            .await?;
         Ok(())
     }
 
@@ -498,55 +595,117 @@ impl Store {
     }
 }
 
-/// The row under `key`: the same statement as the lock's probe, with the
-/// row type written as a literal, so that the partial unique index of the
-/// key serves it under any plan cache mode (a bound type made PostgreSQL's
-/// generic plan scan the ledger: a replay cost time growing with the table).
+/// The row under `key`: the same lookup as the lock's probe. The row type
+/// is written as a literal, so the index serves it under any plan cache
+/// mode (a bound type made PostgreSQL's generic plan scan the ledger: a
+/// replay cost time growing with the table).
 async fn find<C: ConnectionTrait>(
     conn: &C,
     key: LedgerKey<'_>,
 ) -> Result<Option<Entry>, StoreError> {
-    use sea_orm::FromQueryResult;
-    let (sql, values) = key_lookup(key, "t.*");
-    Ok(Entry::find_by_statement(Statement::from_sql_and_values(
+    let (sql, values) = key_lookup(key, ENTRY_COLUMNS);
+    Ok(KeyedRow::find_by_statement(Statement::from_sql_and_values(
         conn.get_database_backend(),
         sql,
         values,
     ))
     .one(conn)
-    .await?)
+    .await?
+    .map(KeyedRow::into_entry))
 }
 
 /// The statement that finds the row under `key` (placeholders from `$1`),
 /// for checks of its query plan.
 pub fn find_statement(key: LedgerKey<'_>) -> String {
-    key_lookup(key, "t.*").0
+    key_lookup(key, ENTRY_COLUMNS).0
 }
 
-/// A scalar subquery selecting `column` of the row under `key`, with its
-/// values (placeholders from `$1`). The row type is a literal, so the
-/// partial unique index applies under any plan cache mode.
-fn key_lookup(key: LedgerKey<'_>, column: &str) -> (String, Vec<sea_orm::Value>) {
+/// A ledger row with the gateway's record of it (`t` the ledger, `g`
+/// `gw_entries`); amounts cast, so `integer` and `bigint` columns read alike.
+pub(super) const ENTRY_COLUMNS: &str = "t.id AS id, t.user_id AS user_id, t.type AS type, \
+    CAST(t.amount AS BIGINT) AS amount, CAST(t.balance_before AS BIGINT) AS balance_before, \
+    CAST(t.balance_after AS BIGINT) AS balance_after, t.source_type AS source_type, \
+    t.source_id AS source_id, t.batch_id AS batch_id, t.duration AS duration, \
+    t.description AS description, g.refund_key AS refund_key, g.refund_of AS refund_of, \
+    g.request_hash AS request_hash, t.created_at AS created_at, t.updated_at AS updated_at";
+
+/// [`ENTRY_COLUMNS`] as read.
+#[derive(Debug, FromQueryResult)]
+pub(super) struct KeyedRow {
+    id: i64,
+    user_id: Uuid,
+    r#type: String,
+    amount: i64,
+    balance_before: i64,
+    balance_after: i64,
+    source_type: Option<String>,
+    source_id: Option<String>,
+    batch_id: Option<i64>,
+    duration: Option<f64>,
+    description: Option<String>,
+    refund_key: Option<String>,
+    refund_of: Option<i64>,
+    request_hash: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl KeyedRow {
+    pub(super) fn into_entry(self) -> Entry {
+        Entry {
+            id: self.id,
+            user_id: self.user_id,
+            r#type: self.r#type,
+            amount: self.amount,
+            balance_before: self.balance_before,
+            balance_after: self.balance_after,
+            source_type: self.source_type,
+            source_id: self.source_id,
+            batch_id: self.batch_id,
+            duration: self.duration,
+            description: self.description,
+            refund_key: self.refund_key,
+            refund_of: self.refund_of,
+            request_hash: self.request_hash,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// A query selecting `columns` of the row under `key`, with its values
+/// (placeholders from `$1`); usable as a scalar subquery when `columns` is
+/// one column. A row the gateway wrote comes first; otherwise a row of the
+/// history before the cutover holds the key (the earliest, where the
+/// legacy system charged one key twice). A row written after the cutover
+/// by anything else never does: `verify` reports it.
+fn key_lookup(key: LedgerKey<'_>, columns: &str) -> (String, Vec<sea_orm::Value>) {
+    let keyed = |filter: &str| {
+        format!(
+            "SELECT {columns} FROM mjk_point_transactions t \
+             LEFT JOIN gw_entries g ON g.ledger_id = t.id \
+             WHERE {filter} AND (g.ledger_id IS NOT NULL \
+               OR t.id <= (SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a)) \
+             ORDER BY g.ledger_id IS NULL, t.id LIMIT 1"
+        )
+    };
     match key {
         LedgerKey::Consume {
             source_type,
             source_id,
         } => (
-            format!(
-                "SELECT {column} FROM mjk_point_transactions t \
-                 WHERE t.type = 'consume' AND t.source_type = $1 AND t.source_id = $2"
-            ),
+            keyed("t.source_id = $2 AND t.type = 'consume' AND t.source_type = $1"),
             vec![source_type.into(), source_id.into()],
         ),
         LedgerKey::Recharge { order_id } => (
-            format!(
-                "SELECT {column} FROM mjk_point_transactions t \
-                 WHERE t.type = 'recharge' AND t.source_id = $1"
-            ),
+            keyed("t.source_id = $1 AND t.type = 'recharge'"),
             vec![order_id.into()],
         ),
         LedgerKey::Refund { refund_key } => (
-            format!("SELECT {column} FROM mjk_point_transactions t WHERE t.refund_key = $1"),
+            format!(
+                "SELECT {columns} FROM gw_entries g \
+                 JOIN mjk_point_transactions t ON t.id = g.ledger_id WHERE g.refund_key = $1"
+            ),
             vec![refund_key.into()],
         ),
     }
@@ -556,6 +715,21 @@ fn key_lookup(key: LedgerKey<'_>, column: &str) -> (String, Vec<sea_orm::Value>)
 /// uuid is `{uuid}` (an index lookup on `(user_id, created_at, id)`).
 pub(super) const LAST_AT_SQL: &str =
     "(SELECT MAX(t.created_at) FROM mjk_point_transactions t WHERE t.user_id = {uuid})";
+
+/// The mirror's values, `$1..$8` of its insert: the ts platform's
+/// vocabulary, every NOT NULL column filled, its local time.
+pub(super) fn mirror_values(row: &NewEntry, zone: Tz) -> Result<Vec<sea_orm::Value>, StoreError> {
+    Ok(vec![
+        row.user_id.into(),
+        mirror_int(row.mirror_points)?.into(),
+        row.fields.mirror_order.clone().unwrap_or_default().into(),
+        row.fields.description.clone().into(),
+        row.fields.mirror_source.into(),
+        mirror_int(row.balance_before)?.into(),
+        mirror_int(row.balance_after)?.into(),
+        LocalTime::of(row.created_at, zone).into(),
+    ])
+}
 
 /// `ts_points_detail` keeps 32-bit figures.
 pub(super) fn mirror_int(v: i64) -> Result<i32, StoreError> {

@@ -14,6 +14,7 @@
 //! - [`audit`]: the reads behind `verify`.
 //! - [`postgres`] / [`sqlite`]: what only one engine does.
 
+pub mod adopt;
 pub mod audit;
 mod error;
 pub mod fal;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono_tz::Tz;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
@@ -96,7 +98,17 @@ pub struct Store {
     url: String,
     statements: Arc<StatementCounter>,
     feed: Feed,
+    /// The ts platform's zone (`LEGACY_TIMEZONE`): its tables hold naive
+    /// local time.
+    zone: Tz,
 }
+
+/// The zone the ts platform writes its naive times in, when not configured.
+pub const DEFAULT_LEGACY_ZONE: Tz = chrono_tz::Asia::Shanghai;
+
+/// The name the gateway's PostgreSQL sessions carry: the ledger's trigger
+/// tells the gateway's rows from anyone else's by it.
+pub const APPLICATION_NAME: &str = "points-gateway";
 
 /// How to connect: the settings that matter to the store.
 #[derive(Debug, Clone)]
@@ -108,6 +120,8 @@ pub struct ConnectOptionsSpec<'a> {
     /// leave its query running (SQLite has no such setting; a dropped
     /// statement is interrupted when its connection is reused).
     pub statement_timeout: Option<Duration>,
+    /// `LEGACY_TIMEZONE`.
+    pub legacy_zone: Tz,
 }
 
 impl Store {
@@ -118,6 +132,7 @@ impl Store {
             url,
             max_connections,
             statement_timeout: None,
+            legacy_zone: DEFAULT_LEGACY_ZONE,
         })
         .await
     }
@@ -135,7 +150,9 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         match engine {
-            Engine::Postgres => postgres::connect_options(&mut opts, spec.statement_timeout),
+            Engine::Postgres => {
+                postgres::connect_options(&mut opts, spec.statement_timeout, spec.legacy_zone)
+            }
             Engine::Sqlite => sqlite::connect_options(&mut opts),
         }
         match engine {
@@ -158,6 +175,7 @@ impl Store {
             url: spec.url.to_owned(),
             statements,
             feed: Feed::silent(),
+            zone: spec.legacy_zone,
         })
     }
 
@@ -194,6 +212,11 @@ impl Store {
         self.engine
     }
 
+    /// The ts platform's zone (`LEGACY_TIMEZONE`).
+    pub fn legacy_zone(&self) -> Tz {
+        self.zone
+    }
+
     /// The pool itself, for tools and tests that run their own SQL.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
@@ -208,8 +231,37 @@ impl Store {
         self.statements.get()
     }
 
+    /// Applies pending migrations, all in one transaction (a failure
+    /// leaves the database as it was, on SQLite too). On a database that
+    /// holds the platforms' tables but was never adopted it refuses and
+    /// points to `adopt`: creating the gateway's tables beside live
+    /// history without an opening balance would show every user at zero.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        Ok(Migrator::up(&self.db, None).await?)
+        let txn = self.begin_schema().await?;
+        if let Some(refusal) = adopt::standing(&txn).await?.refusal(true) {
+            return Err(StoreError::unadopted(refusal));
+        }
+        Migrator::up(&txn, None).await?;
+        adopt::record_fresh(&txn).await?;
+        Ok(txn.commit().await?)
+    }
+
+    /// Refuses, saying why, unless the gateway owns this database's
+    /// schema (migrated by it, or adopted).
+    pub async fn ensure_adopted(&self) -> Result<(), StoreError> {
+        match adopt::standing(&self.db).await?.refusal(false) {
+            Some(refusal) => Err(StoreError::unadopted(refusal)),
+            None => Ok(()),
+        }
+    }
+
+    /// A transaction for schema changes: on SQLite it takes the write lock
+    /// at once, so two processes migrating one file do not both proceed.
+    pub(crate) async fn begin_schema(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+        Ok(match self.engine {
+            Engine::Postgres => self.db.begin().await?,
+            Engine::Sqlite => sqlite::begin_immediate(&self.db).await?,
+        })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -236,7 +288,7 @@ impl Store {
             Engine::Postgres => self.db.begin().await?,
             Engine::Sqlite => sqlite::begin_immediate(&self.db).await?,
         };
-        Ok(WriteTx::new(txn, self.engine, self.feed.clone()))
+        Ok(WriteTx::new(txn, self.engine, self.zone, self.feed.clone()))
     }
 
     /// A read-only statement in a transaction of its own (one snapshot).

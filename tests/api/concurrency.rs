@@ -265,20 +265,20 @@ async fn idempotency_lookups_use_their_unique_index_under_generic_plans() {
                 source_id: "",
             },
             "('script', 'job-1')",
-            "ux_ledger_consume_source",
+            "ix_ledger_source",
         ),
         (
             LedgerKey::Recharge { order_id: "" },
             "('order-1')",
-            "ux_ledger_recharge_order",
+            "ix_ledger_source",
         ),
         (
             LedgerKey::Refund { refund_key: "" },
             "('refund-1')",
-            "ux_ledger_refund_key",
+            "ux_entries_refund_key",
         ),
     ] {
-        let name = index.replace("ux_", "q_");
+        let name = format!("q_{}", key_name(&key));
         txn.execute_unprepared(&format!("PREPARE {name} AS {}", find_statement(key)))
             .await
             .unwrap();
@@ -296,4 +296,13 @@ async fn idempotency_lookups_use_their_unique_index_under_generic_plans() {
         assert!(plan.contains(index), "{index} not used:\n{plan}");
     }
     txn.rollback().await.unwrap();
+}
+
+fn key_name(key: &points_gateway::store::ledger::LedgerKey<'_>) -> &'static str {
+    use points_gateway::store::ledger::LedgerKey;
+    match key {
+        LedgerKey::Consume { .. } => "consume",
+        LedgerKey::Recharge { .. } => "recharge",
+        LedgerKey::Refund { .. } => "refund",
+    }
 }

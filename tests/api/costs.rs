@@ -70,8 +70,8 @@ async fn insert_task(app: &TestApp, user: i32, task_id: &str, t: &Task) {
     app.db
         .execute_raw(Statement::from_sql_and_values(
             app.db.get_database_backend(),
-            "INSERT INTO ts_fal_tasks (user_id, task_id, app_name, api_key, status, money, cost_money, is_refund, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO ts_fal_tasks (user_id, task_id, app_name, api_key, task_type, status, money, cost_money, is_refund, created_at) \
+             VALUES ($1, $2, $3, $4, 'image', $5, $6, $7, $8, $9)",
             [
                 user.into(),
                 task_id.into(),
@@ -81,7 +81,7 @@ async fn insert_task(app: &TestApp, user: i32, task_id: &str, t: &Task) {
                 (t.money as i32).into(),
                 t.cost.into(),
                 (t.is_refund as i32).into(),
-                t.at.into(),
+                crate::helpers::platform_time(t.at).into(),
             ],
         ))
         .await

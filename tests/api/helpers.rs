@@ -83,6 +83,7 @@ pub fn settings(database_url: &str) -> Settings {
         fal_cache_secs: 60,
         fal_mismatch_tolerance_usd: 0.01,
         points_per_usd: 100.0,
+        legacy_zone: points_gateway::store::DEFAULT_LEGACY_ZONE,
         expiry_sweep_secs: 0,
         db_max_connections: 10,
         request_timeout_ms: 30_000,
@@ -331,7 +332,7 @@ impl TestApp {
             .db
             .query_all_raw(Statement::from_sql_and_values(
                 self.db.get_database_backend(),
-                "SELECT remaining FROM mjk_point_batches WHERE user_id = $1 ORDER BY id",
+                "SELECT remaining FROM gw_point_batches WHERE user_id = $1 ORDER BY id",
                 [user.into()],
             ))
             .await
@@ -359,11 +360,11 @@ impl TestApp {
         let mut v = Vec::new();
         for t in [
             "mjk_point_transactions",
-            "mjk_point_batches",
-            "mjk_point_allocations",
+            "gw_point_batches",
+            "gw_point_allocations",
             "ts_points_detail",
             "ts_financial_transactions",
-            "ts_users",
+            "gw_users",
         ] {
             v.push(self.count(t).await);
         }
@@ -404,4 +405,10 @@ pub fn data<'a>(r: &'a Value, field: &str) -> &'a Value {
     let v = &r["data"][field];
     assert!(!v.is_null(), "no data.{field} in {r}");
     v
+}
+
+/// A time as the ts platform writes it into its tables: naive wall clock
+/// of its zone (peewee `DateTimeField`).
+pub fn platform_time(t: chrono::DateTime<chrono::Utc>) -> entity::legacy_time::LocalTime {
+    entity::legacy_time::LocalTime::of(t, points_gateway::store::DEFAULT_LEGACY_ZONE)
 }

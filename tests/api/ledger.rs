@@ -309,9 +309,9 @@ async fn fal_refunds_flag_the_task(app: TestApp) {
     app.db
         .execute_raw(Statement::from_sql_and_values(
             app.db.get_database_backend(),
-            "INSERT INTO ts_fal_tasks (user_id, task_id, app_name, api_key, status, money, cost_money, is_refund, created_at) \
-             VALUES ($1, 'fal-job-1', 'fal-ai/flux/dev', 'k', 'FAILED', 25, 0, 0, $2)",
-            [u.into(), chrono::Utc::now().into()],
+            "INSERT INTO ts_fal_tasks (user_id, task_id, app_name, api_key, task_type, status, money, cost_money, is_refund, created_at) \
+             VALUES ($1, 'fal-job-1', 'fal-ai/flux/dev', 'k', 'image', 'FAILED', 25, 0, 0, $2)",
+            [u.into(), crate::helpers::platform_time(chrono::Utc::now()).into()],
         ))
         .await
         .unwrap();

@@ -9,6 +9,7 @@ mod auth;
 mod availability;
 mod bench_gen;
 mod cli;
+mod coexist;
 mod concurrency;
 mod costs;
 mod fal_standin;

@@ -194,13 +194,13 @@ async fn seed_tasks(app: &TestApp, accounts: usize, users: usize, tasks: usize) 
         app.db
             .execute_raw(Statement::from_sql_and_values(
                 backend,
-                "INSERT INTO ts_fal_tasks (user_id, task_id, app_name, api_key, status, money, cost_money, is_refund, created_at) \
-                 VALUES ($1, $2, 'fal-ai/flux/dev', $3, 'COMPLETED', 10, 0.025, 0, $4)",
+                "INSERT INTO ts_fal_tasks (user_id, task_id, app_name, api_key, task_type, status, money, cost_money, is_refund, created_at) \
+                 VALUES ($1, $2, 'fal-ai/flux/dev', $3, 'image', 'COMPLETED', 10, 0.025, 0, $4)",
                 [
                     ids[i % users].into(),
                     format!("task-{i}").into(),
                     keys[i % accounts].clone().into(),
-                    (now - chrono::Duration::seconds(i as i64)).into(),
+                    crate::helpers::platform_time(now - chrono::Duration::seconds(i as i64)).into(),
                 ],
             ))
             .await
@@ -322,7 +322,7 @@ async fn user_batches_are_listed_in_the_order_consumes_draw_them(app: TestApp) {
             .db
             .query_one_raw(Statement::from_sql_and_values(
                 app.db.get_database_backend(),
-                "SELECT id FROM mjk_point_batches WHERE order_id = $1",
+                "SELECT id FROM gw_point_batches WHERE order_id = $1",
                 [order.into()],
             ))
             .await

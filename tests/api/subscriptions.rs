@@ -408,7 +408,7 @@ async fn postgres_rollback_announces_nothing() {
         sea_orm::DbBackend::Postgres,
         format!(
             "INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, created_at, updated_at) \
-             SELECT uuid, 'recharge', 5, 0, 5, now(), now() FROM ts_users WHERE id = {u}"
+             SELECT uuid, 'recharge', 5, 0, 5, now(), now() FROM gw_users WHERE id = {u}"
         ),
     ))
     .await

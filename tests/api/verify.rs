@@ -48,20 +48,20 @@ async fn verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero(app: 
     );
 
     // A cached balance that drifted from the ledger and the batches.
-    exec(&app, "UPDATE ts_users SET balance = balance + 1").await;
+    exec(&app, "UPDATE gw_users SET balance = balance + 1").await;
     assert_eq!(rules(&app).await, vec!["balance"]);
-    exec(&app, "UPDATE ts_users SET balance = balance - 1").await;
+    exec(&app, "UPDATE gw_users SET balance = balance - 1").await;
 
     // A batch whose remaining no longer matches its movements.
     exec(
         &app,
-        "UPDATE mjk_point_batches SET remaining = remaining - 1",
+        "UPDATE gw_point_batches SET remaining = remaining - 1",
     )
     .await;
     assert_eq!(rules(&app).await, vec!["balance", "batch"]);
     exec(
         &app,
-        "UPDATE mjk_point_batches SET remaining = remaining + 1",
+        "UPDATE gw_point_batches SET remaining = remaining + 1",
     )
     .await;
 
@@ -77,12 +77,12 @@ async fn verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero(app: 
     assert!(rules(&app).await.is_empty());
 
     // A missing mirror row.
-    exec(&app, "DELETE FROM ts_points_detail WHERE ledger_id = (SELECT MAX(id) FROM mjk_point_transactions)").await;
+    exec(&app, "DELETE FROM ts_points_detail WHERE id = (SELECT detail_id FROM gw_entries WHERE ledger_id = (SELECT MAX(id) FROM mjk_point_transactions))").await;
     assert_eq!(rules(&app).await, vec!["mirror"]);
 
     // A broken chain and a lost allocation.
     exec(&app, "UPDATE mjk_point_transactions SET balance_before = balance_before + 5, balance_after = balance_after + 5 WHERE type = 'refund'").await;
-    exec(&app, "DELETE FROM mjk_point_allocations WHERE entry_id = (SELECT id FROM mjk_point_transactions WHERE type = 'consume')").await;
+    exec(&app, "DELETE FROM gw_point_allocations WHERE entry_id = (SELECT id FROM mjk_point_transactions WHERE type = 'consume')").await;
     let found = rules(&app).await;
     for rule in ["allocation", "balance", "chain", "mirror"] {
         assert!(found.contains(&rule), "{rule} missing from {found:?}");
@@ -103,11 +103,11 @@ async fn verify_reports_a_consume_that_drew_out_of_order(app: TestApp) {
     app.recharge(u, 5, "o2", Some("2999-01-01T00:00:00Z")).await;
     app.consume(u, 70, "SCRIPT", "s2", None).await;
     assert!(rules(&app).await.is_empty());
-    exec(&app, "UPDATE mjk_point_allocations SET id = id + 1000 WHERE id = (SELECT MIN(a.id) FROM mjk_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id WHERE t.source_id = 's2')").await;
+    exec(&app, "UPDATE gw_point_allocations SET id = id + 1000 WHERE id = (SELECT MIN(a.id) FROM gw_point_allocations a JOIN mjk_point_transactions t ON t.id = a.entry_id WHERE t.source_id = 's2')").await;
     assert_eq!(rules(&app).await, vec!["draw_order"]);
     exec(
         &app,
-        "UPDATE mjk_point_allocations SET id = id - 1000 WHERE id > 1000",
+        "UPDATE gw_point_allocations SET id = id - 1000 WHERE id > 1000",
     )
     .await;
     assert!(rules(&app).await.is_empty());

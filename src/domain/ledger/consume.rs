@@ -5,7 +5,7 @@ use std::future::Future;
 use super::idempotency::{self, replay, Keyed};
 use super::rules;
 use super::writer::{NewRow, RowTime, Writer};
-use super::{Applied, ConsumeError};
+use super::{Applied, ConsumeError, Entry};
 use crate::domain::input::ConsumeRequest;
 use crate::domain::source::{describe, TxType};
 use crate::store::ledger::{LedgerKey, UserKey};
@@ -36,6 +36,10 @@ impl Keyed for ConsumeRequest {
             self.source_type,
             self.source_id.as_str()
         ))
+    }
+
+    fn matches_history(&self, existing: &Entry) -> bool {
+        existing.amount == self.amount.get() && existing.duration == self.duration.map(|d| d.secs())
     }
 
     fn store_error(e: &ConsumeError) -> Option<&StoreError> {
@@ -71,6 +75,10 @@ pub async fn consume_in(
         .ok_or(ConsumeError::UserNotFound(req.user_id))?;
     if existing.is_some() {
         if let Some(existing) = tx.find(req.key()).await? {
+            // A legacy row under this key is this user's job or a conflict.
+            if existing.request_hash.is_none() && existing.user_id != w.user_uuid() {
+                return Err(req.conflict());
+            }
             return replay(req, existing, hash);
         }
     }

@@ -24,6 +24,11 @@ pub(super) trait Keyed: Sync {
     /// The error for the same key with a different payload.
     fn conflict(&self) -> Self::Error;
 
+    /// Whether `existing`, a row of the history before the cutover (it
+    /// carries no request hash), is what this request would have written:
+    /// then a retry, otherwise a conflict.
+    fn matches_history(&self, existing: &Entry) -> bool;
+
     /// The store error inside an operation error, if that is what it is.
     fn store_error(e: &Self::Error) -> Option<&StoreError>;
 
@@ -59,7 +64,11 @@ pub(super) async fn run<R: Keyed>(store: &Store, req: &R) -> Result<Applied, R::
 
 /// The original row for a true retry; a conflict for a reused key.
 pub(super) fn replay<R: Keyed>(req: &R, existing: Entry, hash: &str) -> Result<Applied, R::Error> {
-    if existing.request_hash.as_deref() == Some(hash) {
+    let same = match existing.request_hash.as_deref() {
+        Some(h) => h == hash,
+        None => req.matches_history(&existing),
+    };
+    if same {
         Ok(Applied {
             entry: existing,
             replayed: true,

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use super::idempotency::{self, replay, Keyed};
 use super::writer::{NewRow, RowTime, Writer};
-use super::{Applied, RechargeError};
+use super::{Applied, Entry, RechargeError};
 use crate::domain::input::{RechargeRequest, MAX_BALANCE};
 use crate::domain::source::{RechargeKind, TxType};
 use crate::store::ledger::{LedgerKey, NewBatch, NewPayment, UserKey};
@@ -30,6 +30,10 @@ impl Keyed for RechargeRequest {
 
     fn conflict(&self) -> RechargeError {
         RechargeError::IdempotencyConflict(self.order_id.as_str().to_owned())
+    }
+
+    fn matches_history(&self, existing: &Entry) -> bool {
+        existing.amount == self.amount.get()
     }
 
     fn store_error(e: &RechargeError) -> Option<&StoreError> {
@@ -100,7 +104,8 @@ pub async fn recharge_in(
             money_cents: cents,
             order_id: req.order_id.as_str(),
             title: req.kind.label(),
-            pay_type: req.pay_type,
+            // peewee's default: 0.
+            pay_type: req.pay_type.unwrap_or(0),
             time: w.now,
         })
         .await?;

@@ -5,10 +5,10 @@ use std::future::Future;
 use super::idempotency::{self, replay, Keyed};
 use super::rules;
 use super::writer::{NewRow, RowTime, Writer};
-use super::{Applied, RefundError};
+use super::{Applied, Entry, RefundError};
 use crate::domain::input::{RefundRequest, MAX_BALANCE};
 use crate::domain::source::{describe, SourceType, TxType, REFUND_LABEL};
-use crate::store::ledger::{LedgerKey, UserKey};
+use crate::store::ledger::{LedgerKey, NewBatch, UserKey};
 use crate::store::{Store, StoreError, WriteTx};
 
 /// Refunds in its own transaction; idempotent on the refund key.
@@ -31,6 +31,11 @@ impl Keyed for RefundRequest {
 
     fn conflict(&self) -> RefundError {
         RefundError::IdempotencyConflict(self.refund_key.as_str().to_owned())
+    }
+
+    /// Refund keys exist only on rows the gateway wrote.
+    fn matches_history(&self, _existing: &Entry) -> bool {
+        false
     }
 
     fn store_error(e: &RefundError) -> Option<&StoreError> {
@@ -80,15 +85,45 @@ pub async fn refund_in(
     }
     w.expire_due(tx).await?;
 
-    let drawn = tx.allocations(consume.id).await?;
     let returned = tx.refunded_per_batch(consume.id).await?;
-    let parts =
+    // A consume the gateway wrote has a request hash; one of the history
+    // before the cutover has none, and drew from no batch of the gateway's.
+    let history = consume.request_hash.is_none();
+    let parts = if history {
+        // Up to what it took (every legacy consume under its key: the old
+        // system charged some twice) minus every refund of it so far; the
+        // points go to a never-expiring batch of their own.
+        let (took, refunded) = tx.history_consumption(&consume).await?;
+        let refunded = refunded + returned.iter().map(|p| p.1).sum::<i64>();
+        let refundable = (took - refunded).max(0);
+        let requested = req.amount.map_or(refundable, |a| a.get());
+        if requested > refundable || requested <= 0 {
+            return Err(RefundError::ExceedsConsumed {
+                refundable,
+                requested,
+            });
+        }
+        let order = format!("restored:{}", req.refund_key.as_str());
+        let batch = tx
+            .insert_batch(&NewBatch {
+                user_id: w.user_id,
+                kind: "restored",
+                amount: requested,
+                expires_at: None,
+                order_id: &order,
+                created_at: w.now,
+            })
+            .await?;
+        vec![(batch, requested)]
+    } else {
+        let drawn = tx.allocations(consume.id).await?;
         rules::refund_plan(&drawn, &returned, req.amount.map(|a| a.get())).map_err(|e| {
             RefundError::ExceedsConsumed {
                 refundable: e.refundable,
                 requested: e.requested,
             }
-        })?;
+        })?
+    };
     let requested: i64 = parts.iter().map(|p| p.1).sum();
     // Balances are capped (the public Int); a refund into a balance near
     // the cap is refused like a recharge would be, never wrapped.
@@ -117,8 +152,11 @@ pub async fn refund_in(
     row.fields.mirror_order = Some(req.refund_key.as_str().to_owned());
     let entry = w.append(tx, row).await?;
     tx.allocate(entry.id, &parts).await?;
-    for &(batch_id, amount) in &parts {
-        w.adjust_batch(tx, batch_id, amount).await?;
+    // A restored batch was created holding its points.
+    if !history {
+        for &(batch_id, amount) in &parts {
+            w.adjust_batch(tx, batch_id, amount).await?;
+        }
     }
     // Points that landed in an already-expired batch expire again now.
     w.expire_due(tx).await?;

@@ -51,7 +51,7 @@ pub(super) struct Writer {
     /// The balance as of the last row this writer appended.
     pub balance: i64,
     pub now: DateTime<Utc>,
-    /// Whether `ts_users.balance` already holds `balance`.
+    /// Whether `gw_users.balance` already holds `balance`.
     balance_stored: bool,
     /// The user's batches, read by the lock statement when that read is
     /// known to be current; used (once) by the first
@@ -61,6 +61,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// The locked user's ledger uuid.
+    pub fn user_uuid(&self) -> uuid::Uuid {
+        self.user_uuid
+    }
+
     /// Locks the user row for the rest of the transaction and, in the same
     /// round trip, looks up the row under `probe` (see
     /// [`crate::store::ledger::LockedUser::probed`] for what its answer

@@ -33,6 +33,9 @@ pub enum TransactionTypeGql {
     Consume,
     Refund,
     Expire,
+    /// The balance carried over when the gateway adopted an existing
+    /// database (`【期初余额】`).
+    Opening,
 }
 
 impl From<TransactionTypeGql> for TxType {
@@ -42,6 +45,7 @@ impl From<TransactionTypeGql> for TxType {
             TransactionTypeGql::Consume => TxType::Consume,
             TransactionTypeGql::Refund => TxType::Refund,
             TransactionTypeGql::Expire => TxType::Expire,
+            TransactionTypeGql::Opening => TxType::Opening,
         }
     }
 }
@@ -53,6 +57,7 @@ impl From<TxType> for TransactionTypeGql {
             TxType::Consume => TransactionTypeGql::Consume,
             TxType::Refund => TransactionTypeGql::Refund,
             TxType::Expire => TransactionTypeGql::Expire,
+            TxType::Opening => TransactionTypeGql::Opening,
         }
     }
 }

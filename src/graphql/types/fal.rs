@@ -4,7 +4,7 @@ use entity::{fal_account, fal_task};
 
 use super::User;
 use crate::errors::{to_gql, GqlResult};
-use crate::graphql::context::caller;
+use crate::graphql::context::{caller, legacy_zone};
 use crate::graphql::loaders::{AccountByKeyLoader, UserLoader};
 use crate::store::read::fal::mask_key;
 
@@ -62,7 +62,7 @@ impl FalTask {
         &self.0.app_name
     }
     async fn task_type(&self) -> Option<&str> {
-        self.0.task_type.as_deref()
+        Some(self.0.task_type.as_str())
     }
     async fn status(&self) -> &str {
         &self.0.status
@@ -78,11 +78,15 @@ impl FalTask {
     async fn is_refund(&self) -> bool {
         self.0.is_refund == 1
     }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    async fn created_at(&self, ctx: &Context<'_>) -> async_graphql::Result<DateTime<Utc>> {
+        Ok(self.0.created_at.instant(legacy_zone(ctx)?))
     }
-    async fn completed_at(&self) -> Option<DateTime<Utc>> {
-        self.0.completed_at
+    async fn completed_at(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<DateTime<Utc>>> {
+        let zone = legacy_zone(ctx)?;
+        Ok(self.0.completed_at.map(|t| t.instant(zone)))
     }
     /// The pool account that ran the job (admins and services only).
     async fn account(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<FalAccount>> {

@@ -6,7 +6,7 @@ use super::{TransactionTypeGql, User};
 use crate::domain::ledger::ExpireReport;
 use crate::domain::source::TxType;
 use crate::errors::{to_gql, GqlResult, ReadError};
-use crate::graphql::context::int;
+use crate::graphql::context::{int, legacy_zone};
 use crate::graphql::loaders::UserLoader;
 
 /// One points movement: a row of the UsageDetail page.
@@ -94,13 +94,13 @@ impl PointsDetail {
         self.0.points
     }
     async fn order_id(&self) -> Option<&str> {
-        self.0.order_id.as_deref()
+        Some(self.0.order_id.as_str())
     }
     async fn title(&self) -> Option<&str> {
-        self.0.title.as_deref()
+        Some(self.0.title.as_str())
     }
     async fn source_type(&self) -> Option<&str> {
-        self.0.source_type.as_deref()
+        Some(self.0.source_type.as_str())
     }
     async fn balance_before(&self) -> i32 {
         self.0.balance_before
@@ -108,8 +108,8 @@ impl PointsDetail {
     async fn balance_after(&self) -> i32 {
         self.0.balance_after
     }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    async fn created_at(&self, ctx: &Context<'_>) -> async_graphql::Result<DateTime<Utc>> {
+        Ok(self.0.created_at.instant(legacy_zone(ctx)?))
     }
 }
 
@@ -129,20 +129,20 @@ impl FinancialTransaction {
         self.0.money
     }
     async fn order_id(&self) -> Option<&str> {
-        self.0.order_id.as_deref()
+        Some(self.0.order_id.as_str())
     }
     async fn title(&self) -> Option<&str> {
-        self.0.title.as_deref()
+        Some(self.0.title.as_str())
     }
-    async fn time(&self) -> DateTime<Utc> {
-        self.0.time
+    async fn time(&self, ctx: &Context<'_>) -> async_graphql::Result<DateTime<Utc>> {
+        Ok(self.0.time.instant(legacy_zone(ctx)?))
     }
     /// 0 recharge/refund, 1 consumption, 3 agent income.
     async fn transaction_type(&self) -> i32 {
         self.0.transaction_type
     }
     async fn pay_type(&self) -> Option<i32> {
-        self.0.pay_type
+        Some(self.0.pay_type)
     }
     async fn is_cash(&self) -> bool {
         self.0.is_cash == 1

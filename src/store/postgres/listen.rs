@@ -45,9 +45,14 @@ struct Payload {
     batch_id: Option<i64>,
     duration: Option<f64>,
     description: Option<String>,
-    refund_key: Option<String>,
-    refund_of: Option<i64>,
+    /// Whether the gateway wrote the row (its sessions' application name).
+    #[serde(default = "yes")]
+    gateway: bool,
     created_us: Option<i64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Payload {
@@ -66,8 +71,8 @@ impl Payload {
             batch_id: self.batch_id,
             duration: self.duration,
             description: self.description,
-            refund_key: self.refund_key,
-            refund_of: self.refund_of,
+            refund_key: None,
+            refund_of: None,
             request_hash: None,
             created_at: created,
             updated_at: created,
@@ -165,6 +170,16 @@ impl Listen {
                 return;
             }
         };
+        if !payload.gateway {
+            // DESIGN.md 3.11: never absorbed into balances; `verify` lists it.
+            tracing::error!(
+                id = payload.id,
+                user = ?payload.user,
+                "a ledger row was written by something other than the gateway: \
+                 not announced, and not in any balance; `points-gateway verify` reports it"
+            );
+            return;
+        }
         let Some(user_id) = payload.user else {
             tracing::error!(id = payload.id, "ledger row of an unknown user");
             return;
@@ -216,7 +231,7 @@ async fn changed_users(store: &Store, since: DateTime<Utc>) -> Result<Vec<i32>, 
     let rows = store
         .all(
             "SELECT DISTINCT u.id FROM mjk_point_transactions t \
-             JOIN ts_users u ON u.uuid = t.user_id WHERE t.created_at >= $1",
+             JOIN gw_users u ON u.uuid = t.user_id WHERE t.created_at >= $1",
             vec![since.into()],
         )
         .await?;

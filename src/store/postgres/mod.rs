@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use sea_orm::ConnectOptions;
 
-pub(super) fn connect_options(opts: &mut ConnectOptions, statement_timeout: Option<Duration>) {
+pub(super) fn connect_options(
+    opts: &mut ConnectOptions,
+    statement_timeout: Option<Duration>,
+    legacy_zone: chrono_tz::Tz,
+) {
     if let Some(t) = statement_timeout {
         opts.statement_timeout(t);
     }
@@ -18,7 +22,32 @@ pub(super) fn connect_options(opts: &mut ConnectOptions, statement_timeout: Opti
     // an index path that does not depend on the values bound. Profiling the
     // consume path showed PostgreSQL re-planning them on every execution
     // (custom plans) for a fifth of its CPU.
-    opts.map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_generic_plan")]));
+    //
+    // `application_name` tells the ledger's trigger which rows the gateway
+    // wrote (DESIGN.md: a row written by anything else is reported).
+    opts.map_sqlx_postgres_opts(|o| {
+        o.options([("plan_cache_mode", "force_generic_plan")])
+            .application_name(super::APPLICATION_NAME)
+    });
+    // The session's zone is the ts platform's: PostgreSQL then converts
+    // between its naive `timestamp` columns and instants (comparisons,
+    // inserts into a column an adopter widened to `timestamptz`) in that
+    // zone. sqlx sends `TimeZone=UTC` at startup, after any `options`, so
+    // it is set once each connection is made. Instants travel in binary
+    // and do not depend on it. A `chrono_tz` name is letters, digits and
+    // `/_+-` only: safe to quote.
+    let set_zone = format!("SET TIME ZONE '{}'", legacy_zone.name());
+    opts.map_sqlx_postgres_pool_opts(move |p| {
+        let set_zone = set_zone.clone();
+        p.after_connect(move |conn, _meta| {
+            let set_zone = set_zone.clone();
+            Box::pin(async move {
+                use sea_orm::sqlx::Executor;
+                conn.execute(sea_orm::sqlx::AssertSqlSafe(set_zone)).await?;
+                Ok(())
+            })
+        })
+    });
 }
 
 /// One connection, made and closed, so that an unreachable or refusing

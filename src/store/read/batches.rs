@@ -14,7 +14,7 @@ pub async fn users_with_due(
 ) -> Result<Vec<i32>, StoreError> {
     let rows = store
         .all(
-            "SELECT DISTINCT user_id FROM mjk_point_batches \
+            "SELECT DISTINCT user_id FROM gw_point_batches \
              WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $1 AND user_id > $2 \
              ORDER BY user_id LIMIT $3",
             vec![now.into(), after.into(), limit.into()],

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use entity::fal_account;
+use entity::legacy_time::LocalTime;
 
 use crate::store::{Engine, Store, StoreError};
 use sea_orm::{
@@ -69,9 +70,11 @@ pub async fn account_costs(
         return Ok(Vec::new());
     }
 
+    // The ts platform's times are naive local time.
+    let zone = store.legacy_zone();
     let mut values: Vec<Value> = vec![
-        crate::time::truncate_micros(from).into(),
-        crate::time::truncate_micros(to).into(),
+        LocalTime::of(crate::time::truncate_micros(from), zone).into(),
+        LocalTime::of(crate::time::truncate_micros(to), zone).into(),
     ];
     let key_filter = match account_ids {
         None => String::new(),
@@ -91,6 +94,13 @@ pub async fn account_costs(
         Engine::Sqlite => "ts_fal_tasks t INDEXED BY ix_fal_tasks_cost_cover",
         Engine::Postgres => "ts_fal_tasks t",
     };
+    // `cost_money` is `real` (peewee `FloatField`) on PostgreSQL: summed
+    // as written (1.4, not 1.39999997615814) through `numeric`, which keeps
+    // a float4's six significant digits. SQLite's REAL is a double.
+    let cost = match store.engine() {
+        Engine::Postgres => "SUM(CAST(CAST(t.cost_money AS NUMERIC) AS DOUBLE PRECISION))",
+        Engine::Sqlite => "SUM(t.cost_money)",
+    };
     // The window's tasks, aggregated from the covering index alone.
     // `flagged` is the money of tasks marked refunded; the exact refunded
     // points come from the ledger where it has refund rows (below).
@@ -102,7 +112,7 @@ pub async fn account_costs(
            CAST(SUM(CASE WHEN t.is_refund = 1 THEN 1 ELSE 0 END) AS BIGINT) AS refunded, \
            CAST(SUM(t.money) AS BIGINT) AS charged, \
            CAST(SUM(CASE WHEN t.is_refund = 1 THEN t.money ELSE 0 END) AS BIGINT) AS flagged, \
-           SUM(t.cost_money) AS cost \
+           {cost} AS cost \
          FROM {tasks_from} \
          WHERE t.created_at >= $1 AND t.created_at < $2{key_filter} \
          GROUP BY t.api_key, t.app_name"

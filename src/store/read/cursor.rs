@@ -67,11 +67,37 @@ impl Page {
         created: impl ColumnTrait,
         id: impl ColumnTrait,
     ) -> Select<E> {
+        self.apply_with(sel, created, id, |t| t.into())
+    }
+
+    /// [`Page::apply`] on a ts platform table, whose times are naive local
+    /// time in `zone`.
+    pub fn apply_local<E: EntityTrait>(
+        &self,
+        sel: Select<E>,
+        zone: chrono_tz::Tz,
+        created: impl ColumnTrait,
+        id: impl ColumnTrait,
+    ) -> Select<E> {
+        self.apply_with(sel, created, id, |t| {
+            entity::legacy_time::LocalTime::of(t, zone).into()
+        })
+    }
+
+    fn apply_with<E: EntityTrait>(
+        &self,
+        sel: Select<E>,
+        created: impl ColumnTrait,
+        id: impl ColumnTrait,
+        value: impl Fn(DateTime<Utc>) -> sea_orm::Value,
+    ) -> Select<E> {
         let sel = match self.after {
             Some(c) => sel.filter(
-                Condition::any()
-                    .add(created.lt(c.at))
-                    .add(Condition::all().add(created.eq(c.at)).add(id.lt(c.id))),
+                Condition::any().add(created.lt(value(c.at))).add(
+                    Condition::all()
+                        .add(created.eq(value(c.at)))
+                        .add(id.lt(c.id)),
+                ),
             ),
             None => sel,
         };

@@ -23,7 +23,8 @@ pub struct TaskFilter {
 }
 
 impl TaskFilter {
-    fn select(&self) -> Select<fal_task::Entity> {
+    fn select(&self, zone: chrono_tz::Tz) -> Select<fal_task::Entity> {
+        let local = |t| entity::legacy_time::LocalTime::of(crate::time::truncate_micros(t), zone);
         let mut cond = Condition::all();
         if let Some(u) = self.user_id {
             cond = cond.add(fal_task::Column::UserId.eq(u));
@@ -47,10 +48,10 @@ impl TaskFilter {
             cond = cond.add(fal_task::Column::AppName.eq(a.as_str()));
         }
         if let Some(from) = self.from {
-            cond = cond.add(fal_task::Column::CreatedAt.gte(crate::time::truncate_micros(from)));
+            cond = cond.add(fal_task::Column::CreatedAt.gte(local(from)));
         }
         if let Some(to) = self.to {
-            cond = cond.add(fal_task::Column::CreatedAt.lt(crate::time::truncate_micros(to)));
+            cond = cond.add(fal_task::Column::CreatedAt.lt(local(to)));
         }
         if let Some(r) = self.refunded {
             cond = cond.add(fal_task::Column::IsRefund.eq(if r { 1 } else { 0 }));
@@ -86,8 +87,9 @@ pub async fn task_page(
     page: &Page,
 ) -> Result<(Vec<fal_task::Model>, bool), StoreError> {
     let rows = page
-        .apply(
-            without_params(filter.select()),
+        .apply_local(
+            without_params(filter.select(store.legacy_zone())),
+            store.legacy_zone(),
             fal_task::Column::CreatedAt,
             fal_task::Column::Id,
         )
@@ -97,7 +99,10 @@ pub async fn task_page(
 }
 
 pub async fn task_count(store: &Store, filter: &TaskFilter) -> Result<u64, StoreError> {
-    Ok(filter.select().count(store.conn()).await?)
+    Ok(filter
+        .select(store.legacy_zone())
+        .count(store.conn())
+        .await?)
 }
 
 /// The fal accounts holding `keys` (dataloader batches).

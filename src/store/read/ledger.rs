@@ -112,7 +112,12 @@ pub async fn statement_page(
 ) -> Result<(Vec<pd::Model>, bool), StoreError> {
     let sel = pd::Entity::find().filter(pd::Column::UserId.eq(user_id));
     let rows = page
-        .apply(sel, pd::Column::CreatedAt, pd::Column::Id)
+        .apply_local(
+            sel,
+            store.legacy_zone(),
+            pd::Column::CreatedAt,
+            pd::Column::Id,
+        )
         .all(store.conn())
         .await?;
     Ok(page.finish(rows))
@@ -133,7 +138,7 @@ pub async fn financial_page(
 ) -> Result<(Vec<fin::Model>, bool), StoreError> {
     let sel = fin::Entity::find().filter(fin::Column::UserId.eq(user_id));
     let rows = page
-        .apply(sel, fin::Column::Time, fin::Column::Id)
+        .apply_local(sel, store.legacy_zone(), fin::Column::Time, fin::Column::Id)
         .all(store.conn())
         .await?;
     Ok(page.finish(rows))

@@ -111,7 +111,7 @@ pub async fn due_points(
     let rows = store
         .all(
             format!(
-                "SELECT user_id, CAST(SUM(remaining) AS BIGINT) AS due FROM mjk_point_batches \
+                "SELECT user_id, CAST(SUM(remaining) AS BIGINT) AS due FROM gw_point_batches \
                  WHERE user_id IN ({}) AND remaining > 0 AND expires_at IS NOT NULL \
                  AND expires_at <= $1 GROUP BY user_id",
                 placeholders.join(", ")
@@ -164,7 +164,7 @@ pub async fn balance_marks(store: &Store, ids: &[i32]) -> Result<Vec<BalanceMark
     let sql = format!(
         "SELECT u.id, u.balance, COALESCE((SELECT t.id FROM mjk_point_transactions t \
            WHERE t.user_id = u.uuid ORDER BY t.created_at DESC, t.id DESC LIMIT 1), 0) AS last_id \
-         FROM ts_users u WHERE u.id IN ({}) ORDER BY u.id",
+         FROM gw_users u WHERE u.id IN ({}) ORDER BY u.id",
         placeholders.join(", ")
     );
     let rows = store

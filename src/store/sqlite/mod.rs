@@ -38,6 +38,6 @@ pub(super) fn lock_user_sql(column: &str, key: usize, probe_sql: &str) -> String
     let last_at = super::ledger::LAST_AT_SQL.replace("{uuid}", "u.uuid");
     format!(
         "SELECT u.id, u.uuid, u.balance, {last_at} AS last_at{probe_sql} \
-         FROM ts_users u WHERE u.{column} = ${key}"
+         FROM gw_users u WHERE u.{column} = ${key}"
     )
 }

@@ -1,0 +1,144 @@
+//! Where a database stands towards the gateway (fresh, adopted, or holding
+//! the platforms' tables without an adoption), and the SQL of `adopt`.
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+use super::StoreError;
+
+/// The five tables of the seeds, which the platforms own.
+pub const SEED_TABLES: [&str; 5] = [
+    "mjk_point_transactions",
+    "ts_points_detail",
+    "ts_financial_transactions",
+    "ts_fal_account",
+    "ts_fal_tasks",
+];
+
+/// The gateway's own tables.
+pub const OWN_TABLES: [&str; 5] = [
+    "gw_users",
+    "gw_point_batches",
+    "gw_entries",
+    "gw_point_allocations",
+    "gw_adoption",
+];
+
+/// What a database is, before `migrate` or `adopt` touch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// None of the seed tables nor the gateway's: `migrate` makes them all.
+    Empty,
+    /// The gateway's tables with their adoption record.
+    Adopted,
+    /// Seed tables (`found`) but no adoption record: `adopt` first.
+    Unadopted { found: Vec<String> },
+    /// A table the gateway wants exists and is not the gateway's.
+    Collision { tables: Vec<String> },
+}
+
+impl Standing {
+    /// Why the gateway may not use this database as it is (`None`: it
+    /// may). `migrating`: an empty database is fine, `migrate` makes it.
+    pub fn refusal(&self, migrating: bool) -> Option<String> {
+        match self {
+            Standing::Adopted => None,
+            Standing::Empty if migrating => None,
+            Standing::Empty => Some(
+                "this database has none of the gateway's tables: run `points-gateway migrate` \
+                 (or `serve`, which migrates)"
+                    .to_owned(),
+            ),
+            Standing::Unadopted { found } => Some(format!(
+                "this database already holds the platforms' tables ({}) and was never adopted: \
+                 run `points-gateway adopt` for a report of what the gateway would do, then \
+                 `points-gateway adopt --apply`",
+                found.join(", ")
+            )),
+            Standing::Collision { tables } => Some(format!(
+                "table(s) {} already exist but were not made by the gateway (no adoption \
+                 record): the gateway will not write into tables it does not know",
+                tables.join(", ")
+            )),
+        }
+    }
+}
+
+/// The tables among `names` that exist (in the connection's schema).
+pub async fn existing_tables<C: ConnectionTrait>(
+    conn: &C,
+    names: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    let backend = conn.get_database_backend();
+    let list = names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = match backend {
+        DbBackend::Postgres => format!(
+            "SELECT table_name::text AS name FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name IN ({list}) ORDER BY 1"
+        ),
+        _ => format!(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({list}) ORDER BY 1"
+        ),
+    };
+    let rows = conn
+        .query_all_raw(Statement::from_string(backend, sql))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "name"))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Where the database stands.
+pub async fn standing<C: ConnectionTrait>(conn: &C) -> Result<Standing, StoreError> {
+    let own = existing_tables(conn, &OWN_TABLES).await?;
+    if own.iter().any(|t| t == "gw_adoption") && adoption_row(conn).await?.is_some() {
+        return Ok(Standing::Adopted);
+    }
+    if !own.is_empty() {
+        return Ok(Standing::Collision { tables: own });
+    }
+    let seed = existing_tables(conn, &SEED_TABLES).await?;
+    if seed.is_empty() {
+        Ok(Standing::Empty)
+    } else {
+        Ok(Standing::Unadopted { found: seed })
+    }
+}
+
+/// The adoption record: `(kind, ledger_cutover_id)`.
+pub async fn adoption_row<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let backend = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT kind, ledger_cutover_id FROM gw_adoption ORDER BY id LIMIT 1",
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => Some((r.try_get("", "kind")?, r.try_get("", "ledger_cutover_id")?)),
+        None => None,
+    })
+}
+
+/// On a database `migrate` just made, the record that nothing came before
+/// (cutover at ledger id 0). Nothing when a record exists.
+pub async fn record_fresh<C: ConnectionTrait>(conn: &C) -> Result<(), StoreError> {
+    if adoption_row(conn).await?.is_some() {
+        return Ok(());
+    }
+    let backend = conn.get_database_backend();
+    conn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        "INSERT INTO gw_adoption (kind, cutover_at, ledger_cutover_id, detail_cutover_id, \
+           opening_balance, users, report) VALUES ('fresh', $1, 0, 0, NULL, 0, NULL)",
+        vec![chrono::Utc::now().into()],
+    ))
+    .await?;
+    Ok(())
+}

@@ -9,6 +9,14 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
   # shellcheck source=scripts/pg-throwaway.sh
   source scripts/pg-throwaway.sh
 fi
+# The legacy systems' own ORMs (SQLAlchemy + Alembic, peewee) from PyPI: the
+# adoption tests build the platforms' databases with them.
+venv=.venv-legacy
+if ! "$venv/bin/python" -c 'import sqlalchemy, alembic, psycopg2, peewee' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/legacy/requirements.txt
+fi
+export LEGACY_PYTHON="$PWD/$venv/bin/python"
 log=$(mktemp)
 status=0
 # The benchmark tool's generator is tested by running its binary (its own

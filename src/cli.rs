@@ -1,5 +1,5 @@
 //! The `points-gateway` command line: `serve` (default), `migrate`, `token`,
-//! `schema`, `verify`, `seed-demo`.
+//! `schema`, `verify`, `adopt`, `seed-demo`.
 
 use std::process::ExitCode;
 
@@ -45,6 +45,19 @@ pub enum Command {
     Schema,
     /// Check every ledger invariant; exit 1 if any is violated.
     Verify,
+    /// Take over a database the platforms already run: by default a dry run
+    /// that changes nothing and reports what it found and would do.
+    Adopt {
+        /// Carry the plan out, in one transaction.
+        #[arg(long)]
+        apply: bool,
+        /// CSV of `ts_user_id,mjk_user_uuid`: people known to both systems.
+        #[arg(long, value_name = "FILE")]
+        user_map: Option<std::path::PathBuf>,
+        /// Which balance each adopted user opens with (required by --apply).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["ledger", "platform", "sum"]))]
+        opening_balance: Option<String>,
+    },
     /// Fill the database with realistic demo data (applies migrations).
     SeedDemo {
         #[arg(long, default_value_t = 300)]
@@ -148,9 +161,15 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             if checked.cutover > 0 {
                 println!(
                     "history up to ledger row {} was written before the gateway took over: \
-                     not checked (see `points-gateway adopt` for its anomalies)",
+                     its anomalies, as information (not violations):",
                     checked.cutover
                 );
+                let history = crate::store::adopt::history_anomalies(store.connection())
+                    .await
+                    .context("verify could not read the history")?;
+                for a in history.iter().filter(|a| a.count > 0) {
+                    println!("  [history] {}: {}", a.kind, a.count);
+                }
             }
             println!(
                 "checked {} users, {} ledger rows, {} batches: {} violation(s)",
@@ -160,6 +179,32 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
                 violations.len()
             );
             Ok(if violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Adopt {
+            apply,
+            user_map,
+            opening_balance,
+        } => {
+            let store = connect(&settings, 2).await?;
+            let opening = opening_balance
+                .map(|o| o.parse::<crate::domain::adopt::OpeningBalance>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let outcome = crate::adopt::adopt(
+                &store,
+                &crate::adopt::AdoptOptions {
+                    apply,
+                    user_map,
+                    opening,
+                },
+            )
+            .await?;
+            print!("{}", outcome.text);
+            Ok(if outcome.ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

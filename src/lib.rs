@@ -1,5 +1,6 @@
 //! The points gateway: a GraphQL API over a points billing database.
 
+pub mod adopt;
 pub mod auth;
 pub mod cli;
 pub mod config;

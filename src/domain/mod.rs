@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP or GraphQL; the transport layers parse
 //! input into these types, call the operations, and map the errors by code.
 
+pub mod adopt;
 pub mod input;
 pub mod ledger;
 pub mod source;

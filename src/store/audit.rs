@@ -105,12 +105,18 @@ pub async fn batches(store: &Store) -> Result<Vec<BatchFigures>, StoreError> {
         .rows(
             // Pre-aggregated and joined, not correlated per batch: linear in
             // the ledger's size (there is no index on the ledger's batch_id).
+            // A `restored` batch is created holding what the refund of a
+            // consume from before the cutover returned: that refund's
+            // allocation is its amount, not a movement on top of it.
             "SELECT b.id AS id, b.amount AS amount, b.remaining AS remaining, \
              CAST(COALESCE(m.moved, 0) AS BIGINT) AS moved, CAST(COALESCE(x.expired, 0) AS BIGINT) AS expired \
              FROM gw_point_batches b \
              LEFT JOIN (SELECT a.batch_id AS batch_id, \
                                SUM(CASE WHEN t.type = 'consume' THEN -a.amount ELSE a.amount END) AS moved \
                         FROM gw_point_allocations a JOIN gw_entries t ON t.ledger_id = a.entry_id \
+                        JOIN gw_point_batches ab ON ab.id = a.batch_id \
+                        WHERE NOT (ab.kind = 'restored' AND t.type = 'refund' \
+                                   AND ab.order_id = 'restored:' || t.refund_key) \
                         GROUP BY a.batch_id) m ON m.batch_id = b.id \
              LEFT JOIN (SELECT t.batch_id AS batch_id, SUM(t.amount) AS expired \
                         FROM mjk_point_transactions t JOIN gw_entries g ON g.ledger_id = t.id \

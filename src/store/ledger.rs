@@ -210,6 +210,10 @@ impl WriteTx {
         &self.txn
     }
 
+    pub(super) fn engine(&self) -> Engine {
+        self.engine
+    }
+
     /// Locks the user row for the rest of the transaction and, in the same
     /// round trip, looks `probe` up; `None` when the user does not exist.
     pub async fn lock_user(

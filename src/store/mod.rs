@@ -320,6 +320,11 @@ impl Store {
     }
 }
 
+/// Where the store is connected, without credentials.
+pub fn describe_store(store: &Store) -> String {
+    describe(&store.url)
+}
+
 /// Where a database URL points, without credentials or options:
 /// `postgres://host:port/db`, or the SQLite file.
 pub fn describe(url: &str) -> String {

@@ -76,6 +76,32 @@ async fn migrate_refuses_a_platform_database_that_was_never_adopted() {
     assert_eq!(sqlite_tables(&url).await, before);
 }
 
+/// A table under a name the gateway wants, not made by it (the mjk system
+/// has tables of its own): refused by name, never written into.
+#[tokio::test]
+async fn a_table_under_a_gateway_name_is_never_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("other.sqlite").display()
+    );
+    exec(
+        &url,
+        "CREATE TABLE gw_point_batches (id INTEGER PRIMARY KEY, whatever TEXT)",
+    )
+    .await;
+    let before = sqlite_tables(&url).await;
+    for args in [
+        &["migrate"][..],
+        &["adopt", "--apply", "--opening-balance", "ledger"][..],
+    ] {
+        let o = gateway(args, &url);
+        assert!(!o.status.success(), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("gw_point_batches"), "{}", text(&o));
+    }
+    assert_eq!(sqlite_tables(&url).await, before);
+}
+
 /// SQLite: a migration that fails half-way leaves the file as it was, and
 /// the next attempt, once the cause is gone, succeeds.
 #[tokio::test]

@@ -5,6 +5,7 @@
 #[macro_use]
 mod helpers;
 
+mod adopt;
 mod auth;
 mod availability;
 mod bench_gen;

@@ -155,8 +155,18 @@ async fn a_slow_subscriber_blocks_no_one(app: TestApp) {
     fast.subscribe("fast", BALANCE_CHANGED, json!({})).await;
     app.wait_subscriptions(SLOW_OPS + 1).await;
 
-    // 400 consumes from 8 tasks while `slow` reads nothing.
+    // 400 consumes from 8 tasks while `slow` reads nothing and `fast`
+    // keeps reading, as a client that keeps up does.
     const N: i64 = 400;
+    let reader = tokio::spawn(async move {
+        let mut balance = 1_000_000;
+        for _ in 0..N {
+            let ev = fast.change().await;
+            check(&ev, u, "CONSUME", -1, balance);
+            balance -= 1;
+        }
+        fast
+    });
     let app = Arc::new(app);
     let tasks: Vec<_> = (0..8)
         .map(|t| {
@@ -175,12 +185,8 @@ async fn a_slow_subscriber_blocks_no_one(app: TestApp) {
         t.await.unwrap();
     }
     // The fast subscriber got every change, in chain order.
-    let mut balance = 1_000_000;
-    for _ in 0..N {
-        let ev = fast.change().await;
-        check(&ev, u, "CONSUME", -1, balance);
-        balance -= 1;
-    }
+    let _fast = reader.await.unwrap();
+    let balance = 1_000_000 - N;
     // The slow one now reads: per operation a consistent history, where
     // any gap is bridged by a resync carrying the balance to continue from.
     let mut last: std::collections::HashMap<String, i64> = Default::default();

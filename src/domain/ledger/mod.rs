@@ -11,6 +11,7 @@ mod consume;
 mod errors;
 mod expire;
 mod idempotency;
+pub mod opening;
 mod recharge;
 mod refund;
 pub mod rules;

@@ -1,9 +1,74 @@
 //! Where a database stands towards the gateway (fresh, adopted, or holding
-//! the platforms' tables without an adoption), and the SQL of `adopt`.
+//! the platforms' tables without an adoption), and the SQL of `adopt`: what
+//! it reads ([`inventory`]) and what it writes ([`apply`]).
+
+mod apply;
+mod inventory;
+
+pub use apply::{
+    adoption_summary, begin, insert_users, install, inventory_in, record, standing_in,
+};
+pub use inventory::{history_anomalies, inventory};
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use uuid::Uuid;
 
 use super::StoreError;
+
+/// A seed table as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFound {
+    pub name: &'static str,
+    pub rows: Option<i64>,
+    /// Differences from what the seeds' ORMs create, each with whether the
+    /// gateway can work with it.
+    pub differences: Vec<Difference>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub column: String,
+    pub found: String,
+    pub expected: String,
+    pub blocks: bool,
+    pub note: &'static str,
+}
+
+/// An irregularity of the legacy data: reported, never repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    pub kind: &'static str,
+    pub count: i64,
+    pub examples: Vec<String>,
+}
+
+/// Everything `adopt` reads before deciding.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub tables: Vec<TableFound>,
+    /// Whether `ts_users` exists (only its `id` is read).
+    pub ts_users_table: bool,
+    /// The ts platform's users: `ts_users.id`, or without that table the
+    /// user ids its tables name.
+    pub ts_users: Vec<i32>,
+    /// Every mjk ledger user with their last `balance_after` (id order).
+    pub ledger_users: Vec<(Uuid, i64)>,
+    /// The ts platform's balance per user: the last `balance_after` of
+    /// their `ts_points_detail` statement.
+    pub platform_balances: Vec<(i32, i64)>,
+    /// The history's last ledger id and `ts_points_detail` id.
+    pub ledger_max_id: i64,
+    pub detail_max_id: i64,
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// A user `adopt` creates.
+#[derive(Debug, Clone)]
+pub struct AdoptedUser {
+    pub id: i32,
+    pub uuid: Uuid,
+    pub name: String,
+}
 
 /// The five tables of the seeds, which the platforms own.
 pub const SEED_TABLES: [&str; 5] = [

@@ -1,0 +1,183 @@
+//! `points-gateway adopt`: the dry run's report, and `--apply`, which
+//! carries the plan out in one transaction. The decisions are the domain's
+//! ([`crate::domain::adopt`]); the reads and writes the store's.
+
+use std::path::PathBuf;
+
+use crate::domain::adopt::plan::FIRST_GATEWAY_ID;
+use crate::domain::adopt::report::{render, Additions};
+use crate::domain::adopt::{OpeningBalance, UserMap};
+use crate::domain::ledger::opening;
+use crate::store::adopt::{self as sa, Standing, OWN_TABLES, SEED_TABLES};
+use crate::store::{Engine, Store};
+
+#[derive(Debug, Clone)]
+pub struct AdoptOptions {
+    pub apply: bool,
+    pub user_map: Option<PathBuf>,
+    pub opening: Option<OpeningBalance>,
+}
+
+/// What happened: the text to print, and whether it succeeded.
+pub struct Outcome {
+    pub text: String,
+    pub ok: bool,
+}
+
+const SEED_INDEXES: &[&str] = &[
+    "ix_ledger_user_created",
+    "ix_ledger_source",
+    "ix_ledger_fal_refunds",
+    "ix_points_detail_user",
+    "ix_fin_user_time",
+    "ix_fal_tasks_key_created",
+    "ix_fal_tasks_user_created",
+    "ix_fal_tasks_created",
+    "ix_fal_tasks_cost_cover",
+];
+
+pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome> {
+    let map = match &opts.user_map {
+        None => UserMap::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the user map {}: {e}", path.display()))?;
+            match UserMap::parse(&text) {
+                Ok(m) => m,
+                Err(errors) => {
+                    return Ok(Outcome {
+                        text: format!(
+                            "the user map {} cannot be used; nothing was changed:\n  - {}\n",
+                            path.display(),
+                            errors.join("\n  - ")
+                        ),
+                        ok: false,
+                    })
+                }
+            }
+        }
+    };
+    if opts.apply && opts.opening.is_none() {
+        return Ok(Outcome {
+            text: "--apply needs --opening-balance ledger|platform|sum: which balance each user \
+                   keeps is a decision about money, not a default (the dry run shows each \
+                   choice's total); nothing was changed\n"
+                .to_owned(),
+            ok: false,
+        });
+    }
+    let mut tx = sa::begin(store).await?;
+    match sa::standing_in(&tx).await? {
+        Standing::Unadopted { .. } => {}
+        Standing::Adopted => {
+            tx.rollback().await?;
+            let text =
+                match sa::adoption_summary(store).await? {
+                    Some((kind, at, cutover, policy)) => format!(
+                    "already {} at {at} (history up to ledger row {cutover}{}): nothing to do\n",
+                    if kind == "fresh" { "made by the gateway" } else { "adopted" },
+                    policy.map(|p| format!(", opening balances from {p}")).unwrap_or_default()
+                ),
+                    None => "already adopted: nothing to do\n".to_owned(),
+                };
+            return Ok(Outcome { text, ok: true });
+        }
+        Standing::Empty => {
+            tx.rollback().await?;
+            return Ok(Outcome {
+                text: "none of the platforms' tables is here: nothing to adopt \
+                       (`points-gateway migrate` makes a fresh database)\n"
+                    .to_owned(),
+                ok: false,
+            });
+        }
+        s @ Standing::Collision { .. } => {
+            tx.rollback().await?;
+            return Ok(Outcome {
+                text: format!(
+                    "{}; nothing was changed\n",
+                    s.refusal(false).unwrap_or_default()
+                ),
+                ok: false,
+            });
+        }
+    }
+    let inv = sa::inventory_in(&tx, opts.apply).await?;
+    let adds = Additions {
+        tables: &OWN_TABLES,
+        seed_indexes: SEED_INDEXES,
+        trigger: match store.engine() {
+            Engine::Postgres => Some(
+                "points_ledger_notify on mjk_point_transactions (balance events across instances)",
+            ),
+            Engine::Sqlite => None,
+        },
+        missing_seed_tables: SEED_TABLES
+            .into_iter()
+            .filter(|t| inv.tables.iter().any(|f| f.name == *t && f.rows.is_none()))
+            .collect(),
+    };
+    let title = format!(
+        "points-gateway adopt{} - {} (legacy time zone {})",
+        if opts.apply {
+            " --apply"
+        } else {
+            " (dry run: nothing is changed)"
+        },
+        crate::store::describe_store(store),
+        store.legacy_zone().name()
+    );
+    let (report, verdict) = render(&title, &inv, &map, opts.opening, &adds);
+    let plan = match verdict {
+        Ok(p) if opts.apply => p,
+        Ok(_) => {
+            tx.rollback().await?;
+            let hint =
+                "\nTo adopt: points-gateway adopt --apply --opening-balance ledger|platform|sum \
+                        [--user-map FILE]\n";
+            return Ok(Outcome {
+                text: format!("{report}{hint}"),
+                ok: true,
+            });
+        }
+        Err(_) => {
+            tx.rollback().await?;
+            return Ok(Outcome {
+                text: report,
+                ok: false,
+            });
+        }
+    };
+    sa::install(&tx).await?;
+    let users: Vec<sa::AdoptedUser> = plan
+        .users
+        .iter()
+        .map(|u| sa::AdoptedUser {
+            id: u.id,
+            uuid: u.uuid,
+            name: u.name.clone(),
+        })
+        .collect();
+    sa::insert_users(&tx, &users, FIRST_GATEWAY_ID).await?;
+    let mut opened = 0usize;
+    for u in &plan.users {
+        if opening::open(&mut tx, u.id, u.opening, &u.note)
+            .await?
+            .is_some()
+        {
+            opened += 1;
+        }
+    }
+    sa::record(&tx, &inv, plan.policy.as_str(), plan.users.len(), &report).await?;
+    tx.commit().await?;
+    Ok(Outcome {
+        text: format!(
+            "{report}\nAdopted: {} users, {opened} opening rows, {} points; history up to ledger row {} \
+             is kept as it was. `points-gateway verify` checks everything from here on.\n",
+            plan.users.len(),
+            plan.total_opening,
+            inv.ledger_max_id
+        ),
+        ok: true,
+    })
+}

@@ -1,0 +1,598 @@
+//! Adopting the databases the platforms already run, built the way they
+//! build them: the mjk ledger by SQLAlchemy + Alembic, the ts platform by
+//! peewee (`tests/legacy/`, their real ORMs from PyPI in the virtual
+//! environment `scripts/test.sh` makes; `LEGACY_PYTHON` names its python).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sea_orm::{ConnectionTrait, Database, Statement};
+use serde_json::{json, Value};
+
+use crate::helpers::{code, data, spawn_on, TestApp};
+
+fn python() -> PathBuf {
+    PathBuf::from(std::env::var("LEGACY_PYTHON").expect(
+        "LEGACY_PYTHON must name a python with sqlalchemy, alembic, psycopg2 and peewee \
+         (scripts/test.sh makes .venv-legacy)",
+    ))
+}
+
+fn legacy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/legacy")
+}
+
+fn ok(o: Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{what} failed:\n{text}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn py(args: &[&str]) -> Command {
+    let mut c = Command::new(python());
+    c.args(args).current_dir(legacy_dir());
+    c
+}
+
+fn checksum(url: &str) -> String {
+    ok(py(&["checksum.py", url]).output().unwrap(), "checksum")
+        .trim()
+        .to_owned()
+}
+
+fn gateway(url: &str, args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_points-gateway"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("GATEWAY_JWT_SECRET", "x".repeat(32))
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+async fn one<T: sea_orm::TryGetable>(url: &str, sql: &str) -> T {
+    let db = Database::connect(url).await.unwrap();
+    let r = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    r.try_get_by_index::<T>(0).unwrap()
+}
+
+/// The dry run reports and changes nothing; `--apply` refuses without an
+/// opening policy; then it applies, and a second run changes nothing.
+fn adopt_in_steps(url: &str, legacy_url: &str, dry: &[&str], apply: &[&str], expect: &[&str]) {
+    let before = checksum(legacy_url);
+    let mut args = vec!["adopt"];
+    args.extend_from_slice(dry);
+    let (success, report) = gateway(url, &args);
+    assert!(success, "{report}");
+    for e in expect {
+        assert!(report.contains(e), "dry run lacks {e:?}:\n{report}");
+    }
+    assert!(!report.contains("Cannot proceed"), "{report}");
+    assert_eq!(
+        checksum(legacy_url),
+        before,
+        "the dry run changed the database"
+    );
+    // `serve`/`migrate` refuse until it is adopted, and change nothing.
+    let (success, out) = gateway(url, &["migrate"]);
+    assert!(!success && out.contains("adopt"), "{out}");
+    let (success, out) = gateway(url, &["adopt", "--apply"]);
+    assert!(!success && out.contains("--opening-balance"), "{out}");
+    assert_eq!(checksum(legacy_url), before);
+
+    let mut args = vec!["adopt", "--apply"];
+    args.extend_from_slice(apply);
+    let (success, out) = gateway(url, &args);
+    assert!(success, "{out}");
+    assert!(out.contains("Adopted:"), "{out}");
+    let after = checksum(legacy_url);
+    assert_ne!(after, before);
+    let (success, out) = gateway(url, &args);
+    assert!(success && out.contains("nothing to do"), "{out}");
+    assert_eq!(
+        checksum(legacy_url),
+        after,
+        "a second --apply changed something"
+    );
+}
+
+async fn usage(app: &TestApp, user: i32) -> Vec<Value> {
+    let r = app
+        .gql(
+            &app.admin,
+            "query($u: Int) { usageDetails(userId: $u, first: 100) { nodes { id type amount change \
+             balanceAfter description sourceType sourceId createdAt } } }",
+            json!({ "u": user }),
+        )
+        .await;
+    data(&r, "usageDetails")["nodes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn a_postgres_database_of_both_legacy_systems_is_adopted_and_lives_on() {
+    let url = crate::helpers::fresh_postgres_url().await;
+    let pg = url.replacen("postgres://", "postgresql://", 1);
+    let psycopg = url.replacen("postgres://", "postgresql+psycopg2://", 1);
+    // Built by their own ORMs: Alembic's history for the ledger, then the data.
+    ok(
+        py(&["-m", "alembic", "upgrade", "head"])
+            .current_dir(legacy_dir().join("mjk"))
+            .env("MJK_DB_URL", &psycopg)
+            .output()
+            .unwrap(),
+        "alembic upgrade",
+    );
+    ok(
+        py(&["fill.py", "--create-ts", "--ts", &pg, "--mjk", &psycopg])
+            .output()
+            .unwrap(),
+        "fill.py",
+    );
+    // A job the old code charged twice (no idempotency there).
+    let retried = ok(
+        py(&["mjk_retry.py", &psycopg]).output().unwrap(),
+        "mjk_retry.py",
+    );
+    let dup_sid = retried.split_whitespace().nth(1).unwrap().to_owned();
+    // Join ts user 1 with the mjk user of the ledger's first row.
+    let mjk_uuid: uuid::Uuid = one(
+        &url,
+        "SELECT user_id FROM mjk_point_transactions ORDER BY id LIMIT 1",
+    )
+    .await;
+    let ledger_last: i32 = one(
+        &url,
+        &format!(
+            "SELECT balance_after FROM mjk_point_transactions WHERE user_id = '{mjk_uuid}' \
+             ORDER BY id DESC LIMIT 1"
+        ),
+    )
+    .await;
+    let platform_last: i32 = one(
+        &url,
+        "SELECT balance_after FROM ts_points_detail WHERE user_id = 1 ORDER BY id DESC LIMIT 1",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("users.csv");
+    std::fs::write(&map, format!("ts_user_id,mjk_user_uuid\n1,{mjk_uuid}\n")).unwrap();
+    let cutover: i64 = one(&url, "SELECT MAX(id) FROM mjk_point_transactions").await;
+
+    let map_arg = map.to_str().unwrap().to_owned();
+    adopt_in_steps(
+        &url,
+        &pg,
+        &["--user-map", &map_arg],
+        &["--opening-balance", "sum", "--user-map", &map_arg],
+        &[
+            "jobs charged more than once under one (source_type, source_id): 2",
+            &format!("script:{dup_sid} charged 2 times"),
+            "ledger rows with an amount that is not positive: 1",
+            "tts or video consumes without a duration",
+            "users whose two balances disagree (mjk ledger vs ts platform): 1",
+            "joined by --user-map: 1",
+        ],
+    );
+
+    let app = spawn_on(url.clone(), dir).await;
+    app.assert_verify_clean().await;
+    // The UsageDetail page: the opening row, then the history as it was.
+    let opening = (ledger_last + platform_last) as i64;
+    let rows = usage(&app, 1).await;
+    assert_eq!(rows[0]["type"], "OPENING", "{rows:?}");
+    assert_eq!(rows[0]["amount"], opening);
+    assert_eq!(rows[0]["balanceAfter"], opening);
+    assert!(rows.len() > 3);
+    assert!(rows[1..].iter().all(|r| r["type"] != "OPENING"));
+    let history: i64 = one(
+        &url,
+        &format!("SELECT COUNT(*) FROM mjk_point_transactions WHERE user_id = '{mjk_uuid}' AND id <= {cutover}"),
+    )
+    .await;
+    assert_eq!(rows.len() as i64, history + 1);
+
+    // Consume, refund and recharge on the opening balance.
+    let r = app.consume(1, 10, "SCRIPT", "after-cutover-1", None).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app
+        .refund("SCRIPT", "after-cutover-1", "after-cutover-r1", Some(4))
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app.recharge(1, 500, "after-cutover-o1", None).await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_eq!(app.balance(1).await, opening - 10 + 4 + 500);
+
+    // A refund of a consume from before the cutover: up to what it took.
+    let (st, sid, took): (String, String, i32) = {
+        let db = Database::connect(&url).await.unwrap();
+        let r = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!(
+                    "SELECT source_type, source_id, amount FROM mjk_point_transactions c \
+                     WHERE user_id = '{mjk_uuid}' AND type = 'consume' AND amount > 1 \
+                     AND NOT EXISTS (SELECT 1 FROM mjk_point_transactions r WHERE r.type = 'refund' \
+                       AND r.source_id = c.source_id) ORDER BY id LIMIT 1"
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            r.try_get("", "source_type").unwrap(),
+            r.try_get("", "source_id").unwrap(),
+            r.try_get("", "amount").unwrap(),
+        )
+    };
+    let gql_source = st.to_uppercase();
+    let before = app.balance(1).await;
+    let r = app
+        .refund(&gql_source, &sid, "legacy-r1", Some(took as i64 - 1))
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app.refund(&gql_source, &sid, "legacy-r2", Some(2)).await;
+    assert_eq!(code(&r), Some("REFUND_EXCEEDS_CONSUMED"), "{r}");
+    let r = app.refund(&gql_source, &sid, "legacy-r3", Some(1)).await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_eq!(app.balance(1).await, before + took as i64);
+
+    // The job the old code charged twice: retrying it is a replay of the
+    // earliest charge when it matches, a conflict otherwise.
+    let dup_user: i32 = one(
+        &url,
+        &format!(
+            "SELECT u.id FROM mjk_point_transactions t JOIN gw_users u ON u.uuid = t.user_id \
+             WHERE t.source_id = '{dup_sid}' LIMIT 1"
+        ),
+    )
+    .await;
+    let count_before = app.count("mjk_point_transactions").await;
+    let r = app.consume(dup_user, 12, "SCRIPT", &dup_sid, None).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app.consume(dup_user, 13, "SCRIPT", &dup_sid, None).await;
+    assert_eq!(code(&r), Some("IDEMPOTENCY_CONFLICT"), "{r}");
+    assert_eq!(app.count("mjk_point_transactions").await, count_before);
+    app.assert_verify_clean().await;
+
+    // The platform keeps writing fal tasks, in its naive local time: the
+    // cost report's window and falTasks place them at the right instant.
+    let key: String = one(
+        &url,
+        "SELECT api_key FROM ts_fal_account WHERE status = 1 ORDER BY id LIMIT 1",
+    )
+    .await;
+    let account: i32 = one(
+        &url,
+        &format!("SELECT id FROM ts_fal_account WHERE api_key = '{key}'"),
+    )
+    .await;
+    let costs = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
+        let app = &app;
+        async move {
+            let r = app
+                .gql(
+                    &app.admin,
+                    "query($f: DateTime!, $t: DateTime!, $a: [Int!]) { accountCosts(from: $f, to: $t, accountIds: $a) { taskCount } \
+                     falTasks(filter: { from: $f, to: $t }) { nodes { taskId createdAt } } }",
+                    json!({ "f": from.to_rfc3339(), "t": to.to_rfc3339(), "a": [account] }),
+                )
+                .await;
+            assert!(r["errors"].is_null(), "{r}");
+            r
+        }
+    };
+    let now = chrono::Utc::now();
+    let before_task = costs(
+        now - chrono::Duration::minutes(10),
+        now + chrono::Duration::minutes(10),
+    )
+    .await;
+    ok(
+        py(&[
+            "ts_platform.py",
+            &pg,
+            "task",
+            "after-cutover-task",
+            &key,
+            "1",
+        ])
+        .output()
+        .unwrap(),
+        "platform task",
+    );
+    let r = costs(
+        now - chrono::Duration::minutes(10),
+        now + chrono::Duration::minutes(10),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["accountCosts"][0]["taskCount"].as_i64().unwrap(),
+        before_task["data"]["accountCosts"][0]["taskCount"]
+            .as_i64()
+            .unwrap()
+            + 1
+    );
+    let tasks = r["data"]["falTasks"]["nodes"].as_array().unwrap();
+    let t = tasks
+        .iter()
+        .find(|t| t["taskId"] == "after-cutover-task")
+        .expect("task listed");
+    let at = chrono::DateTime::parse_from_rfc3339(t["createdAt"].as_str().unwrap()).unwrap();
+    assert!(
+        (at.with_timezone(&chrono::Utc) - now).num_seconds().abs() < 120,
+        "{at} vs {now}"
+    );
+    // Eight hours off (the zone ignored) would land it in this window.
+    let r = costs(
+        now + chrono::Duration::hours(7),
+        now + chrono::Duration::hours(9),
+    )
+    .await;
+    assert!(
+        r["data"]["falTasks"]["nodes"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{r}"
+    );
+
+    // The legacy ORMs load every row the gateway wrote, and the old pages'
+    // naive date comparisons work.
+    let out = ok(
+        py(&[
+            "read_back.py",
+            url.rsplit_once('/')
+                .unwrap()
+                .0
+                .replacen("postgres://", "postgresql://", 1)
+                .as_str(),
+            url.rsplit_once('/').unwrap().1,
+        ])
+        .output()
+        .unwrap(),
+        "read_back.py",
+    );
+    assert!(
+        out.contains("filter ok") && !out.contains("FAILED"),
+        "{out}"
+    );
+    assert!(out.contains("'opening'"), "{out}");
+    let out = ok(
+        py(&["ts_platform.py", &pg, "read"]).output().unwrap(),
+        "platform read",
+    );
+    let seen: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        seen["recent_points_detail"].as_i64().unwrap() >= 5,
+        "{seen}"
+    );
+    assert!(seen["recent_fal_tasks"].as_i64().unwrap() >= 1, "{seen}");
+    let (success, out) = gateway(&url, &["verify"]);
+    assert!(success, "{out}");
+    assert!(out.contains("before the gateway took over"), "{out}");
+}
+
+#[tokio::test]
+async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ts.sqlite");
+    let peewee = format!("sqlite:///{}", path.display());
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    ok(
+        py(&["fill.py", "--create-ts", "--ts", &peewee])
+            .output()
+            .unwrap(),
+        "fill.py",
+    );
+    let platform_last: i32 = one(
+        &url,
+        "SELECT balance_after FROM ts_points_detail WHERE user_id = 2 ORDER BY id DESC LIMIT 1",
+    )
+    .await;
+    // A map naming users the databases do not have: exactly why, nothing done.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "999,0b9c4a52-8f59-4c4a-9d0c-5d1c1f3e9a01\n").unwrap();
+    let before = checksum(&peewee);
+    let (success, out) = gateway(
+        &url,
+        &[
+            "adopt",
+            "--apply",
+            "--opening-balance",
+            "platform",
+            "--user-map",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!success, "{out}");
+    assert!(
+        out.contains("ts user 999 does not exist") && out.contains("nothing was changed"),
+        "{out}"
+    );
+    assert_eq!(checksum(&peewee), before);
+    adopt_in_steps(
+        &url,
+        &peewee,
+        &[],
+        &["--opening-balance", "platform"],
+        &[
+            "mjk_point_transactions",
+            "missing",
+            "--opening-balance platform",
+        ],
+    );
+    let app = spawn_on(url.clone(), dir).await;
+    app.assert_verify_clean().await;
+    let rows = usage(&app, 2).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["type"], "OPENING");
+    assert_eq!(rows[0]["balanceAfter"], platform_last as i64);
+    // The platform's own statement: its history, then the opening mirror.
+    let r = app
+        .gql(
+            &app.admin,
+            "{ pointsStatement(userId: 2, first: 100) { nodes { points balanceAfter sourceType } } }",
+            json!({}),
+        )
+        .await;
+    let st = data(&r, "pointsStatement")["nodes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(st[0]["sourceType"], "opening");
+    assert!(st.len() > 2);
+    let r = app.consume(2, 7, "TTS", "sqlite-after-1", Some(3.5)).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app.recharge(2, 100, "sqlite-after-o1", None).await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_eq!(app.balance(2).await, platform_last as i64 - 7 + 100);
+    app.assert_verify_clean().await;
+    let out = ok(
+        py(&["ts_platform.py", &peewee, "read"]).output().unwrap(),
+        "platform read",
+    );
+    let seen: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        seen["recent_points_detail"].as_i64().unwrap() >= 3,
+        "{seen}"
+    );
+    assert!(seen["recent_financial"].as_i64().unwrap() >= 1, "{seen}");
+    let last = seen["last"].as_array().unwrap();
+    assert!(
+        last.iter()
+            .any(|p| p["source_type"] == "consume" && p["order_id"] == "sqlite-after-1"),
+        "{seen}"
+    );
+    // A new user through the API never takes an id the platform will use.
+    let id = app.create_user("after adoption").await;
+    assert!(id >= 1_000_000_000, "{id}");
+}
+
+/// An adopter who widened the seeds' types (`bigint` amounts, `timestamptz`
+/// times, `double precision` floats): reported as wider, read the same.
+#[tokio::test]
+async fn wider_types_an_adopter_has_are_read_the_same() {
+    let url = crate::helpers::fresh_postgres_url().await;
+    let pg = url.replacen("postgres://", "postgresql://", 1);
+    let psycopg = url.replacen("postgres://", "postgresql+psycopg2://", 1);
+    ok(
+        py(&["-m", "alembic", "upgrade", "head"])
+            .current_dir(legacy_dir().join("mjk"))
+            .env("MJK_DB_URL", &psycopg)
+            .output()
+            .unwrap(),
+        "alembic upgrade",
+    );
+    ok(
+        py(&["fill.py", "--create-ts", "--ts", &pg, "--mjk", &psycopg])
+            .output()
+            .unwrap(),
+        "fill.py",
+    );
+    // The statement's first row of ts user 2, as the platform wrote it.
+    let (first_id, naive): (i32, chrono::NaiveDateTime) = {
+        let db = Database::connect(&url).await.unwrap();
+        let r = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT id, created_at FROM ts_points_detail WHERE user_id = 2 ORDER BY id LIMIT 1"
+                    .to_owned(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            r.try_get_by_index(0).unwrap(),
+            r.try_get_by_index(1).unwrap(),
+        )
+    };
+    {
+        let db = Database::connect(&url).await.unwrap();
+        db.execute_unprepared(
+            "ALTER TABLE mjk_point_transactions ALTER COLUMN amount TYPE bigint, \
+               ALTER COLUMN balance_before TYPE bigint, ALTER COLUMN balance_after TYPE bigint; \
+             ALTER TABLE ts_points_detail ALTER COLUMN created_at TYPE timestamptz \
+               USING created_at AT TIME ZONE 'Asia/Shanghai'; \
+             ALTER TABLE ts_fal_tasks ALTER COLUMN cost_money TYPE double precision; \
+             ALTER TABLE ts_fal_account ALTER COLUMN balance TYPE double precision",
+        )
+        .await
+        .unwrap();
+    }
+    let (success, report) = gateway(&url, &["adopt"]);
+    assert!(success, "{report}");
+    assert!(
+        report.contains("mjk_point_transactions.amount: bigint"),
+        "{report}"
+    );
+    assert!(report.contains("wider: read the same"), "{report}");
+    assert!(report.contains("time zone aware"), "{report}");
+    let (success, out) = gateway(&url, &["adopt", "--apply", "--opening-balance", "ledger"]);
+    assert!(success, "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_on(url.clone(), dir).await;
+    app.assert_verify_clean().await;
+    let mjk_only = crate::helpers::data(
+        &app.gql(
+            &app.admin,
+            "{ user(id: 1000000000) { balance } }",
+            json!({}),
+        )
+        .await,
+        "user",
+    )["balance"]
+        .as_i64()
+        .unwrap();
+    let rows = usage(&app, 1_000_000_000).await;
+    assert_eq!(rows[0]["type"], "OPENING");
+    assert_eq!(rows[0]["balanceAfter"], mjk_only);
+    if mjk_only >= 1 {
+        let r = app
+            .consume(1_000_000_000, 1, "SCRIPT", "wide-1", None)
+            .await;
+        assert!(r["errors"].is_null(), "{r}");
+    }
+    let r = app
+        .gql(
+            &app.admin,
+            "{ pointsStatement(userId: 2, first: 100) { nodes { id createdAt } } }",
+            json!({}),
+        )
+        .await;
+    let nodes = data(&r, "pointsStatement")["nodes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let first = nodes
+        .iter()
+        .find(|n| n["id"] == first_id)
+        .expect("history row");
+    let at = chrono::DateTime::parse_from_rfc3339(first["createdAt"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        at.with_timezone(&chrono_tz::Asia::Shanghai).naive_local(),
+        naive,
+        "a timestamptz column reads as the same instant"
+    );
+    app.assert_verify_clean().await;
+}

@@ -124,7 +124,10 @@ impl Coded for RechargeError {
 impl Coded for CreateUserError {
     fn code(&self) -> Code {
         match self {
-            CreateUserError::IdempotencyConflict(_) => Code::IdempotencyConflict,
+            CreateUserError::IdempotencyConflict(_) | CreateUserError::IdTaken(_) => {
+                Code::IdempotencyConflict
+            }
+            CreateUserError::NotAdopted => Code::InvalidInput,
             CreateUserError::Internal(_) => Code::Internal,
         }
     }

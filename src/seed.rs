@@ -97,6 +97,7 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
             &CreateUser {
                 name: UserName::new(&format!("demo-user-{u}"))?,
                 uuid: None,
+                id: None,
             },
         )
         .await?;

@@ -162,6 +162,29 @@ impl UserName {
     }
 }
 
+/// A ts platform user id given to `createUser`: a person the platform
+/// registered after the gateway adopted its database. Below the ids the
+/// gateway gives out itself ([`crate::domain::adopt::plan::FIRST_GATEWAY_ID`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlatformUserId(i32);
+
+impl PlatformUserId {
+    pub fn new(value: i32) -> Result<PlatformUserId, InputError> {
+        let max = crate::domain::adopt::plan::FIRST_GATEWAY_ID - 1;
+        if (1..=max).contains(&value) {
+            Ok(PlatformUserId(value))
+        } else {
+            Err(invalid(format!(
+                "id must be a ts platform user id between 1 and {max}"
+            )))
+        }
+    }
+
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
 /// Hex SHA-256 of the canonical form of a request: two requests with one
 /// idempotency key are "the same" exactly when their fingerprints match.
 fn fingerprint(parts: &[String]) -> String {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::context::{caller, state};
 use super::types::*;
 use crate::domain::input::{
-    ConsumeRequest, RechargeDraft, RechargeRequest, RefundRequest, UserName,
+    ConsumeRequest, PlatformUserId, RechargeDraft, RechargeRequest, RefundRequest, UserName,
 };
 use crate::domain::ledger::{self, CreateUser};
 use crate::errors::Coded;
@@ -57,6 +57,9 @@ pub struct CreateUserInput {
     pub name: String,
     /// Generated when omitted; creating the same uuid and name twice returns the user.
     pub uuid: Option<uuid::Uuid>,
+    /// On an adopted database: the ts platform's id of a user it registered
+    /// after the cutover (1..999999999). Omitted: the gateway picks the id.
+    pub id: Option<i32>,
 }
 
 /// Counts a ledger operation by outcome: `applied`, `replayed` or its code.
@@ -96,6 +99,7 @@ impl MutationRoot {
         let req = CreateUser {
             name: UserName::new(&input.name).gql()?,
             uuid: input.uuid,
+            id: input.id.map(PlatformUserId::new).transpose().gql()?,
         };
         let u = ledger::create_user(&state(ctx)?.store, &req).await.gql()?;
         Ok(User(u))

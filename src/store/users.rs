@@ -15,16 +15,28 @@ pub enum Inserted {
     Existing(user::Model),
 }
 
-/// Inserts a user with a zero balance, or returns the one that holds the
-/// uuid already (the unique index decides a race).
+/// Whether the platforms' database was adopted (not made by the gateway).
+pub async fn adopted(store: &Store) -> Result<bool, StoreError> {
+    Ok(super::adopt::adoption_row(store.conn())
+        .await?
+        .is_some_and(|(kind, _)| kind == "adopted"))
+}
+
+/// Inserts a user with a zero balance (with `id`, or the next id), or
+/// returns the one that holds the id or uuid already (the unique indexes
+/// decide a race).
 pub async fn insert(
     store: &Store,
+    id: Option<i32>,
     uuid: Uuid,
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<Inserted, StoreError> {
     let inserted = user::ActiveModel {
-        id: NotSet,
+        id: match id {
+            Some(i) => Set(i),
+            None => NotSet,
+        },
         uuid: Set(uuid),
         name: Set(name.to_owned()),
         balance: Set(0),
@@ -40,8 +52,14 @@ pub async fn insert(
             if !e.is_unique_violation() {
                 return Err(e);
             }
+            let holder = match id {
+                Some(i) => sea_orm::Condition::any()
+                    .add(user::Column::Id.eq(i))
+                    .add(user::Column::Uuid.eq(uuid)),
+                None => sea_orm::Condition::all().add(user::Column::Uuid.eq(uuid)),
+            };
             user::Entity::find()
-                .filter(user::Column::Uuid.eq(uuid))
+                .filter(holder)
                 .one(store.conn())
                 .await?
                 .map(Inserted::Existing)

@@ -268,6 +268,37 @@ async fn a_postgres_database_of_both_legacy_systems_is_adopted_and_lives_on() {
     )
     .await;
     let count_before = app.count("mjk_point_transactions").await;
+    // A payment callback retried against a legacy recharge: the same order,
+    // user and amount is that recharge; anything else is a conflict.
+    let (order, paid): (String, i32) = {
+        let db = Database::connect(&url).await.unwrap();
+        let r = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!(
+                    "SELECT source_id, amount FROM mjk_point_transactions WHERE user_id = '{mjk_uuid}' \
+                     AND type = 'recharge' AND id <= {cutover} ORDER BY id LIMIT 1"
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            r.try_get_by_index(0).unwrap(),
+            r.try_get_by_index(1).unwrap(),
+        )
+    };
+    let r = app.recharge(1, paid as i64, &order, None).await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_eq!(
+        code(&app.recharge(1, paid as i64 + 1, &order, None).await),
+        Some("IDEMPOTENCY_CONFLICT")
+    );
+    assert_eq!(
+        code(&app.recharge(2, paid as i64, &order, None).await),
+        Some("IDEMPOTENCY_CONFLICT")
+    );
+    assert_eq!(app.count("mjk_point_transactions").await, count_before);
     let r = app.consume(dup_user, 12, "SCRIPT", &dup_sid, None).await;
     assert!(r["errors"].is_null(), "{r}");
     let r = app.consume(dup_user, 13, "SCRIPT", &dup_sid, None).await;
@@ -487,6 +518,45 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
     // A new user through the API never takes an id the platform will use.
     let id = app.create_user("after adoption").await;
     assert!(id >= 1_000_000_000, "{id}");
+    // A person the platform registers after the cutover keeps its id.
+    let create = |name: &str, id: i64| {
+        let app = &app;
+        let name = name.to_owned();
+        async move {
+            app.gql(
+                &app.service,
+                "mutation($n: String!, $i: Int) { createUser(input: { name: $n, id: $i }) { id balance } }",
+                json!({ "n": name, "i": id }),
+            )
+            .await
+        }
+    };
+    let r = create("ts:41", 41).await;
+    assert_eq!(data(&r, "createUser")["id"], 41, "{r}");
+    let r = create("ts:41", 41).await;
+    assert_eq!(
+        data(&r, "createUser")["id"],
+        41,
+        "a retry returns the user: {r}"
+    );
+    assert_eq!(
+        code(&create("someone else", 41).await),
+        Some("IDEMPOTENCY_CONFLICT")
+    );
+    assert_eq!(
+        code(&create("someone else", 2).await),
+        Some("IDEMPOTENCY_CONFLICT")
+    );
+    for bad in [0, -1, 1_000_000_000] {
+        assert_eq!(
+            code(&create("x", bad).await),
+            Some("INVALID_INPUT"),
+            "{bad}"
+        );
+    }
+    let r = app.recharge(41, 50, "ts41-first", None).await;
+    assert!(r["errors"].is_null(), "{r}");
+    app.assert_verify_clean().await;
 }
 
 /// An adopter who widened the seeds' types (`bigint` amounts, `timestamptz`

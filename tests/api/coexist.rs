@@ -245,6 +245,15 @@ async fn a_ledger_row_written_behind_the_gateways_back_is_reported_not_absorbed(
         .unwrap();
     let rules: Vec<_> = v.iter().map(|v| v.rule).collect();
     assert_eq!(rules, vec!["foreign"], "{v:?}");
+    // On a database the gateway made, ids are the gateway's to choose.
+    let r = app
+        .gql(
+            &app.service,
+            "mutation { createUser(input: { name: \"n\", id: 77 }) { id } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(crate::helpers::code(&r), Some("INVALID_INPUT"), "{r}");
     // Not absorbed: the balance is the gateway's, and the key is not taken.
     assert_eq!(app.balance(u).await, 100);
     let r = app.consume(u, 30, "SCRIPT", "side-door", None).await;

@@ -44,6 +44,10 @@ pub enum RechargeError {
 pub enum CreateUserError {
     #[error("a user with uuid {0} already exists with a different name")]
     IdempotencyConflict(uuid::Uuid),
+    #[error("user {0} already exists with a different uuid or name")]
+    IdTaken(i32),
+    #[error("ids are the gateway's to choose on a database it made; a ts platform id is accepted once the platform's database was adopted")]
+    NotAdopted,
     #[error("database error")]
     Internal(#[from] StoreError),
 }

@@ -65,6 +65,10 @@ pub async fn recharge_in(
         .await?
         .ok_or(RechargeError::UserNotFound(req.user_id))?;
     if let Some(existing) = tx.find(req.key()).await? {
+        // A legacy row under this order is this user's recharge or a conflict.
+        if existing.request_hash.is_none() && existing.user_id != w.user_uuid() {
+            return Err(req.conflict());
+        }
         return replay(req, existing, hash);
     }
     w.expire_due(tx).await?;

@@ -39,7 +39,12 @@ pub fn consume(
     let per_client = (total / concurrency.max(1)).max(1);
     let prefix = dir.join("log");
     let started = std::time::Instant::now();
+    // The function writes what the gateway writes, so its rows are
+    // announced as the gateway's: the ledger trigger tells them apart by
+    // the session's application name (the listener would otherwise log
+    // each as a foreign row, and the two legs would not do the same work).
     let out = Command::new("pgbench")
+        .env("PGAPPNAME", points_gateway::store::APPLICATION_NAME)
         .args(["-n", "-M", "prepared", "-l"])
         .arg(format!("--log-prefix={}", prefix.display()))
         .arg(format!("-c{concurrency}"))

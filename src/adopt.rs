@@ -22,7 +22,14 @@ pub struct AdoptOptions {
 pub struct Outcome {
     pub text: String,
     pub ok: bool,
+    /// The database was adopted (or made by the gateway) already.
+    pub adopted: bool,
 }
+
+/// Why `--apply` needs `--opening-balance`.
+pub const NEEDS_OPENING: &str = "--apply needs --opening-balance ledger|platform|sum: which \
+    balance each user keeps is a decision about money, not a default (the dry run shows each \
+    choice's total); nothing was changed";
 
 const SEED_INDEXES: &[&str] = &[
     "ix_ledger_user_created",
@@ -52,6 +59,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
                             errors.join("\n  - ")
                         ),
                         ok: false,
+                        adopted: false,
                     })
                 }
             }
@@ -59,11 +67,9 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
     };
     if opts.apply && opts.opening.is_none() {
         return Ok(Outcome {
-            text: "--apply needs --opening-balance ledger|platform|sum: which balance each user \
-                   keeps is a decision about money, not a default (the dry run shows each \
-                   choice's total); nothing was changed\n"
-                .to_owned(),
+            text: format!("{NEEDS_OPENING}\n"),
             ok: false,
+            adopted: false,
         });
     }
     let mut tx = sa::begin(store).await?;
@@ -80,7 +86,11 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
                 ),
                     None => "already adopted: nothing to do\n".to_owned(),
                 };
-            return Ok(Outcome { text, ok: true });
+            return Ok(Outcome {
+                text,
+                ok: true,
+                adopted: true,
+            });
         }
         Standing::Empty => {
             tx.rollback().await?;
@@ -89,6 +99,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
                        (`points-gateway migrate` makes a fresh database)\n"
                     .to_owned(),
                 ok: false,
+                adopted: false,
             });
         }
         s @ Standing::Collision { .. } => {
@@ -99,6 +110,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
                     s.refusal(false).unwrap_or_default()
                 ),
                 ok: false,
+                adopted: false,
             });
         }
     }
@@ -138,6 +150,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             return Ok(Outcome {
                 text: format!("{report}{hint}"),
                 ok: true,
+                adopted: false,
             });
         }
         Err(_) => {
@@ -145,6 +158,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             return Ok(Outcome {
                 text: report,
                 ok: false,
+                adopted: false,
             });
         }
     };
@@ -179,5 +193,6 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             inv.ledger_max_id
         ),
         ok: true,
+        adopted: false,
     })
 }

@@ -189,20 +189,46 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             user_map,
             opening_balance,
         } => {
-            let store = connect(&settings, 2).await?;
             let opening = opening_balance
                 .map(|o| o.parse::<crate::domain::adopt::OpeningBalance>())
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            let outcome = crate::adopt::adopt(
-                &store,
+            let opts = crate::adopt::AdoptOptions {
+                apply,
+                user_map,
+                opening,
+            };
+            if apply && opening.is_none() {
+                println!("{}", crate::adopt::NEEDS_OPENING);
+                return Ok(ExitCode::FAILURE);
+            }
+            // First through a read-only connection (the engine itself
+            // guarantees the dry run changes nothing, not even SQLite's
+            // journal mode); `--apply` connects for writing only once that
+            // plan can proceed.
+            let reader = connect_as(&settings, 2, true).await?;
+            let check = crate::adopt::adopt(
+                &reader,
                 &crate::adopt::AdoptOptions {
-                    apply,
-                    user_map,
-                    opening,
+                    apply: false,
+                    ..opts.clone()
                 },
             )
             .await?;
+            reader.connection().clone().close().await.ok();
+            let outcome = if apply && check.ok && !check.adopted {
+                let store = Store::connect_with(crate::store::ConnectOptionsSpec {
+                    url: &settings.database_url,
+                    max_connections: 2,
+                    statement_timeout: None,
+                    legacy_zone: settings.legacy_zone,
+                    read_only: false,
+                })
+                .await?;
+                crate::adopt::adopt(&store, &opts).await?
+            } else {
+                check
+            };
             print!("{}", outcome.text);
             Ok(if outcome.ok {
                 ExitCode::SUCCESS
@@ -233,11 +259,23 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
 
 /// The store of the configured database, in the configured legacy zone.
 async fn connect(settings: &Settings, max_connections: u32) -> anyhow::Result<Store> {
+    connect_as(settings, max_connections, false).await
+}
+
+async fn connect_as(
+    settings: &Settings,
+    max_connections: u32,
+    read_only: bool,
+) -> anyhow::Result<Store> {
+    if !read_only {
+        Store::refuse_unadopted(&settings.database_url).await?;
+    }
     Ok(Store::connect_with(crate::store::ConnectOptionsSpec {
         url: &settings.database_url,
         max_connections,
         statement_timeout: None,
         legacy_zone: settings.legacy_zone,
+        read_only,
     })
     .await?)
 }

@@ -31,11 +31,13 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, and binds; nothing is served until `run_until_stopped`.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Store::refuse_unadopted(&settings.database_url).await?;
         let store = Store::connect_with(ConnectOptionsSpec {
             url: &settings.database_url,
             max_connections: settings.db_max_connections,
             statement_timeout: Some(Duration::from_millis(settings.request_timeout_ms)),
             legacy_zone: settings.legacy_zone,
+            read_only: false,
         })
         .await
         .context("cannot connect to the database")?;

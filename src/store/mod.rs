@@ -101,6 +101,8 @@ pub struct Store {
     /// The ts platform's zone (`LEGACY_TIMEZONE`): its tables hold naive
     /// local time.
     zone: Tz,
+    /// Connected read-only ([`ConnectOptionsSpec::read_only`]).
+    read_only: bool,
 }
 
 /// The zone the ts platform writes its naive times in, when not configured.
@@ -122,6 +124,10 @@ pub struct ConnectOptionsSpec<'a> {
     pub statement_timeout: Option<Duration>,
     /// `LEGACY_TIMEZONE`.
     pub legacy_zone: Tz,
+    /// Only read: the engine refuses every write (`adopt`'s dry run). On
+    /// SQLite the file is opened read-only and its journal mode is left as
+    /// it is.
+    pub read_only: bool,
 }
 
 impl Store {
@@ -133,6 +139,7 @@ impl Store {
             max_connections,
             statement_timeout: None,
             legacy_zone: DEFAULT_LEGACY_ZONE,
+            read_only: false,
         })
         .await
     }
@@ -150,10 +157,13 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         match engine {
-            Engine::Postgres => {
-                postgres::connect_options(&mut opts, spec.statement_timeout, spec.legacy_zone)
-            }
-            Engine::Sqlite => sqlite::connect_options(&mut opts),
+            Engine::Postgres => postgres::connect_options(
+                &mut opts,
+                spec.statement_timeout,
+                spec.legacy_zone,
+                spec.read_only,
+            ),
+            Engine::Sqlite => sqlite::connect_options(&mut opts, spec.read_only),
         }
         match engine {
             Engine::Postgres => postgres::probe(spec.url).await.map_err(|e| {
@@ -176,6 +186,7 @@ impl Store {
             statements,
             feed: Feed::silent(),
             zone: spec.legacy_zone,
+            read_only: spec.read_only,
         })
     }
 
@@ -246,6 +257,37 @@ impl Store {
         Ok(txn.commit().await?)
     }
 
+    /// Before connecting to serve or migrate: refuses, saying why, a SQLite
+    /// file that holds the platforms' tables but was never adopted, read
+    /// through a read-only connection, so that even the refusal leaves the
+    /// file as it was (connecting for writing switches it to WAL). On
+    /// PostgreSQL [`Store::migrate`] refuses inside its transaction.
+    pub async fn refuse_unadopted(url: &str) -> Result<(), StoreError> {
+        match Engine::of_url(url)? {
+            Engine::Postgres => Ok(()),
+            Engine::Sqlite => {
+                let exists = sqlite::file_of(url).is_some_and(|p| p.exists());
+                if !exists {
+                    return Ok(());
+                }
+                let reader = Self::connect_with(ConnectOptionsSpec {
+                    url,
+                    max_connections: 1,
+                    statement_timeout: None,
+                    legacy_zone: DEFAULT_LEGACY_ZONE,
+                    read_only: true,
+                })
+                .await?;
+                let standing = adopt::standing(&reader.db).await;
+                reader.db.close().await.ok();
+                match standing?.refusal(true) {
+                    Some(refusal) => Err(StoreError::unadopted(refusal)),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Refuses, saying why, unless the gateway owns this database's
     /// schema (migrated by it, or adopted).
     pub async fn ensure_adopted(&self) -> Result<(), StoreError> {
@@ -258,9 +300,9 @@ impl Store {
     /// A transaction for schema changes: on SQLite it takes the write lock
     /// at once, so two processes migrating one file do not both proceed.
     pub(crate) async fn begin_schema(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
-        Ok(match self.engine {
-            Engine::Postgres => self.db.begin().await?,
-            Engine::Sqlite => sqlite::begin_immediate(&self.db).await?,
+        Ok(match (self.engine, self.read_only) {
+            (Engine::Postgres, _) | (Engine::Sqlite, true) => self.db.begin().await?,
+            (Engine::Sqlite, false) => sqlite::begin_immediate(&self.db).await?,
         })
     }
 

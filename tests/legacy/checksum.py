@@ -9,6 +9,9 @@ if url.startswith("sqlite:///"):
     import sqlite3
     con = sqlite3.connect(url[len("sqlite:///"):])
     cur = con.cursor()
+    # The journal mode is part of the file: a dry run must not switch it.
+    cur.execute("PRAGMA journal_mode")
+    h.update(repr(cur.fetchall()).encode())
     cur.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")
     schema = cur.fetchall()
     h.update(repr(schema).encode())

@@ -14,6 +14,7 @@ pub(super) fn connect_options(
     opts: &mut ConnectOptions,
     statement_timeout: Option<Duration>,
     legacy_zone: chrono_tz::Tz,
+    read_only: bool,
 ) {
     if let Some(t) = statement_timeout {
         opts.statement_timeout(t);
@@ -25,9 +26,15 @@ pub(super) fn connect_options(
     //
     // `application_name` tells the ledger's trigger which rows the gateway
     // wrote (DESIGN.md: a row written by anything else is reported).
-    opts.map_sqlx_postgres_opts(|o| {
-        o.options([("plan_cache_mode", "force_generic_plan")])
-            .application_name(super::APPLICATION_NAME)
+    opts.map_sqlx_postgres_opts(move |o| {
+        let o = o
+            .options([("plan_cache_mode", "force_generic_plan")])
+            .application_name(super::APPLICATION_NAME);
+        if read_only {
+            o.options([("default_transaction_read_only", "on")])
+        } else {
+            o
+        }
     });
     // The session's zone is the ts platform's: PostgreSQL then converts
     // between its naive `timestamp` columns and instants (comparisons,

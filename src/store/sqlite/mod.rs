@@ -11,7 +11,17 @@ use sea_orm::{
 
 /// WAL mode with `synchronous=FULL` (an acknowledged commit survives a
 /// power cut) and a busy timeout, so writers queue instead of failing.
-pub(super) fn connect_options(opts: &mut ConnectOptions) {
+/// `read_only`: the file must exist, is opened read-only, and keeps its
+/// journal mode (switching it to WAL would change the file).
+pub(super) fn connect_options(opts: &mut ConnectOptions, read_only: bool) {
+    if read_only {
+        opts.map_sqlx_sqlite_opts(|o| {
+            o.create_if_missing(false)
+                .read_only(true)
+                .busy_timeout(Duration::from_secs(30))
+        });
+        return;
+    }
     opts.map_sqlx_sqlite_opts(|o| {
         o.create_if_missing(true)
             .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
@@ -40,4 +50,16 @@ pub(super) fn lock_user_sql(column: &str, key: usize, probe_sql: &str) -> String
         "SELECT u.id, u.uuid, u.balance, {last_at} AS last_at{probe_sql} \
          FROM gw_users u WHERE u.{column} = ${key}"
     )
+}
+
+/// The file a `sqlite:` URL names (`None` for an in-memory database).
+pub(super) fn file_of(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" {
+        None
+    } else {
+        Some(std::path::PathBuf::from(path))
+    }
 }

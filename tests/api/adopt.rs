@@ -129,12 +129,14 @@ async fn usage(app: &TestApp, user: i32) -> Vec<Value> {
         .clone()
 }
 
-#[tokio::test]
-async fn a_postgres_database_of_both_legacy_systems_is_adopted_and_lives_on() {
+/// A fresh PostgreSQL database built by the legacy systems' own ORMs:
+/// Alembic's history for the mjk ledger, then `fill.py`'s data through
+/// SQLAlchemy and peewee. Its URL as the gateway, peewee and SQLAlchemy
+/// spell it.
+async fn legacy_postgres() -> (String, String, String) {
     let url = crate::helpers::fresh_postgres_url().await;
     let pg = url.replacen("postgres://", "postgresql://", 1);
     let psycopg = url.replacen("postgres://", "postgresql+psycopg2://", 1);
-    // Built by their own ORMs: Alembic's history for the ledger, then the data.
     ok(
         py(&["-m", "alembic", "upgrade", "head"])
             .current_dir(legacy_dir().join("mjk"))
@@ -149,6 +151,12 @@ async fn a_postgres_database_of_both_legacy_systems_is_adopted_and_lives_on() {
             .unwrap(),
         "fill.py",
     );
+    (url, pg, psycopg)
+}
+
+#[tokio::test]
+async fn a_postgres_database_of_both_legacy_systems_is_adopted_and_lives_on() {
+    let (url, pg, psycopg) = legacy_postgres().await;
     // A job the old code charged twice (no idempotency there).
     let retried = ok(
         py(&["mjk_retry.py", &psycopg]).output().unwrap(),
@@ -563,23 +571,7 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
 /// times, `double precision` floats): reported as wider, read the same.
 #[tokio::test]
 async fn wider_types_an_adopter_has_are_read_the_same() {
-    let url = crate::helpers::fresh_postgres_url().await;
-    let pg = url.replacen("postgres://", "postgresql://", 1);
-    let psycopg = url.replacen("postgres://", "postgresql+psycopg2://", 1);
-    ok(
-        py(&["-m", "alembic", "upgrade", "head"])
-            .current_dir(legacy_dir().join("mjk"))
-            .env("MJK_DB_URL", &psycopg)
-            .output()
-            .unwrap(),
-        "alembic upgrade",
-    );
-    ok(
-        py(&["fill.py", "--create-ts", "--ts", &pg, "--mjk", &psycopg])
-            .output()
-            .unwrap(),
-        "fill.py",
-    );
+    let (url, _, _) = legacy_postgres().await;
     // The statement's first row of ts user 2, as the platform wrote it.
     let (first_id, naive): (i32, chrono::NaiveDateTime) = {
         let db = Database::connect(&url).await.unwrap();

@@ -25,6 +25,7 @@ mod pgbench;
 mod run;
 mod scenarios;
 mod subscribe;
+mod wrk;
 
 use clap::{Parser, Subcommand};
 use points_gateway::store::Store;

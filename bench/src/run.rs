@@ -109,6 +109,21 @@ pub async fn run(
             r["overall"].as_f64().unwrap_or(0.0) * 100.0,
             rounds.join(", ")
         );
+        if let Some(w) = r["wrk_overall"].as_f64() {
+            let rounds: Vec<String> = r["wrk_per_round"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .map(|x| format!("{:.0}%", x * 100.0))
+                .collect();
+            println!(
+                "consume HTTP (wrk) / baseline at c{}: {:.0}% overall; rounds {}",
+                r["concurrency"],
+                w * 100.0,
+                rounds.join(", ")
+            );
+        }
     }
     std::fs::create_dir_all("bench-results")?;
     let at = std::time::SystemTime::now()

@@ -4,6 +4,8 @@
 //! the cores) falls on both. On PostgreSQL the baseline is run by pgbench
 //! (`-M prepared`, one call of the server-side function per consume) when
 //! it is installed; otherwise, and on SQLite, by this tool in-process.
+//! When wrk is installed, a third leg drives the same consumes over HTTP
+//! from wrk (a C load generator), so the client's cost is not this tool's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,12 +39,37 @@ pub async fn run(
     } else {
         "consume via direct SQL (baseline)"
     };
+    let use_wrk = crate::wrk::available();
+    let legs: Vec<usize> = if use_wrk { vec![0, 1, 2] } else { vec![0, 1] };
     let mut ratios = Vec::new();
     for &c in concurrency {
-        let (mut http, mut direct) = (Vec::new(), Vec::new());
+        let (mut http, mut direct, mut wrk) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
-            for leg in [round % 2, 1 - round % 2] {
-                if leg == 0 {
+            for k in 0..legs.len() {
+                let leg = legs[(k + round) % legs.len()];
+                if leg == 2 {
+                    let (url, token) = (ctx.gw.url.clone(), ctx.service.clone());
+                    let tag = format!("bw-{run_id:08x}-{c}-{round}");
+                    wrk.push(
+                        with_cpu(ctx.gw, async move {
+                            tokio::task::spawn_blocking(move || {
+                                crate::wrk::consume(&url, &token, c, requests, (lo, hi), &tag)
+                            })
+                            .await
+                            .map_err(anyhow::Error::from)
+                            .and_then(|r| r)
+                            .unwrap_or_else(|e| {
+                                eprintln!("wrk: {e}");
+                                load::Measured::from_parts(
+                                    Vec::new(),
+                                    requests,
+                                    Duration::from_secs(1),
+                                )
+                            })
+                        })
+                        .await,
+                    );
+                } else if leg == 0 {
                     http.push(
                         gql_leg(
                             ctx.gw,
@@ -106,12 +133,23 @@ pub async fn run(
             .collect();
         let s = gateway_row(ctx.gw, "consume via HTTP", c, &http);
         let b = load::summarize(baseline_name, c, &direct);
-        ratios.push(json!({
+        let mut ratio = json!({
             "concurrency": c,
             "overall": s.throughput_per_s / b.throughput_per_s,
             "per_round": per_round,
-        }));
+        });
         rows.push(s);
+        if use_wrk {
+            let w = gateway_row(ctx.gw, "consume via HTTP, wrk", c, &wrk);
+            ratio["wrk_overall"] = json!(w.throughput_per_s / b.throughput_per_s);
+            ratio["wrk_per_round"] = json!(wrk
+                .iter()
+                .zip(&direct)
+                .map(|(h, d)| h.throughput() / d.throughput())
+                .collect::<Vec<f64>>());
+            rows.push(w);
+        }
+        ratios.push(ratio);
         rows.push(b);
     }
     Ok(ratios)

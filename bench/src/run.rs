@@ -96,33 +96,9 @@ pub async fn run(
         );
     }
     for r in &ratios {
-        let rounds: Vec<String> = r["per_round"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_f64)
-            .map(|x| format!("{:.0}%", x * 100.0))
-            .collect();
-        println!(
-            "consume HTTP / baseline at c{}: {:.0}% overall; rounds {}",
-            r["concurrency"],
-            r["overall"].as_f64().unwrap_or(0.0) * 100.0,
-            rounds.join(", ")
-        );
-        if let Some(w) = r["wrk_overall"].as_f64() {
-            let rounds: Vec<String> = r["wrk_per_round"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_f64)
-                .map(|x| format!("{:.0}%", x * 100.0))
-                .collect();
-            println!(
-                "consume HTTP (wrk) / baseline at c{}: {:.0}% overall; rounds {}",
-                r["concurrency"],
-                w * 100.0,
-                rounds.join(", ")
-            );
+        print_ratio("consume HTTP", r, "overall", "per_round");
+        if r.get("wrk_overall").is_some() {
+            print_ratio("consume HTTP (wrk)", r, "wrk_overall", "wrk_per_round");
         }
     }
     std::fs::create_dir_all("bench-results")?;
@@ -138,4 +114,21 @@ pub async fn run(
     )?;
     println!("wrote {path}");
     Ok(())
+}
+
+/// One line: a leg's throughput over the baseline's, overall and per round.
+fn print_ratio(leg: &str, r: &Value, overall: &str, per_round: &str) {
+    let rounds: Vec<String> = r[per_round]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .map(|x| format!("{:.0}%", x * 100.0))
+        .collect();
+    println!(
+        "{leg} / baseline at c{}: {:.0}% overall; rounds {}",
+        r["concurrency"],
+        r[overall].as_f64().unwrap_or(0.0) * 100.0,
+        rounds.join(", ")
+    );
 }

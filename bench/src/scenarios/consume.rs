@@ -51,21 +51,8 @@ pub async fn run(
                     let (url, token) = (ctx.gw.url.clone(), ctx.service.clone());
                     let tag = format!("bw-{run_id:08x}-{c}-{round}");
                     wrk.push(
-                        with_cpu(ctx.gw, async move {
-                            tokio::task::spawn_blocking(move || {
-                                crate::wrk::consume(&url, &token, c, requests, (lo, hi), &tag)
-                            })
-                            .await
-                            .map_err(anyhow::Error::from)
-                            .and_then(|r| r)
-                            .unwrap_or_else(|e| {
-                                eprintln!("wrk: {e}");
-                                load::Measured::from_parts(
-                                    Vec::new(),
-                                    requests,
-                                    Duration::from_secs(1),
-                                )
-                            })
+                        child_leg(ctx, "wrk", requests, move || {
+                            crate::wrk::consume(&url, &token, c, requests, (lo, hi), &tag)
                         })
                         .await,
                     );
@@ -89,21 +76,8 @@ pub async fn run(
                 } else if use_pgbench {
                     let url = ctx.database_url.to_owned();
                     direct.push(
-                        with_cpu(ctx.gw, async move {
-                            tokio::task::spawn_blocking(move || {
-                                crate::pgbench::consume(&url, c, requests, lo, hi)
-                            })
-                            .await
-                            .map_err(anyhow::Error::from)
-                            .and_then(|r| r)
-                            .unwrap_or_else(|e| {
-                                eprintln!("pgbench: {e}");
-                                load::Measured::from_parts(
-                                    Vec::new(),
-                                    requests,
-                                    Duration::from_secs(1),
-                                )
-                            })
+                        child_leg(ctx, "pgbench", requests, move || {
+                            crate::pgbench::consume(&url, c, requests, lo, hi)
                         })
                         .await,
                     );
@@ -126,31 +100,52 @@ pub async fn run(
                 }
             }
         }
-        let per_round: Vec<f64> = http
-            .iter()
-            .zip(&direct)
-            .map(|(h, d)| h.throughput() / d.throughput())
-            .collect();
         let s = gateway_row(ctx.gw, "consume via HTTP", c, &http);
         let b = load::summarize(baseline_name, c, &direct);
         let mut ratio = json!({
             "concurrency": c,
             "overall": s.throughput_per_s / b.throughput_per_s,
-            "per_round": per_round,
+            "per_round": per_round(&http, &direct),
         });
         rows.push(s);
         if use_wrk {
             let w = gateway_row(ctx.gw, "consume via HTTP, wrk", c, &wrk);
             ratio["wrk_overall"] = json!(w.throughput_per_s / b.throughput_per_s);
-            ratio["wrk_per_round"] = json!(wrk
-                .iter()
-                .zip(&direct)
-                .map(|(h, d)| h.throughput() / d.throughput())
-                .collect::<Vec<f64>>());
+            ratio["wrk_per_round"] = json!(per_round(&wrk, &direct));
             rows.push(w);
         }
         ratios.push(ratio);
         rows.push(b);
     }
     Ok(ratios)
+}
+
+/// Throughput of each round of `legs` over the same round of `baseline`.
+fn per_round(legs: &[load::Measured], baseline: &[load::Measured]) -> Vec<f64> {
+    legs.iter()
+        .zip(baseline)
+        .map(|(l, b)| l.throughput() / b.throughput())
+        .collect()
+}
+
+/// A leg run by a load client in a child process (`run` blocks), with the
+/// gateway's and the database's CPU; a failed client is reported and
+/// counted as `requests` errors in one second.
+async fn child_leg(
+    ctx: &Ctx<'_>,
+    client: &'static str,
+    requests: usize,
+    run: impl FnOnce() -> anyhow::Result<load::Measured> + Send + 'static,
+) -> load::Measured {
+    with_cpu(ctx.gw, async move {
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+            .unwrap_or_else(|e| {
+                eprintln!("{client}: {e}");
+                load::Measured::from_parts(Vec::new(), requests, Duration::from_secs(1))
+            })
+    })
+    .await
 }

@@ -26,22 +26,29 @@ pub struct Outcome {
     pub adopted: bool,
 }
 
+impl Outcome {
+    /// Could not proceed; nothing was changed.
+    fn refused(text: String) -> Outcome {
+        Outcome {
+            text,
+            ok: false,
+            adopted: false,
+        }
+    }
+
+    fn done(text: String, adopted: bool) -> Outcome {
+        Outcome {
+            text,
+            ok: true,
+            adopted,
+        }
+    }
+}
+
 /// Why `--apply` needs `--opening-balance`.
 pub const NEEDS_OPENING: &str = "--apply needs --opening-balance ledger|platform|sum: which \
     balance each user keeps is a decision about money, not a default (the dry run shows each \
     choice's total); nothing was changed";
-
-const SEED_INDEXES: &[&str] = &[
-    "ix_ledger_user_created",
-    "ix_ledger_source",
-    "ix_ledger_fal_refunds",
-    "ix_points_detail_user",
-    "ix_fin_user_time",
-    "ix_fal_tasks_key_created",
-    "ix_fal_tasks_user_created",
-    "ix_fal_tasks_created",
-    "ix_fal_tasks_cost_cover",
-];
 
 pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome> {
     let map = match &opts.user_map {
@@ -52,72 +59,61 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             match UserMap::parse(&text) {
                 Ok(m) => m,
                 Err(errors) => {
-                    return Ok(Outcome {
-                        text: format!(
-                            "the user map {} cannot be used; nothing was changed:\n  - {}\n",
-                            path.display(),
-                            errors.join("\n  - ")
-                        ),
-                        ok: false,
-                        adopted: false,
-                    })
+                    return Ok(Outcome::refused(format!(
+                        "the user map {} cannot be used; nothing was changed:\n  - {}\n",
+                        path.display(),
+                        errors.join("\n  - ")
+                    )))
                 }
             }
         }
     };
     if opts.apply && opts.opening.is_none() {
-        return Ok(Outcome {
-            text: format!("{NEEDS_OPENING}\n"),
-            ok: false,
-            adopted: false,
-        });
+        return Ok(Outcome::refused(format!("{NEEDS_OPENING}\n")));
     }
     let mut tx = sa::begin(store).await?;
     match sa::standing_in(&tx).await? {
         Standing::Unadopted { .. } => {}
         Standing::Adopted => {
             tx.rollback().await?;
-            let text =
-                match sa::adoption_summary(store).await? {
-                    Some((kind, at, cutover, policy)) => format!(
-                    "already {} at {at} (history up to ledger row {cutover}{}): nothing to do\n",
-                    if kind == "fresh" { "made by the gateway" } else { "adopted" },
-                    policy.map(|p| format!(", opening balances from {p}")).unwrap_or_default()
+            let text = match sa::adoption_row(store.connection()).await? {
+                Some(a) => format!(
+                    "already {} at {} (history up to ledger row {}{}): nothing to do\n",
+                    if a.adopted() {
+                        "adopted"
+                    } else {
+                        "made by the gateway"
+                    },
+                    a.cutover_at,
+                    a.ledger_cutover_id,
+                    a.opening_balance
+                        .map(|p| format!(", opening balances from {p}"))
+                        .unwrap_or_default()
                 ),
-                    None => "already adopted: nothing to do\n".to_owned(),
-                };
-            return Ok(Outcome {
-                text,
-                ok: true,
-                adopted: true,
-            });
+                None => "already adopted: nothing to do\n".to_owned(),
+            };
+            return Ok(Outcome::done(text, true));
         }
         Standing::Empty => {
             tx.rollback().await?;
-            return Ok(Outcome {
-                text: "none of the platforms' tables is here: nothing to adopt \
+            return Ok(Outcome::refused(
+                "none of the platforms' tables is here: nothing to adopt \
                        (`points-gateway migrate` makes a fresh database)\n"
                     .to_owned(),
-                ok: false,
-                adopted: false,
-            });
+            ));
         }
         s @ Standing::Collision { .. } => {
             tx.rollback().await?;
-            return Ok(Outcome {
-                text: format!(
-                    "{}; nothing was changed\n",
-                    s.refusal(false).unwrap_or_default()
-                ),
-                ok: false,
-                adopted: false,
-            });
+            return Ok(Outcome::refused(format!(
+                "{}; nothing was changed\n",
+                s.refusal(false).unwrap_or_default()
+            )));
         }
     }
     let inv = sa::inventory_in(&tx, opts.apply).await?;
     let adds = Additions {
         tables: &OWN_TABLES,
-        seed_indexes: SEED_INDEXES,
+        seed_indexes: &migration::seed_index_names(),
         trigger: match store.engine() {
             Engine::Postgres => Some(
                 "points_ledger_notify on mjk_point_transactions (balance events across instances)",
@@ -147,19 +143,11 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             let hint =
                 "\nTo adopt: points-gateway adopt --apply --opening-balance ledger|platform|sum \
                         [--user-map FILE]\n";
-            return Ok(Outcome {
-                text: format!("{report}{hint}"),
-                ok: true,
-                adopted: false,
-            });
+            return Ok(Outcome::done(format!("{report}{hint}"), false));
         }
         Err(_) => {
             tx.rollback().await?;
-            return Ok(Outcome {
-                text: report,
-                ok: false,
-                adopted: false,
-            });
+            return Ok(Outcome::refused(report));
         }
     };
     sa::install(&tx).await?;
@@ -184,15 +172,14 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
     }
     sa::record(&tx, &inv, plan.policy.as_str(), plan.users.len(), &report).await?;
     tx.commit().await?;
-    Ok(Outcome {
-        text: format!(
+    Ok(Outcome::done(
+        format!(
             "{report}\nAdopted: {} users, {opened} opening rows, {} points; history up to ledger row {} \
              is kept as it was. `points-gateway verify` checks everything from here on.\n",
             plan.users.len(),
             plan.total_opening,
             inv.ledger_max_id
         ),
-        ok: true,
-        adopted: false,
-    })
+        false,
+    ))
 }

@@ -206,7 +206,7 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             // guarantees the dry run changes nothing, not even SQLite's
             // journal mode); `--apply` connects for writing only once that
             // plan can proceed.
-            let reader = connect_as(&settings, 2, true).await?;
+            let reader = connect_as(&settings, 2, Access::ReadOnly).await?;
             let check = crate::adopt::adopt(
                 &reader,
                 &crate::adopt::AdoptOptions {
@@ -217,14 +217,7 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             .await?;
             reader.connection().clone().close().await.ok();
             let outcome = if apply && check.ok && !check.adopted {
-                let store = Store::connect_with(crate::store::ConnectOptionsSpec {
-                    url: &settings.database_url,
-                    max_connections: 2,
-                    statement_timeout: None,
-                    legacy_zone: settings.legacy_zone,
-                    read_only: false,
-                })
-                .await?;
+                let store = connect_as(&settings, 2, Access::Adopting).await?;
                 crate::adopt::adopt(&store, &opts).await?
             } else {
                 check
@@ -259,15 +252,27 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
 
 /// The store of the configured database, in the configured legacy zone.
 async fn connect(settings: &Settings, max_connections: u32) -> anyhow::Result<Store> {
-    connect_as(settings, max_connections, false).await
+    connect_as(settings, max_connections, Access::Gateway).await
+}
+
+/// How a command uses the database.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Reads only (`adopt`'s dry run).
+    ReadOnly,
+    /// Writes a database the gateway owns: an unadopted platform database
+    /// is refused before anything is written.
+    Gateway,
+    /// `adopt --apply`: writes the platforms' database to adopt it.
+    Adopting,
 }
 
 async fn connect_as(
     settings: &Settings,
     max_connections: u32,
-    read_only: bool,
+    access: Access,
 ) -> anyhow::Result<Store> {
-    if !read_only {
+    if access == Access::Gateway {
         Store::refuse_unadopted(&settings.database_url).await?;
     }
     Ok(Store::connect_with(crate::store::ConnectOptionsSpec {
@@ -275,7 +280,7 @@ async fn connect_as(
         max_connections,
         statement_timeout: None,
         legacy_zone: settings.legacy_zone,
-        read_only,
+        read_only: access == Access::ReadOnly,
     })
     .await?)
 }

@@ -26,3 +26,30 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+/// The names of the (non-unique) indexes the migrations add to the seed
+/// tables, read from their own statements, for `adopt`'s report.
+pub fn seed_index_names() -> Vec<&'static str> {
+    m20261122_000001_initial::SEED_INDEXES
+        .iter()
+        .chain([
+            &m20261122_000002_fal_refund_index::INDEX,
+            &m20261122_000003_fal_cost_cover::INDEX,
+        ])
+        .filter_map(|sql| {
+            sql.strip_prefix("CREATE INDEX IF NOT EXISTS ")?
+                .split_whitespace()
+                .next()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_seed_index_is_named() {
+        let names = super::seed_index_names();
+        assert_eq!(names.len(), 9, "{names:?}");
+        assert!(names.contains(&"ix_ledger_source") && names.contains(&"ix_fal_tasks_cost_cover"));
+    }
+}

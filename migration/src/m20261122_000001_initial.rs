@@ -50,7 +50,7 @@ fn check(sql: &str) -> SimpleExpr {
 /// Indexes on the seed tables. None is unique: legacy history holds what a
 /// unique index would refuse (a job charged twice under one key); the
 /// gateway's idempotency keys are unique in `gw_entries`.
-const SEED_INDEXES: &[&str] = &[
+pub(crate) const SEED_INDEXES: &[&str] = &[
     // The UsageDetail page and the chain checks read by user, newest first.
     "CREATE INDEX IF NOT EXISTS ix_ledger_user_created ON mjk_point_transactions (user_id, created_at, id)",
     // Keys of legacy rows (a consume or recharge retried against history,

@@ -2,6 +2,10 @@
 
 use sea_orm_migration::prelude::*;
 
+pub(crate) const INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS ix_ledger_fal_refunds ON mjk_point_transactions (source_id) \
+     WHERE type = 'refund' AND source_type = 'fal'";
+
 pub struct Migration;
 
 impl MigrationName for Migration {
@@ -13,13 +17,7 @@ impl MigrationName for Migration {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "CREATE INDEX IF NOT EXISTS ix_ledger_fal_refunds ON mjk_point_transactions (source_id) \
-                 WHERE type = 'refund' AND source_type = 'fal'",
-            )
-            .await?;
+        manager.get_connection().execute_unprepared(INDEX).await?;
         Ok(())
     }
 

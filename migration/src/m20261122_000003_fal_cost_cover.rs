@@ -6,6 +6,10 @@
 
 use sea_orm_migration::prelude::*;
 
+pub(crate) const INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS ix_fal_tasks_cost_cover ON ts_fal_tasks \
+     (created_at, api_key, app_name, status, money, cost_money, is_refund)";
+
 pub struct Migration;
 
 impl MigrationName for Migration {
@@ -17,13 +21,7 @@ impl MigrationName for Migration {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "CREATE INDEX IF NOT EXISTS ix_fal_tasks_cost_cover ON ts_fal_tasks \
-                 (created_at, api_key, app_name, status, money, cost_money, is_refund)",
-            )
-            .await?;
+        manager.get_connection().execute_unprepared(INDEX).await?;
         Ok(())
     }
 

@@ -26,7 +26,7 @@ pub struct ChainRow {
 pub async fn cutover(store: &Store) -> Result<i64, StoreError> {
     Ok(super::adopt::adoption_row(store.conn())
         .await?
-        .map_or(0, |(_, id)| id))
+        .map_or(0, |a| a.ledger_cutover_id))
 }
 
 /// Up to `limit` ledger rows with ids above `after_id`, in id order.

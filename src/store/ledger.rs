@@ -518,12 +518,12 @@ impl WriteTx {
         let row = self
             .txn
             .query_one_raw(self.statement(
-                "SELECT CAST(COALESCE(SUM(CASE WHEN t.type = 'consume' THEN t.amount ELSE 0 END), 0) AS BIGINT) AS took, \
+                format!("SELECT CAST(COALESCE(SUM(CASE WHEN t.type = 'consume' THEN t.amount ELSE 0 END), 0) AS BIGINT) AS took, \
                    CAST(COALESCE(SUM(CASE WHEN t.type = 'refund' THEN t.amount ELSE 0 END), 0) AS BIGINT) AS refunded \
                  FROM mjk_point_transactions t \
                  WHERE t.source_id = $1 AND t.type IN ('consume', 'refund') AND t.source_type = $2 \
-                   AND t.id <= (SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a) \
-                   AND NOT EXISTS (SELECT 1 FROM gw_entries g WHERE g.ledger_id = t.id)",
+                   AND t.id <= {HISTORY_END} \
+                   AND NOT EXISTS (SELECT 1 FROM gw_entries g WHERE g.ledger_id = t.id)"),
                 vec![consume.source_id.clone().into(), consume.source_type.clone().into()],
             ))
             .await?
@@ -677,6 +677,10 @@ impl KeyedRow {
     }
 }
 
+/// The last ledger id of the history before the cutover (a scalar
+/// subquery; 0 on a database the gateway made).
+const HISTORY_END: &str = "(SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a)";
+
 /// A query selecting `columns` of the row under `key`, with its values
 /// (placeholders from `$1`); usable as a scalar subquery when `columns` is
 /// one column. A row the gateway wrote comes first; otherwise a row of the
@@ -689,7 +693,7 @@ fn key_lookup(key: LedgerKey<'_>, columns: &str) -> (String, Vec<sea_orm::Value>
             "SELECT {columns} FROM mjk_point_transactions t \
              LEFT JOIN gw_entries g ON g.ledger_id = t.id \
              WHERE {filter} AND (g.ledger_id IS NOT NULL \
-               OR t.id <= (SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a)) \
+               OR t.id <= {HISTORY_END}) \
              ORDER BY g.ledger_id IS NULL, t.id LIMIT 1"
         )
     };

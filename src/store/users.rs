@@ -19,7 +19,7 @@ pub enum Inserted {
 pub async fn adopted(store: &Store) -> Result<bool, StoreError> {
     Ok(super::adopt::adoption_row(store.conn())
         .await?
-        .is_some_and(|(kind, _)| kind == "adopted"))
+        .is_some_and(|a| a.adopted()))
 }
 
 /// Inserts a user with a zero balance (with `id`, or the next id), or

@@ -133,26 +133,3 @@ pub async fn record(
         .await?;
     Ok(())
 }
-
-/// When and how the database was adopted: `(kind, cutover_at, ledger
-/// cutover id, opening policy)`.
-pub async fn adoption_summary(
-    store: &Store,
-) -> Result<Option<(String, chrono::DateTime<chrono::Utc>, i64, Option<String>)>, StoreError> {
-    let row = store
-        .conn()
-        .query_one_raw(Statement::from_string(
-            store.engine.backend(),
-            "SELECT kind, cutover_at, ledger_cutover_id, opening_balance FROM gw_adoption ORDER BY id LIMIT 1",
-        ))
-        .await?;
-    Ok(match row {
-        Some(r) => Some((
-            r.try_get("", "kind")?,
-            r.try_get("", "cutover_at")?,
-            r.try_get("", "ledger_cutover_id")?,
-            r.try_get("", "opening_balance")?,
-        )),
-        None => None,
-    })
-}

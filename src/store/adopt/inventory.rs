@@ -185,41 +185,69 @@ fn compare(want: Family, found: Family, sqlite: bool) -> Option<(bool, &'static 
     }
 }
 
-/// Reads everything `adopt` decides on, in one snapshot (`conn` is a
-/// transaction).
-pub async fn inventory<C: ConnectionTrait>(conn: &C) -> Result<Inventory, StoreError> {
-    inventory_upto(conn, None).await
-}
-
 /// The anomalies of the history before the cutover of an adopted
 /// database (`verify` lists them as information).
 pub async fn history_anomalies<C: ConnectionTrait>(conn: &C) -> Result<Vec<Anomaly>, StoreError> {
-    let row = conn
-        .query_one_raw(Statement::from_string(
-            conn.get_database_backend(),
-            "SELECT ledger_cutover_id, CAST(detail_cutover_id AS BIGINT) AS d FROM gw_adoption ORDER BY id LIMIT 1",
-        ))
-        .await?;
-    let Some(row) = row else {
+    let Some(a) = super::adoption_row(conn).await? else {
         return Ok(Vec::new());
     };
-    let bound = (
-        row.try_get::<i64>("", "ledger_cutover_id")?,
-        row.try_get::<i64>("", "d")?,
-    );
-    Ok(inventory_upto(conn, Some(bound)).await?.anomalies)
+    let bound = (a.ledger_cutover_id, a.detail_cutover_id);
+    let found = existing_tables(conn, &SEED_TABLES).await?;
+    let ts_users = !existing_tables(conn, &["ts_users"]).await?.is_empty();
+    anomalies(conn, &found, ts_users, Some(bound)).await
 }
 
-/// [`inventory`], its anomalies limited to ledger and `ts_points_detail`
-/// ids up to `history` when given.
-async fn inventory_upto<C: ConnectionTrait>(
+/// The history's anomalies: of the ledger, and rows of users `ts_users`
+/// lacks; with `history`, only rows up to those ledger and
+/// `ts_points_detail` ids.
+async fn anomalies<C: ConnectionTrait>(
     conn: &C,
+    found: &[String],
+    ts_users_table: bool,
     history: Option<(i64, i64)>,
-) -> Result<Inventory, StoreError> {
+) -> Result<Vec<Anomaly>, StoreError> {
     let (ledger_upto, detail_upto) = match history {
         Some((l, d)) => (format!(" AND id <= {l}"), format!(" AND x.id <= {d}")),
         None => (String::new(), String::new()),
     };
+    let has = |t: &str| found.iter().any(|f| f == t);
+    let mut out = Vec::new();
+    if has("mjk_point_transactions") {
+        out.extend(ledger_anomalies(conn, &ledger_upto).await?);
+    }
+    if ts_users_table {
+        // After adoption, rows the gateway wrote for users the ts platform
+        // does not know (mjk-only users) are no anomaly of the history.
+        let tables: &[&str] = match history {
+            None => &[
+                "ts_points_detail",
+                "ts_financial_transactions",
+                "ts_fal_tasks",
+            ],
+            Some(_) => &["ts_points_detail"],
+        };
+        for &t in tables {
+            if has(t) {
+                out.push(
+                    anomaly(
+                        conn,
+                        "rows of users ts_users does not have",
+                        &format!(
+                            "SELECT '{t} row ' || CAST(x.id AS TEXT) || ': user ' || CAST(x.user_id AS TEXT) AS e \
+                             FROM {t} x WHERE NOT EXISTS (SELECT 1 FROM ts_users u WHERE u.id = x.user_id){detail_upto}"
+                        ),
+                    )
+                    .await?,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads everything `adopt` decides on, in one snapshot (`conn` is a
+/// transaction).
+pub async fn inventory<C: ConnectionTrait>(conn: &C) -> Result<Inventory, StoreError> {
     let backend = conn.get_database_backend();
     let sqlite = backend != DbBackend::Postgres;
     let found = existing_tables(conn, &SEED_TABLES).await?;
@@ -317,8 +345,6 @@ async fn inventory_upto<C: ConnectionTrait>(
             |r| Ok((r.try_get("", "user_id")?, r.try_get("", "balance")?)),
         )
         .await?;
-        inv.anomalies
-            .extend(ledger_anomalies(conn, &ledger_upto).await?);
     }
     if has("ts_points_detail") {
         inv.detail_max_id = scalar(
@@ -336,33 +362,7 @@ async fn inventory_upto<C: ConnectionTrait>(
         )
         .await?;
     }
-    if inv.ts_users_table {
-        // After adoption, rows the gateway wrote for users the ts platform
-        // does not know (mjk-only users) are no anomaly of the history.
-        let tables: &[&str] = match history {
-            None => &[
-                "ts_points_detail",
-                "ts_financial_transactions",
-                "ts_fal_tasks",
-            ],
-            Some(_) => &["ts_points_detail"],
-        };
-        for &t in tables {
-            if has(t) {
-                inv.anomalies.push(
-                    anomaly(
-                        conn,
-                        "rows of users ts_users does not have",
-                        &format!(
-                            "SELECT '{t} row ' || CAST(x.id AS TEXT) || ': user ' || CAST(x.user_id AS TEXT) AS e \
-                             FROM {t} x WHERE NOT EXISTS (SELECT 1 FROM ts_users u WHERE u.id = x.user_id){detail_upto}"
-                        ),
-                    )
-                    .await?,
-                );
-            }
-        }
-    }
+    inv.anomalies = anomalies(conn, &found, inv.ts_users_table, None).await?;
     Ok(inv)
 }
 

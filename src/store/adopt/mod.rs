@@ -5,9 +5,7 @@
 mod apply;
 mod inventory;
 
-pub use apply::{
-    adoption_summary, begin, insert_users, install, inventory_in, record, standing_in,
-};
+pub use apply::{begin, insert_users, install, inventory_in, record, standing_in};
 pub use inventory::{history_anomalies, inventory};
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -174,19 +172,43 @@ pub async fn standing<C: ConnectionTrait>(conn: &C) -> Result<Standing, StoreErr
     }
 }
 
-/// The adoption record: `(kind, ledger_cutover_id)`.
-pub async fn adoption_row<C: ConnectionTrait>(
-    conn: &C,
-) -> Result<Option<(String, i64)>, StoreError> {
+/// The adoption record (`gw_adoption`, one row).
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    /// `fresh` (made by the gateway) or `adopted`.
+    pub kind: String,
+    pub cutover_at: chrono::DateTime<chrono::Utc>,
+    /// The last ledger and `ts_points_detail` ids of the history (0: none).
+    pub ledger_cutover_id: i64,
+    pub detail_cutover_id: i64,
+    /// The `--opening-balance` policy it was adopted with.
+    pub opening_balance: Option<String>,
+}
+
+impl Adoption {
+    pub fn adopted(&self) -> bool {
+        self.kind == "adopted"
+    }
+}
+
+/// The adoption record, if the database has one.
+pub async fn adoption_row<C: ConnectionTrait>(conn: &C) -> Result<Option<Adoption>, StoreError> {
     let backend = conn.get_database_backend();
     let row = conn
         .query_one_raw(Statement::from_string(
             backend,
-            "SELECT kind, ledger_cutover_id FROM gw_adoption ORDER BY id LIMIT 1",
+            "SELECT kind, cutover_at, ledger_cutover_id, CAST(detail_cutover_id AS BIGINT) AS detail, \
+               opening_balance FROM gw_adoption ORDER BY id LIMIT 1",
         ))
         .await?;
     Ok(match row {
-        Some(r) => Some((r.try_get("", "kind")?, r.try_get("", "ledger_cutover_id")?)),
+        Some(r) => Some(Adoption {
+            kind: r.try_get("", "kind")?,
+            cutover_at: r.try_get("", "cutover_at")?,
+            ledger_cutover_id: r.try_get("", "ledger_cutover_id")?,
+            detail_cutover_id: r.try_get("", "detail")?,
+            opening_balance: r.try_get("", "opening_balance")?,
+        }),
         None => None,
     })
 }

@@ -22,7 +22,8 @@ use async_graphql::{ErrorExtensions, ServerError};
 use crate::auth::{AuthError, AuthzError};
 use crate::domain::input::InputError;
 use crate::domain::ledger::{
-    ConsumeError, CreateUserError, ExpireError, RechargeError, RefundError,
+    CaptureError, ConsumeError, CreateUserError, ExpireError, HoldError, RechargeError,
+    RefundError, ReleaseError,
 };
 use crate::fal::FalError;
 use crate::store::read::CursorError;
@@ -37,6 +38,8 @@ pub enum Code {
     NotFound,
     IdempotencyConflict,
     RefundExceedsConsumed,
+    /// A capture or release of a hold that was settled otherwise already.
+    HoldSettled,
     InvalidInput,
     Unauthenticated,
     Forbidden,
@@ -46,12 +49,13 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 12] = [
         Code::InsufficientBalance,
         Code::UserNotFound,
         Code::NotFound,
         Code::IdempotencyConflict,
         Code::RefundExceedsConsumed,
+        Code::HoldSettled,
         Code::InvalidInput,
         Code::Unauthenticated,
         Code::Forbidden,
@@ -72,6 +76,7 @@ impl Code {
             Code::NotFound => "NOT_FOUND",
             Code::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
             Code::RefundExceedsConsumed => "REFUND_EXCEEDS_CONSUMED",
+            Code::HoldSettled => "HOLD_SETTLED",
             Code::InvalidInput => "INVALID_INPUT",
             Code::Unauthenticated => "UNAUTHENTICATED",
             Code::Forbidden => "FORBIDDEN",
@@ -117,6 +122,40 @@ impl Coded for RechargeError {
             RechargeError::IdempotencyConflict(_) => Code::IdempotencyConflict,
             RechargeError::BalanceLimit { .. } => Code::InvalidInput,
             RechargeError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl Coded for HoldError {
+    fn code(&self) -> Code {
+        match self {
+            HoldError::UserNotFound(_) => Code::UserNotFound,
+            HoldError::InsufficientBalance { .. } => Code::InsufficientBalance,
+            HoldError::IdempotencyConflict(_) => Code::IdempotencyConflict,
+            HoldError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl Coded for CaptureError {
+    fn code(&self) -> Code {
+        match self {
+            CaptureError::HoldNotFound(_) => Code::NotFound,
+            CaptureError::Settled { .. } => Code::HoldSettled,
+            CaptureError::ExceedsHold { .. } => Code::InvalidInput,
+            CaptureError::IdempotencyConflict(_) => Code::IdempotencyConflict,
+            CaptureError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl Coded for ReleaseError {
+    fn code(&self) -> Code {
+        match self {
+            ReleaseError::HoldNotFound(_) => Code::NotFound,
+            ReleaseError::Settled { .. } => Code::HoldSettled,
+            ReleaseError::IdempotencyConflict(_) => Code::IdempotencyConflict,
+            ReleaseError::Internal(_) => Code::Internal,
         }
     }
 }

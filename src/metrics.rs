@@ -160,7 +160,8 @@ impl Metrics {
     }
 
     /// One ledger operation: `consume` / `refund` / `recharge` / `expire`,
-    /// outcome `applied`, `replayed` or an error code.
+    /// or of holds: `hold` / `capture` / `release` / `hold_expire`; outcome
+    /// `applied`, `replayed` or an error code (both fixed sets).
     pub fn ledger(&self, kind: &str, outcome: &str) {
         self.ledger.with_label_values(&[kind, outcome]).inc();
     }

@@ -168,7 +168,8 @@ impl Application {
     }
 }
 
-/// The periodic sweep of DESIGN.md invariant 9. Each run is safe alongside
+/// The periodic sweep of DESIGN.md invariant 9, and of holds past their
+/// expiry. Each run is safe alongside
 /// other instances' sweeps (per-user locks), so every instance may run one.
 fn spawn_expiry_sweep(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
     let secs = state.settings.expiry_sweep_secs;
@@ -198,6 +199,16 @@ fn spawn_expiry_sweep(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+            }
+            match crate::domain::ledger::expire_holds(&state.store, crate::time::now()).await {
+                Ok(r) if r.holds > 0 => {
+                    for _ in 0..r.holds {
+                        state.metrics.ledger("hold_expire", "applied");
+                    }
+                    tracing::info!(holds = r.holds, points = r.points, "hold sweep");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "hold sweep failed"),
             }
         }
     }))

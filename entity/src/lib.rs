@@ -7,6 +7,7 @@ pub mod entry;
 pub mod fal_account;
 pub mod fal_task;
 pub mod financial_transaction;
+pub mod hold;
 pub mod legacy_time;
 pub mod point_allocation;
 pub mod point_batch;

@@ -11,6 +11,8 @@ pub struct Model {
     pub kind: String,
     pub amount: i64,
     pub remaining: i64,
+    /// Points of this batch reserved by open holds (not in `remaining`).
+    pub reserved: i64,
     pub expires_at: Option<DateTimeUtc>,
     #[sea_orm(unique)]
     pub order_id: String,

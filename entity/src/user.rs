@@ -13,6 +13,10 @@ pub struct Model {
     pub uuid: Uuid,
     pub name: String,
     pub balance: i64,
+    /// Points reserved by the user's open holds (balance − held is spendable).
+    pub held: i64,
+    /// Counts the user's hold changes (orders hold events after a resync).
+    pub hold_seq: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -12,6 +12,7 @@ mod m20261122_000001_initial;
 mod m20261122_000002_fal_refund_index;
 mod m20261122_000003_fal_cost_cover;
 mod m20261122_000004_ledger_notify;
+mod m20261126_000005_holds;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_fal_refund_index::Migration),
             Box::new(m20261122_000003_fal_cost_cover::Migration),
             Box::new(m20261122_000004_ledger_notify::Migration),
+            Box::new(m20261126_000005_holds::Migration),
         ]
     }
 }

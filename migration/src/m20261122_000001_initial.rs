@@ -30,7 +30,7 @@ fn id_i32() -> ColumnDef {
         .to_owned()
 }
 
-fn id_i64() -> ColumnDef {
+pub(crate) fn id_i64() -> ColumnDef {
     ColumnDef::new("id")
         .big_integer()
         .not_null()
@@ -39,11 +39,11 @@ fn id_i64() -> ColumnDef {
         .to_owned()
 }
 
-fn col(name: &'static str) -> ColumnDef {
+pub(crate) fn col(name: &'static str) -> ColumnDef {
     ColumnDef::new(name)
 }
 
-fn check(sql: &str) -> SimpleExpr {
+pub(crate) fn check(sql: &str) -> SimpleExpr {
     Expr::cust(sql.to_owned())
 }
 

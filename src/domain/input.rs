@@ -19,7 +19,7 @@ pub const MAX_DURATION_SECS: f64 = 31_536_000.0;
 #[error("{0}")]
 pub struct InputError(pub String);
 
-fn invalid(msg: impl Into<String>) -> InputError {
+pub(super) fn invalid(msg: impl Into<String>) -> InputError {
     InputError(msg.into())
 }
 
@@ -187,7 +187,7 @@ impl PlatformUserId {
 
 /// Hex SHA-256 of the canonical form of a request: two requests with one
 /// idempotency key are "the same" exactly when their fingerprints match.
-fn fingerprint(parts: &[String]) -> String {
+pub(super) fn fingerprint(parts: &[String]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());
@@ -196,9 +196,27 @@ fn fingerprint(parts: &[String]) -> String {
     hex::encode(h.finalize())
 }
 
-fn opt<T: ToString>(v: Option<T>) -> String {
+pub(super) fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|x| format!("some:{}", x.to_string()))
         .unwrap_or_else(|| "none".to_owned())
+}
+
+/// The billed seconds of a job: required for the sources billed by the
+/// second (tts, video), refused for the others.
+pub(super) fn billed_duration(
+    source_type: SourceType,
+    duration: Option<f64>,
+) -> Result<Option<BilledDuration>, InputError> {
+    match (source_type.billed_by_duration(), duration) {
+        (true, Some(d)) => Ok(Some(BilledDuration::new(d)?)),
+        (true, None) => Err(invalid(format!(
+            "duration is required for {source_type} consumes"
+        ))),
+        (false, Some(_)) => Err(invalid(format!(
+            "duration is only accepted for tts and video consumes, not {source_type}"
+        ))),
+        (false, None) => Ok(None),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -224,20 +242,7 @@ impl ConsumeRequest {
     ) -> Result<ConsumeRequest, InputError> {
         let amount = Amount::new(amount)?;
         let source_id = Key::new("sourceId", source_id)?;
-        let duration = match (source_type.billed_by_duration(), duration) {
-            (true, Some(d)) => Some(BilledDuration::new(d)?),
-            (true, None) => {
-                return Err(invalid(format!(
-                    "duration is required for {source_type} consumes"
-                )))
-            }
-            (false, Some(_)) => {
-                return Err(invalid(format!(
-                    "duration is only accepted for tts and video consumes, not {source_type}"
-                )))
-            }
-            (false, None) => None,
-        };
+        let duration = billed_duration(source_type, duration)?;
         let note = note.map(Note::new).transpose()?;
         Ok(ConsumeRequest {
             user_id,

@@ -4,6 +4,7 @@
 //! input into these types, call the operations, and map the errors by code.
 
 pub mod adopt;
+pub mod hold_input;
 pub mod input;
 pub mod ledger;
 pub mod source;

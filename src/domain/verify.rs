@@ -14,8 +14,8 @@ use crate::store::{audit, Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// Which rule: `chain`, `time_order`, `balance`, `batch`, `allocation`,
-    /// `draw_order`, `refund_cap`, `mirror`, `fal_refund`, `foreign` (a
-    /// ledger row after the cutover that the gateway did not write).
+    /// `draw_order`, `refund_cap`, `mirror`, `fal_refund`, `hold`, `foreign`
+    /// (a ledger row after the cutover that the gateway did not write).
     pub rule: &'static str,
     pub detail: String,
 }
@@ -130,10 +130,21 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
         }
     }
 
-    // 2. Cached balance = last balance_after = sum of batch remaining.
+    // 2. Cached balance = last balance_after = what the batches hold
+    // (remaining + reserved); held = open holds = reserved, within balance.
     for u in audit::users(store).await? {
         checked.users += 1;
         let (id, balance, in_batches) = (u.id, u.balance, u.in_batches);
+        if u.held != u.open_holds || u.held != u.reserved || u.held > balance {
+            push(
+                &mut v,
+                "hold",
+                format!(
+                    "user {id}: held {}, open holds {}, batches reserve {}, balance {balance}",
+                    u.held, u.open_holds, u.reserved
+                ),
+            );
+        }
         let ledger = last_after.remove(&u.uuid).unwrap_or(0);
         if balance != ledger {
             push(
@@ -158,25 +169,46 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
         );
     }
 
-    // 3. Each batch: remaining = amount - drawn + returned - expired, within [0, amount].
+    // 3. Each batch: remaining + reserved = amount - drawn + returned -
+    // expired, within [0, amount]; reserved = its open holds' parts.
     for b in audit::batches(store).await? {
         checked.batches += 1;
         let (id, amount, remaining, moved, expired) =
             (b.id, b.amount, b.remaining, b.moved, b.expired);
-        if remaining < 0 || remaining > amount {
+        let holds = remaining + b.reserved;
+        if remaining < 0 || b.reserved < 0 || holds > amount {
             push(
                 &mut v,
                 "batch",
-                format!("batch {id}: remaining {remaining} outside [0, {amount}]"),
+                format!(
+                    "batch {id}: remaining {remaining} + reserved {} outside [0, {amount}]",
+                    b.reserved
+                ),
             );
         }
-        if remaining != amount + moved - expired {
+        if holds != amount + moved - expired {
             push(
                 &mut v,
                 "batch",
-                format!("batch {id}: remaining {remaining}, but {amount} {moved:+} moved - {expired} expired"),
+                format!("batch {id}: remaining {remaining} + reserved {}, but {amount} {moved:+} moved - {expired} expired", b.reserved),
             );
         }
+        if b.reserved != b.held_parts {
+            push(
+                &mut v,
+                "hold",
+                format!(
+                    "batch {id}: reserved {}, open holds' parts {}",
+                    b.reserved, b.held_parts
+                ),
+            );
+        }
+    }
+
+    // 3b. Holds: parts add up, settlements fit their status, captures
+    // wrote the consume row they say from the batches held.
+    for detail in audit::hold_mismatches(store).await? {
+        push(&mut v, "hold", detail);
     }
 
     // 4. Allocations sum to every consume and refund.

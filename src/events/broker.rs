@@ -13,15 +13,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::store::feed::{Entry, LedgerSink};
+use crate::store::feed::{Change, Entry, HoldNote, LedgerSink};
 
 /// One change of one user's balance, as delivered to subscribers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BalanceEvent {
     pub user_id: i32,
+    /// The settled balance (the ledger's last `balance_after`).
     pub balance: i64,
-    /// The ledger row; `None` on a resync (the balance is then read fresh).
+    /// Points reserved by open holds: `balance - held` is available.
+    pub held: i64,
+    /// The ledger row, for a ledger change.
     pub entry: Option<Entry>,
+    /// The hold, for a hold change. Both `None`: a resync (the figures are
+    /// then read fresh).
+    pub hold: Option<HoldNote>,
 }
 
 /// Whose changes a subscriber receives.
@@ -189,12 +195,27 @@ impl Broker {
 
 /// Committed ledger rows, from whichever feed the engine has, become events.
 impl LedgerSink for Broker {
-    fn committed(&self, user_id: i32, rows: &[Entry]) {
-        for row in rows {
-            self.publish(BalanceEvent {
-                user_id,
-                balance: row.balance_after,
-                entry: Some(row.clone()),
+    fn committed(&self, user_id: i32, changes: &[Change]) {
+        for change in changes {
+            self.publish(match change {
+                Change::Row { entry, held } => BalanceEvent {
+                    user_id,
+                    balance: entry.balance_after,
+                    held: *held,
+                    entry: Some(entry.clone()),
+                    hold: None,
+                },
+                Change::Hold {
+                    hold,
+                    balance,
+                    held,
+                } => BalanceEvent {
+                    user_id,
+                    balance: *balance,
+                    held: *held,
+                    entry: None,
+                    hold: Some(hold.clone()),
+                },
             });
         }
     }
@@ -208,8 +229,17 @@ impl LedgerSink for Broker {
 pub struct Subscription {
     broker: Arc<Broker>,
     slot: Arc<Slot>,
-    /// Per resynced user, the last ledger id the resync covered.
-    watermarks: HashMap<i32, i64>,
+    /// Per resynced user, what the resync covered.
+    watermarks: HashMap<i32, Mark>,
+}
+
+/// What a resync of one user read: events up to it are stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// The user's last ledger id.
+    pub entry_id: i64,
+    /// The user's hold change count.
+    pub hold_seq: i64,
 }
 
 impl Subscription {
@@ -245,25 +275,30 @@ impl Subscription {
         }
     }
 
-    /// Records that a resync of `user` covered the ledger up to `last_id`.
-    pub fn resynced(&mut self, user: i32, last_id: i64) {
+    /// Records what a resync of `user` covered.
+    pub fn resynced(&mut self, user: i32, mark: Mark) {
         if self.slot.filter.matches(user) {
-            self.watermarks.insert(user, last_id);
+            self.watermarks.insert(user, mark);
         }
     }
 }
 
-/// An event older than the resync already sent for its user; ledger ids grow
-/// along one user's chain, so the first newer one ends the check.
-fn is_stale(watermarks: &mut HashMap<i32, i64>, event: &BalanceEvent) -> bool {
-    let (Some(mark), Some(entry)) = (watermarks.get(&event.user_id), &event.entry) else {
+/// An event older than the resync already sent for its user. Ledger ids
+/// and hold change counts each grow along one user's changes (both are
+/// made under the user's lock), so the first newer event ends the check.
+fn is_stale(watermarks: &mut HashMap<i32, Mark>, event: &BalanceEvent) -> bool {
+    let Some(mark) = watermarks.get(&event.user_id) else {
         return false;
     };
-    if entry.id <= *mark {
-        return true;
+    let stale = match (&event.entry, &event.hold) {
+        (Some(entry), _) => entry.id <= mark.entry_id,
+        (None, Some(hold)) => hold.seq <= mark.hold_seq,
+        (None, None) => false,
+    };
+    if !stale {
+        watermarks.remove(&event.user_id);
     }
-    watermarks.remove(&event.user_id);
-    false
+    stale
 }
 
 impl Drop for Subscription {
@@ -302,7 +337,52 @@ mod tests {
         BalanceEvent {
             user_id: user,
             balance: after,
+            held: 0,
             entry: Some(row(id, after + 1, after)),
+            hold: None,
+        }
+    }
+
+    fn mark(entry_id: i64, hold_seq: i64) -> Mark {
+        Mark { entry_id, hold_seq }
+    }
+
+    fn hold_event(user: i32, seq: i64) -> BalanceEvent {
+        BalanceEvent {
+            user_id: user,
+            balance: 100,
+            held: 10,
+            entry: None,
+            hold: Some(HoldNote {
+                id: seq,
+                source_type: "video".into(),
+                source_id: format!("job-{seq}"),
+                amount: 10,
+                status: "held".into(),
+                captured: None,
+                seq,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn hold_events_older_than_a_resync_are_skipped_newer_ones_flow() {
+        let b = Broker::new(8);
+        let mut s = b.subscribe(Filter::User(1));
+        b.publish(hold_event(1, 1));
+        // The feed was lost: user 1 must be resynced.
+        b.resync(&[1]);
+        assert!(matches!(next_now(&mut s).await, Some(Next::Resync(u)) if u == vec![1]));
+        // Published after the resync was handed out but committed before
+        // its read: covered by the mark.
+        b.publish(hold_event(1, 2));
+        s.resynced(1, mark(0, 2));
+        // The queued seq 1 and the late seq 2 are both covered.
+        assert!(next_now(&mut s).await.is_none());
+        b.publish(hold_event(1, 4));
+        match next_now(&mut s).await {
+            Some(Next::Event(e)) => assert_eq!(e.hold.as_ref().map(|h| h.seq), Some(4)),
+            other => panic!("expected hold seq 4, got {other:?}"),
         }
     }
 
@@ -351,7 +431,7 @@ mod tests {
             Next::Resync(users) => assert_eq!(users, vec![1]),
             other => panic!("expected a resync, got {other:?}"),
         }
-        slow.resynced(1, 109);
+        slow.resynced(1, mark(109, 0));
         assert!(next_now(&mut slow).await.is_none());
         // Newer events flow again after the resync.
         b.publish(event(1, 110, 990));
@@ -370,8 +450,8 @@ mod tests {
             Next::Resync(users) => assert_eq!(users, vec![1, 2]),
             other => panic!("expected a resync, got {other:?}"),
         }
-        s.resynced(1, 4);
-        s.resynced(2, 3);
+        s.resynced(1, mark(4, 0));
+        s.resynced(2, mark(3, 0));
         // The queued event of user 1 predates the resync.
         assert!(next_now(&mut s).await.is_none());
     }

@@ -7,4 +7,4 @@
 
 mod broker;
 
-pub use broker::{BalanceEvent, Broker, Filter, Next, Subscription};
+pub use broker::{BalanceEvent, Broker, Filter, Mark, Next, Subscription};

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::context::{caller, state};
 use super::types::*;
+use crate::domain::hold_input::{CaptureRequest, HoldDraft, HoldRequest, ReleaseRequest};
 use crate::domain::input::{
     ConsumeRequest, PlatformUserId, RechargeDraft, RechargeRequest, RefundRequest, UserName,
 };
@@ -53,6 +54,42 @@ pub struct RechargeInput {
 }
 
 #[derive(InputObject)]
+pub struct HoldInput {
+    pub user_id: i32,
+    /// Points to reserve (> 0): the job's estimate.
+    pub amount: i32,
+    pub source_type: SourceTypeGql,
+    /// With `sourceType`, the job's key: of this hold, and of the consume
+    /// row its capture writes.
+    pub source_id: String,
+    /// Estimated seconds: required for TTS and VIDEO, refused otherwise.
+    pub duration: Option<f64>,
+    pub note: Option<String>,
+    /// Seconds until the sweep releases the hold if nobody settles it:
+    /// 1 to 604800 (7 days); 86400 when omitted.
+    pub expires_in_secs: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct CaptureHoldInput {
+    pub source_type: SourceTypeGql,
+    pub source_id: String,
+    /// The job's actual cost, at most the points held; the rest goes back.
+    pub amount: i32,
+    /// Billed seconds (TTS, VIDEO); the hold's estimate when omitted.
+    pub duration: Option<f64>,
+    /// The consume row's note; the hold's when omitted.
+    pub note: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct ReleaseHoldInput {
+    pub source_type: SourceTypeGql,
+    pub source_id: String,
+    pub reason: Option<String>,
+}
+
+#[derive(InputObject)]
 pub struct CreateUserInput {
     pub name: String,
     /// Generated when omitted; creating the same uuid and name twice returns the user.
@@ -60,6 +97,23 @@ pub struct CreateUserInput {
     /// On an adopted database: the ts platform's id of a user it registered
     /// after the cutover (1..999999999). Omitted: the gateway picks the id.
     pub id: Option<i32>,
+}
+
+/// Counts a hold operation by outcome: `applied`, `replayed` or its code.
+fn record_hold<T, E: Coded>(
+    ctx: &Context<'_>,
+    kind: &str,
+    result: &Result<T, E>,
+    replayed: impl Fn(&T) -> bool,
+) {
+    let outcome = match result {
+        Ok(t) if replayed(t) => "replayed",
+        Ok(_) => "applied",
+        Err(e) => e.code().as_str(),
+    };
+    if let Ok(st) = state(ctx) {
+        st.metrics.ledger(kind, outcome);
+    }
 }
 
 /// Counts a ledger operation by outcome: `applied`, `replayed` or its code.
@@ -169,6 +223,93 @@ impl MutationRoot {
         record(ctx, "refund", &applied);
         let applied = applied.gql()?;
         Ok(UsageDetail(applied.entry))
+    }
+
+    /// Reserves points for a job before it runs (services, admins).
+    /// Idempotent on `(sourceType, sourceId)`; `INSUFFICIENT_BALANCE` when
+    /// the available balance (balance − held) is short.
+    async fn hold(&self, ctx: &Context<'_>, input: HoldInput) -> async_graphql::Result<HoldGql> {
+        caller(ctx)?.may_mutate().gql()?;
+        let req = HoldRequest::new(HoldDraft {
+            user_id: input.user_id,
+            amount: input.amount.into(),
+            source_type: input.source_type.into(),
+            source_id: &input.source_id,
+            duration: input.duration,
+            note: input.note.as_deref(),
+            expires_in_secs: input.expires_in_secs.map(Into::into),
+        })
+        .gql()?;
+        let st = state(ctx)?;
+        let held = ledger::hold(&st.store, &req).await;
+        record_hold(ctx, "hold", &held, |h| h.replayed);
+        Ok(HoldGql {
+            hold: held.gql()?.hold,
+            entry: None,
+        })
+    }
+
+    /// Settles a hold for the job's actual amount: writes its one consume
+    /// row from the held batches and returns the rest to them.
+    async fn capture_hold(
+        &self,
+        ctx: &Context<'_>,
+        input: CaptureHoldInput,
+    ) -> async_graphql::Result<HoldGql> {
+        caller(ctx)?.may_mutate().gql()?;
+        let req = CaptureRequest::new(
+            input.source_type.into(),
+            &input.source_id,
+            input.amount.into(),
+            input.duration,
+            input.note.as_deref(),
+        )
+        .gql()?;
+        let st = state(ctx)?;
+        let captured = ledger::capture_hold(&st.store, &req).await;
+        record_hold(ctx, "capture", &captured, |c| c.replayed);
+        let c = captured.gql()?;
+        Ok(HoldGql {
+            hold: c.hold,
+            entry: Some(c.entry),
+        })
+    }
+
+    /// Releases a hold (the job failed or was cancelled): every point goes
+    /// back; no ledger row.
+    async fn release_hold(
+        &self,
+        ctx: &Context<'_>,
+        input: ReleaseHoldInput,
+    ) -> async_graphql::Result<HoldGql> {
+        caller(ctx)?.may_mutate().gql()?;
+        let req = ReleaseRequest::new(
+            input.source_type.into(),
+            &input.source_id,
+            input.reason.as_deref(),
+        )
+        .gql()?;
+        let st = state(ctx)?;
+        let released = ledger::release_hold(&st.store, &req).await;
+        record_hold(ctx, "release", &released, |h| h.replayed);
+        Ok(HoldGql {
+            hold: released.gql()?.hold,
+            entry: None,
+        })
+    }
+
+    /// Runs the hold sweep now (admins): every open hold past its expiry
+    /// is released as EXPIRED. Returns how many.
+    async fn expire_holds(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        caller(ctx)?.must_be_admin().gql()?;
+        let st = state(ctx)?;
+        let sweep = ledger::expire_holds(&st.store, crate::time::now())
+            .await
+            .gql()?;
+        for _ in 0..sweep.holds {
+            st.metrics.ledger("hold_expire", "applied");
+        }
+        Ok(i32::try_from(sweep.holds).unwrap_or(i32::MAX))
     }
 
     /// Runs the expiry sweep now (admins).

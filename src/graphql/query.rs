@@ -198,6 +198,37 @@ impl QueryRoot {
         ))
     }
 
+    /// A user's holds, newest first, optionally of one status; the same
+    /// authorization as the ledger (users see their own).
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn holds(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<i32>,
+        status: Option<HoldStatusGql>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<HoldConnection> {
+        let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
+        let page = Page::new(first, after.as_deref()).gql()?;
+        let store = &state(ctx)?.store;
+        if queries::users::by_id(store, uid).await.gql()?.is_none() {
+            return Err(to_gql(ReadError::UserNotFound(uid)));
+        }
+        let status = status.map(Into::into);
+        let (rows, more) = store.holds_page(uid, status, &page).await.gql()?;
+        Ok(connection(
+            rows,
+            more,
+            TotalCount::Holds(uid, status),
+            |h| Cursor {
+                at: h.created_at,
+                id: h.id,
+            },
+            |hold| HoldGql { hold, entry: None },
+        ))
+    }
+
     /// The older platform's signed points statement.
     #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
     async fn points_statement(

@@ -9,7 +9,7 @@ use futures_util::Stream;
 use super::context::{caller, state};
 use super::types::BalanceChange;
 use crate::errors::{to_gql, GqlResult, ReadError};
-use crate::events::{BalanceEvent, Filter, Next, Subscription as Feed};
+use crate::events::{BalanceEvent, Filter, Mark, Next, Subscription as Feed};
 use crate::state::AppState;
 use crate::store::read as queries;
 
@@ -17,7 +17,8 @@ pub struct SubscriptionRoot;
 
 #[Subscription]
 impl SubscriptionRoot {
-    /// Every committed change of a balance, in ledger order per user.
+    /// Every committed change of a balance or of a hold, in commit order
+    /// per user.
     /// `userId` omitted: users get their own; partners and admins get all.
     async fn balance_changed(
         &self,
@@ -75,11 +76,19 @@ async fn resync(
     Ok(marks
         .into_iter()
         .map(|m| {
-            feed.resynced(m.user_id, m.last_entry_id);
+            feed.resynced(
+                m.user_id,
+                Mark {
+                    entry_id: m.last_entry_id,
+                    hold_seq: m.hold_seq,
+                },
+            );
             BalanceChange(Arc::new(BalanceEvent {
                 user_id: m.user_id,
                 balance: m.balance,
+                held: m.held,
                 entry: None,
+                hold: None,
             }))
         })
         .collect())

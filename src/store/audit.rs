@@ -66,14 +66,22 @@ pub struct UserFigures {
     pub id: i32,
     pub uuid: Uuid,
     pub balance: i64,
+    /// What the batches hold: `remaining + reserved`.
     pub in_batches: i64,
+    /// The cached `held`, the batches' `reserved` and the open holds' sum.
+    pub held: i64,
+    pub reserved: i64,
+    pub open_holds: i64,
 }
 
 pub async fn users(store: &Store) -> Result<Vec<UserFigures>, StoreError> {
     store
         .rows(
             "SELECT u.id AS id, u.uuid AS uuid, u.balance AS balance, \
-             CAST(COALESCE((SELECT SUM(b.remaining) FROM gw_point_batches b WHERE b.user_id = u.id), 0) AS BIGINT) AS in_batches \
+             CAST(COALESCE((SELECT SUM(b.remaining + b.reserved) FROM gw_point_batches b WHERE b.user_id = u.id), 0) AS BIGINT) AS in_batches, \
+             u.held AS held, \
+             CAST(COALESCE((SELECT SUM(b.reserved) FROM gw_point_batches b WHERE b.user_id = u.id), 0) AS BIGINT) AS reserved, \
+             CAST(COALESCE((SELECT SUM(h.amount) FROM gw_holds h WHERE h.user_id = u.id AND h.status = 'held'), 0) AS BIGINT) AS open_holds \
              FROM gw_users u ORDER BY u.id",
             Vec::new(),
             |r| {
@@ -82,6 +90,9 @@ pub async fn users(store: &Store) -> Result<Vec<UserFigures>, StoreError> {
                 uuid: r.try_get("", "uuid")?,
                 balance: r.try_get("", "balance")?,
                 in_batches: r.try_get("", "in_batches")?,
+                held: r.try_get("", "held")?,
+                reserved: r.try_get("", "reserved")?,
+                open_holds: r.try_get("", "open_holds")?,
             })
         },
         )
@@ -96,6 +107,9 @@ pub struct BatchFigures {
     pub id: i64,
     pub amount: i64,
     pub remaining: i64,
+    pub reserved: i64,
+    /// What the parts of open holds reserve in this batch.
+    pub held_parts: i64,
     pub moved: i64,
     pub expired: i64,
 }
@@ -108,7 +122,8 @@ pub async fn batches(store: &Store) -> Result<Vec<BatchFigures>, StoreError> {
             // A `restored` batch is created holding what the refund of a
             // consume from before the cutover returned: that refund's
             // allocation is its amount, not a movement on top of it.
-            "SELECT b.id AS id, b.amount AS amount, b.remaining AS remaining, \
+            "SELECT b.id AS id, b.amount AS amount, b.remaining AS remaining, b.reserved AS reserved, \
+             CAST(COALESCE(p.held, 0) AS BIGINT) AS held_parts, \
              CAST(COALESCE(m.moved, 0) AS BIGINT) AS moved, CAST(COALESCE(x.expired, 0) AS BIGINT) AS expired \
              FROM gw_point_batches b \
              LEFT JOIN (SELECT a.batch_id AS batch_id, \
@@ -121,6 +136,9 @@ pub async fn batches(store: &Store) -> Result<Vec<BatchFigures>, StoreError> {
              LEFT JOIN (SELECT t.batch_id AS batch_id, SUM(t.amount) AS expired \
                         FROM mjk_point_transactions t JOIN gw_entries g ON g.ledger_id = t.id \
                         WHERE g.type = 'expire' GROUP BY t.batch_id) x ON x.batch_id = b.id \
+             LEFT JOIN (SELECT hp.batch_id AS batch_id, SUM(hp.amount) AS held \
+                        FROM gw_hold_parts hp JOIN gw_holds h ON h.id = hp.hold_id \
+                        WHERE h.status = 'held' GROUP BY hp.batch_id) p ON p.batch_id = b.id \
              ORDER BY b.id",
             Vec::new(),
             |r| {
@@ -128,6 +146,8 @@ pub async fn batches(store: &Store) -> Result<Vec<BatchFigures>, StoreError> {
                 id: r.try_get("", "id")?,
                 amount: r.try_get("", "amount")?,
                 remaining: r.try_get("", "remaining")?,
+                reserved: r.try_get("", "reserved")?,
+                held_parts: r.try_get("", "held_parts")?,
                 moved: r.try_get("", "moved")?,
                 expired: r.try_get("", "expired")?,
             })
@@ -287,4 +307,84 @@ pub async fn draw_steps(
             },
         )
         .await
+}
+
+/// Holds that break their own rules, each described: parts that do not
+/// add up to the hold; a settlement's fields that do not fit its status; a
+/// capture whose consume row is missing, of another key or amount, or drew
+/// from a batch (or more of it) than the hold reserved.
+pub async fn hold_mismatches(store: &Store) -> Result<Vec<String>, StoreError> {
+    let parts = store
+        .rows(
+            "SELECT h.id AS id, h.amount AS amount, \
+               CAST(COALESCE((SELECT SUM(p.amount) FROM gw_hold_parts p WHERE p.hold_id = h.id), 0) AS BIGINT) AS parts \
+             FROM gw_holds h",
+            Vec::new(),
+            |r| {
+                Ok((
+                    r.try_get::<i64>("", "id")?,
+                    r.try_get::<i64>("", "amount")?,
+                    r.try_get::<i64>("", "parts")?,
+                ))
+            },
+        )
+        .await?;
+    let mut out: Vec<String> = parts
+        .into_iter()
+        .filter(|(_, amount, parts)| amount != parts)
+        .map(|(id, amount, parts)| format!("hold {id}: amount {amount}, parts {parts}"))
+        .collect();
+    let states = store
+        .rows(
+            "SELECT h.id AS id, h.status AS status FROM gw_holds h WHERE \
+               (h.status = 'held' AND (h.settled_at IS NOT NULL OR h.entry_id IS NOT NULL OR h.captured IS NOT NULL)) \
+               OR (h.status <> 'held' AND h.settled_at IS NULL) \
+               OR (h.status = 'captured' AND (h.entry_id IS NULL OR h.captured IS NULL)) \
+               OR (h.status IN ('released', 'expired') AND (h.entry_id IS NOT NULL OR h.captured IS NOT NULL))",
+            Vec::new(),
+            |r| {
+                Ok(format!(
+                    "hold {}: {} with settlement fields that do not fit it",
+                    r.try_get::<i64>("", "id")?,
+                    r.try_get::<String>("", "status")?
+                ))
+            },
+        )
+        .await?;
+    out.extend(states);
+    let captures = store
+        .rows(
+            "SELECT h.id AS id FROM gw_holds h \
+             LEFT JOIN mjk_point_transactions t ON t.id = h.entry_id \
+             WHERE h.status = 'captured' AND (t.id IS NULL OR t.type <> 'consume' \
+               OR CAST(t.amount AS BIGINT) <> h.captured OR t.source_type <> h.source_type \
+               OR t.source_id <> h.source_id)",
+            Vec::new(),
+            |r| {
+                Ok(format!(
+                    "hold {}: its capture's consume row is missing or differs from the capture",
+                    r.try_get::<i64>("", "id")?
+                ))
+            },
+        )
+        .await?;
+    out.extend(captures);
+    let drawn = store
+        .rows(
+            "SELECT h.id AS id, a.batch_id AS batch_id FROM gw_holds h \
+             JOIN gw_point_allocations a ON a.entry_id = h.entry_id \
+             LEFT JOIN gw_hold_parts p ON p.hold_id = h.id AND p.batch_id = a.batch_id \
+             WHERE h.status = 'captured' AND (p.id IS NULL OR a.amount > p.amount)",
+            Vec::new(),
+            |r| {
+                Ok(format!(
+                    "hold {}: its capture drew batch {} beyond what the hold reserved there",
+                    r.try_get::<i64>("", "id")?,
+                    r.try_get::<i64>("", "batch_id")?
+                ))
+            },
+        )
+        .await?;
+    out.extend(drawn);
+    Ok(out)
 }

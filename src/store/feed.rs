@@ -9,11 +9,40 @@ use super::StoreError;
 
 pub type Entry = entity::point_transaction::Model;
 
-/// Receives the ledger's committed rows, from whichever feed the engine has.
+/// One committed change of a user's points.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A ledger row; `held` is the user's reserved points after it.
+    Row { entry: Entry, held: i64 },
+    /// A hold was placed or settled; the user's settled balance and held
+    /// points after it.
+    Hold {
+        hold: HoldNote,
+        balance: i64,
+        held: i64,
+    },
+}
+
+/// What a balance event tells about a hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldNote {
+    pub id: i64,
+    pub source_type: String,
+    pub source_id: String,
+    pub amount: i64,
+    /// `held`, `captured`, `released` or `expired`.
+    pub status: String,
+    pub captured: Option<i64>,
+    /// The user's hold change count after this change.
+    pub seq: i64,
+}
+
+/// Receives the ledger's committed changes, from whichever feed the
+/// engine has.
 pub trait LedgerSink: Send + Sync {
-    /// `rows` are one transaction's rows for `user_id`, in ledger order.
+    /// `changes` are one transaction's changes for `user_id`, in order.
     /// Called after the commit succeeded; must not block.
-    fn committed(&self, user_id: i32, rows: &[Entry]);
+    fn committed(&self, user_id: i32, changes: &[Change]);
 
     /// Rows of these users may have been missed (the feed was lost): tell
     /// their subscribers where to continue from.
@@ -48,30 +77,30 @@ impl Feed {
         }
     }
 
-    /// Commits `txn`, which wrote `rows` (with their users' int ids, in
-    /// ledger order), and announces them per user, in that order.
+    /// Commits `txn`, which made `changes` (with their users' int ids, in
+    /// order), and announces them per user, in that order.
     pub(super) async fn commit(
         &self,
         txn: DatabaseTransaction,
-        rows: &[(i32, Entry)],
+        changes: &[(i32, Change)],
     ) -> Result<(), StoreError> {
         let Some(sink) = &self.sink else {
             return Ok(txn.commit().await?);
         };
-        if rows.is_empty() {
+        if changes.is_empty() {
             return Ok(txn.commit().await?);
         }
         let _gate = self.gate.lock().await;
         txn.commit().await?;
         let mut start = 0;
-        while start < rows.len() {
-            let user = rows[start].0;
-            let end = rows[start..]
+        while start < changes.len() {
+            let user = changes[start].0;
+            let end = changes[start..]
                 .iter()
                 .position(|(u, _)| *u != user)
-                .map_or(rows.len(), |n| start + n);
-            let entries: Vec<Entry> = rows[start..end].iter().map(|(_, e)| e.clone()).collect();
-            sink.committed(user, &entries);
+                .map_or(changes.len(), |n| start + n);
+            let run: Vec<Change> = changes[start..end].iter().map(|(_, c)| c.clone()).collect();
+            sink.committed(user, &run);
             start = end;
         }
         Ok(())

@@ -18,7 +18,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::feed::{Entry, Feed};
+use super::feed::{Change, Entry, Feed};
 use super::{postgres, sqlite, Engine, Store, StoreError};
 
 /// Which user to lock: the ts_* tables name users by int id, the ledger by uuid.
@@ -77,6 +77,18 @@ pub struct LockedUser {
     /// "probably not"; the unique index (or a fresh [`WriteTx::find`])
     /// settles the race.
     pub probed: Option<i64>,
+    /// With a consume key probed: the id of the hold under that key, as
+    /// seen by the lock statement (same snapshot caveat as `probed`).
+    pub hold_probed: Option<i64>,
+    /// Points reserved by the user's open holds, and the count of the
+    /// user's hold changes (both current: read from the locked row).
+    pub held: i64,
+    pub hold_seq: i64,
+    /// Whether the probes read a snapshot in which no transaction of this
+    /// user committed after it (SQLite: always; PostgreSQL: the locked row
+    /// is the version the statement's snapshot saw). When false, a probe's
+    /// `None` must be checked again before it is trusted.
+    pub current: bool,
 }
 
 /// The time of a user's last ledger row (`None`: the user has none).
@@ -186,9 +198,11 @@ pub struct WriteTx {
     /// The ts platform's zone: its tables hold naive local time.
     zone: Tz,
     feed: Feed,
-    /// Every ledger row written, with its user's int id, in ledger order:
-    /// announced after commit.
-    written: Vec<(i32, Entry)>,
+    /// Every change made (ledger rows, holds), with its user's int id, in
+    /// order: announced after commit.
+    changes: Vec<(i32, Change)>,
+    /// `(user, balance, held)` of each user locked, as of the last change.
+    figures: Vec<(i32, i64, i64)>,
 }
 
 impl WriteTx {
@@ -198,7 +212,8 @@ impl WriteTx {
             engine,
             zone,
             feed,
-            written: Vec::new(),
+            changes: Vec::new(),
+            figures: Vec::new(),
         }
     }
 
@@ -228,10 +243,16 @@ impl WriteTx {
         let (probe_sql, mut values) = match probe {
             Some(key) => {
                 let (sql, values) = key_lookup(key, "t.id");
-                (format!(", ({sql}) AS probe"), values)
+                let held = match key {
+                    // The consume key's own placeholders: `$1` type, `$2` id.
+                    LedgerKey::Consume { .. } => format!(", ({}) AS hold_probe", HOLD_PROBE_SQL),
+                    _ => String::new(),
+                };
+                (format!(", ({sql}) AS probe{held}"), values)
             }
             None => (String::new(), Vec::new()),
         };
+        let hold_probe = matches!(probe, Some(LedgerKey::Consume { .. }));
         let placeholder = values.len() + 1;
         values.push(value);
         let sql = match self.engine {
@@ -246,22 +267,35 @@ impl WriteTx {
         } else {
             row.try_get("", "probe")?
         };
+        let hold_probed = if hold_probe {
+            row.try_get("", "hold_probe")?
+        } else {
+            None
+        };
         // PostgreSQL read both from the statement's snapshot: usable only
         // when that snapshot is current. SQLite's reads are current.
-        let (batches, last_at) = match self.engine {
+        let (batches, last_at, current) = match self.engine {
             Engine::Postgres => match postgres::lock::batches(&row)? {
-                Some(b) => (Some(b), Some(LastAt(row.try_get("", "last_at")?))),
-                None => (None, None),
+                Some(b) => (Some(b), Some(LastAt(row.try_get("", "last_at")?)), true),
+                None => (None, None, false),
             },
-            Engine::Sqlite => (None, Some(LastAt(row.try_get("", "last_at")?))),
+            Engine::Sqlite => (None, Some(LastAt(row.try_get("", "last_at")?)), true),
         };
+        let locked_id: i32 = row.try_get("", "id")?;
+        let (balance, held): (i64, i64) = (row.try_get("", "balance")?, row.try_get("", "held")?);
+        self.figures.retain(|f| f.0 != locked_id);
+        self.figures.push((locked_id, balance, held));
         Ok(Some(LockedUser {
-            id: row.try_get("", "id")?,
+            id: locked_id,
             uuid: row.try_get("", "uuid")?,
-            balance: row.try_get("", "balance")?,
+            balance,
+            held,
+            hold_seq: row.try_get("", "hold_seq")?,
             batches,
             last_at,
             probed,
+            hold_probed,
+            current,
         }))
     }
 
@@ -310,8 +344,50 @@ impl WriteTx {
             }
             Engine::Sqlite => self.append_rows(row).await?,
         };
-        self.written.push((row.user_id, entry.clone()));
+        self.wrote(row.user_id, &entry);
         Ok(entry)
+    }
+
+    /// Records a ledger row for the announcement after commit.
+    fn wrote(&mut self, user_id: i32, entry: &Entry) {
+        let held = match self.figures.iter_mut().find(|f| f.0 == user_id) {
+            Some(f) => {
+                f.1 = entry.balance_after;
+                f.2
+            }
+            None => 0,
+        };
+        self.changes.push((
+            user_id,
+            Change::Row {
+                entry: entry.clone(),
+                held,
+            },
+        ));
+    }
+
+    /// Records a hold change for the announcement after commit.
+    pub(super) fn hold_changed(&mut self, user_id: i32, hold: super::feed::HoldNote) {
+        let (balance, held) = self
+            .figures
+            .iter()
+            .find(|f| f.0 == user_id)
+            .map_or((0, 0), |f| (f.1, f.2));
+        self.changes.push((
+            user_id,
+            Change::Hold {
+                hold,
+                balance,
+                held,
+            },
+        ));
+    }
+
+    /// Notes a locked user's new held figure.
+    pub(super) fn held_now(&mut self, user_id: i32, held: i64) {
+        if let Some(f) = self.figures.iter_mut().find(|f| f.0 == user_id) {
+            f.2 = held;
+        }
     }
 
     /// The three inserts of [`WriteTx::append`], one by one.
@@ -410,7 +486,7 @@ impl WriteTx {
                 entry
             }
         };
-        self.written.push((row.user_id, entry.clone()));
+        self.wrote(row.user_id, &entry);
         Ok(entry)
     }
 
@@ -538,6 +614,7 @@ impl WriteTx {
             kind: Set(b.kind.to_owned()),
             amount: Set(b.amount),
             remaining: Set(b.amount),
+            reserved: Set(0),
             expires_at: Set(b.expires_at),
             order_id: Set(b.order_id.to_owned()),
             created_at: Set(b.created_at),
@@ -579,11 +656,18 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Commits, then announces the rows written (per user, in ledger order)
-    /// where the engine's feed is in-process. Returns them.
+    /// Commits, then announces the changes made (per user, in order) where
+    /// the engine's feed is in-process. Returns the ledger rows written.
     pub async fn commit(self) -> Result<Vec<(i32, Entry)>, StoreError> {
-        self.feed.commit(self.txn, &self.written).await?;
-        Ok(self.written)
+        self.feed.commit(self.txn, &self.changes).await?;
+        Ok(self
+            .changes
+            .into_iter()
+            .filter_map(|(u, c)| match c {
+                Change::Row { entry, .. } => Some((u, entry)),
+                Change::Hold { .. } => None,
+            })
+            .collect())
     }
 
     pub async fn rollback(self) -> Result<(), StoreError> {
@@ -718,6 +802,10 @@ fn key_lookup(key: LedgerKey<'_>, columns: &str) -> (String, Vec<sea_orm::Value>
         ),
     }
 }
+
+/// The hold under a consume key (`$1` source type, `$2` source id).
+pub(super) const HOLD_PROBE_SQL: &str =
+    "SELECT h.id FROM gw_holds h WHERE h.source_type = $1 AND h.source_id = $2";
 
 /// A scalar subquery: the time of the last ledger row of the user whose
 /// uuid is `{uuid}` (an index lookup on `(user_id, created_at, id)`).

@@ -19,6 +19,7 @@ pub mod audit;
 mod error;
 pub mod fal;
 pub mod feed;
+pub mod holds;
 pub mod ledger;
 pub mod postgres;
 pub mod read;

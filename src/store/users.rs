@@ -40,6 +40,8 @@ pub async fn insert(
         uuid: Set(uuid),
         name: Set(name.to_owned()),
         balance: Set(0),
+        held: Set(0),
+        hold_seq: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
     }

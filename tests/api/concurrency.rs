@@ -1,5 +1,6 @@
 //! Invariants under concurrency, on both engines, plus a model-based
-//! random walk and two gateway instances sharing one PostgreSQL.
+//! random walk (consume, refund, recharge replays, holds) and two gateway
+//! instances sharing one PostgreSQL.
 
 use std::collections::HashMap;
 
@@ -95,6 +96,14 @@ async fn fifty_racing_identical_retries_write_one_row(app: TestApp) {
 struct Model {
     balance: i64,
     consumed: HashMap<String, (i64, i64)>, // source id -> (amount, refunded)
+    held: i64,
+    open: HashMap<String, i64>, // open hold's source id -> amount
+}
+
+impl Model {
+    fn available(&self) -> i64 {
+        self.balance - self.held
+    }
 }
 
 async fn random_operations_agree_with_an_in_memory_model(app: TestApp) {
@@ -104,11 +113,11 @@ async fn random_operations_agree_with_an_in_memory_model(app: TestApp) {
     for i in 0..3 {
         users.push((app.create_user(&format!("m{i}")).await, Model::default()));
     }
-    for step in 0..150 {
+    for step in 0..200 {
         let k = rng.gen_range(0..users.len());
         let (uid, model) = &mut users[k];
         let uid = *uid;
-        match rng.gen_range(0..10) {
+        match rng.gen_range(0..14) {
             0..=2 => {
                 let amount = rng.gen_range(1..500);
                 let order = format!("o{step}");
@@ -121,7 +130,7 @@ async fn random_operations_agree_with_an_in_memory_model(app: TestApp) {
                 let amount = rng.gen_range(1..200);
                 let id = format!("c{step}");
                 let r = app.consume(uid, amount, "POLISH", &id, None).await;
-                if amount <= model.balance {
+                if amount <= model.available() {
                     assert!(r["errors"].is_null(), "step {step}: {r}");
                     model.balance -= amount;
                     model.consumed.insert(id, (amount, 0));
@@ -145,6 +154,61 @@ async fn random_operations_agree_with_an_in_memory_model(app: TestApp) {
                     assert_eq!(code(&r), Some("REFUND_EXCEEDS_CONSUMED"), "step {step}");
                 }
             }
+            10 | 11 => {
+                let amount = rng.gen_range(1..300);
+                let id = format!("h{step}");
+                let r = app
+                    .gql(
+                        &app.service,
+                        "mutation($u: Int!, $a: Int!, $id: String!) { hold(input: { userId: $u, amount: $a, sourceType: POLISH, sourceId: $id }) { id } }",
+                        serde_json::json!({ "u": uid, "a": amount, "id": id }),
+                    )
+                    .await;
+                if amount <= model.available() {
+                    assert!(r["errors"].is_null(), "step {step}: {r}");
+                    model.held += amount;
+                    model.open.insert(id, amount);
+                } else {
+                    assert_eq!(code(&r), Some("INSUFFICIENT_BALANCE"), "step {step}");
+                }
+            }
+            12 | 13 if !model.open.is_empty() => {
+                let mut keys: Vec<_> = model.open.keys().cloned().collect();
+                keys.sort();
+                let id = keys[rng.gen_range(0..keys.len())].clone();
+                let amount = model.open[&id];
+                if rng.gen_bool(0.3) {
+                    let r = app
+                        .gql(
+                            &app.service,
+                            "mutation($id: String!) { releaseHold(input: { sourceType: POLISH, sourceId: $id }) { status } }",
+                            serde_json::json!({ "id": id }),
+                        )
+                        .await;
+                    assert_eq!(data(&r, "releaseHold")["status"], "RELEASED", "step {step}");
+                    model.held -= amount;
+                    model.open.remove(&id);
+                } else {
+                    // Sometimes more than held: refused, nothing changes.
+                    let ask = rng.gen_range(1..=amount + 5);
+                    let r = app
+                        .gql(
+                            &app.service,
+                            "mutation($id: String!, $a: Int!) { captureHold(input: { sourceType: POLISH, sourceId: $id, amount: $a }) { status } }",
+                            serde_json::json!({ "id": id, "a": ask }),
+                        )
+                        .await;
+                    if ask <= amount {
+                        assert_eq!(data(&r, "captureHold")["status"], "CAPTURED", "step {step}");
+                        model.held -= amount;
+                        model.balance -= ask;
+                        model.open.remove(&id);
+                        model.consumed.insert(id, (ask, 0));
+                    } else {
+                        assert_eq!(code(&r), Some("INVALID_INPUT"), "step {step}");
+                    }
+                }
+            }
             _ if !orders.is_empty() => {
                 // Replay an earlier recharge: the original row, nothing new.
                 let (u, amount, order, id) = orders[rng.gen_range(0..orders.len())].clone();
@@ -156,7 +220,17 @@ async fn random_operations_agree_with_an_in_memory_model(app: TestApp) {
             _ => {}
         }
         for (u, m) in &users {
-            assert_eq!(app.balance(*u).await, m.balance, "step {step}, user {u}");
+            let r = app
+                .gql(
+                    &app.admin,
+                    "query($id: Int!) { user(id: $id) { balance held available } }",
+                    serde_json::json!({ "id": u }),
+                )
+                .await;
+            let got = data(&r, "user");
+            assert_eq!(got["balance"], m.balance, "step {step}, user {u}");
+            assert_eq!(got["held"], m.held, "step {step}, user {u}");
+            assert_eq!(got["available"], m.available(), "step {step}, user {u}");
         }
         if step % 25 == 0 {
             app.assert_verify_clean().await;

@@ -15,6 +15,7 @@ mod concurrency;
 mod costs;
 mod fal_standin;
 mod graphiql;
+mod holds;
 mod hostile;
 mod ledger;
 mod lifecycle;

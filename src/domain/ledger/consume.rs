@@ -82,23 +82,36 @@ pub async fn consume_in(
             return replay(req, existing, hash);
         }
     }
+    // The job's key is a hold's: its consume row is the capture's to write.
+    let held_key = match w.hold_probed {
+        Some(_) => true,
+        None if !w.probe_current => tx
+            .find_hold(req.source_type.as_str(), req.source_id.as_str())
+            .await?
+            .is_some(),
+        None => false,
+    };
+    if held_key {
+        return Err(req.conflict());
+    }
     let live = w.expire_due_then_live(tx).await?;
     let requested = req.amount.get();
-    if w.balance < requested {
+    // Held points are not spendable: `live` counts only unreserved ones.
+    if w.available() < requested {
         // A retry of a consume that committed while this one waited must
         // get its row back, not a shortfall the original caused.
         if let Some(existing) = tx.find(req.key()).await? {
             return replay(req, existing, hash);
         }
         return Err(ConsumeError::InsufficientBalance {
-            available: w.balance,
+            available: w.available(),
             requested,
         });
     }
     let parts = rules::draw(&live, requested).map_err(|s| {
         StoreError::custom(format!(
-            "user {}: cached balance {} but {s}",
-            w.user_id, w.balance
+            "user {}: cached balance {} ({} held) but {s}",
+            w.user_id, w.balance, w.held
         ))
     })?;
     let mut row = NewRow::new(

@@ -57,3 +57,41 @@ pub enum ExpireError {
     #[error("database error")]
     Internal(#[from] StoreError),
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error("user {0} does not exist")]
+    UserNotFound(i32),
+    #[error("insufficient balance: {available} points available, {requested} requested")]
+    InsufficientBalance { available: i64, requested: i64 },
+    #[error("source {0} already has a hold or a consume from a different request")]
+    IdempotencyConflict(String),
+    #[error("database error")]
+    Internal(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("no hold found for source {0}")]
+    HoldNotFound(String),
+    #[error("the hold of source {key} was already {status}")]
+    Settled { key: String, status: &'static str },
+    #[error("capture of {requested} points exceeds the {held} points held")]
+    ExceedsHold { held: i64, requested: i64 },
+    #[error("the hold of source {0} was already captured by a different request")]
+    IdempotencyConflict(String),
+    #[error("database error")]
+    Internal(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("no hold found for source {0}")]
+    HoldNotFound(String),
+    #[error("the hold of source {key} was already {status}")]
+    Settled { key: String, status: &'static str },
+    #[error("the hold of source {0} was already released by a different request")]
+    IdempotencyConflict(String),
+    #[error("database error")]
+    Internal(#[from] StoreError),
+}

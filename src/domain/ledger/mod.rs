@@ -1,4 +1,5 @@
-//! The points ledger: consume, refund, recharge, expiry, user creation.
+//! The points ledger: consume, refund, recharge, expiry, holds, user
+//! creation.
 //!
 //! Every operation is one database transaction that locks the user row
 //! first (see [`writer`]), expires that user's due batches, applies the
@@ -10,6 +11,7 @@
 mod consume;
 mod errors;
 mod expire;
+mod hold;
 mod idempotency;
 pub mod opening;
 mod recharge;
@@ -19,8 +21,12 @@ mod users;
 mod writer;
 
 pub use consume::{consume, consume_in};
-pub use errors::{ConsumeError, CreateUserError, ExpireError, RechargeError, RefundError};
+pub use errors::{
+    CaptureError, ConsumeError, CreateUserError, ExpireError, HoldError, RechargeError,
+    RefundError, ReleaseError,
+};
 pub use expire::{expire_due, ExpireReport};
+pub use hold::{capture_hold, expire_holds, hold, release_hold, Captured, Held, HoldSweep};
 pub use recharge::{recharge, recharge_in};
 pub use refund::{refund, refund_in};
 pub use users::{create_user, CreateUser};

@@ -72,6 +72,30 @@ pub fn draw(live: &[BatchRow], amount: i64) -> Result<Vec<(i64, i64)>, Shortfall
     Ok(parts)
 }
 
+/// What a capture of `amount` takes from a hold's parts (`(batch_id,
+/// amount)` in the hold's draw order): the batches the hold drew first pay
+/// first, exactly as a consume of `amount` would have drawn them; the rest
+/// of the hold goes back to the batches it came from, the last drawn first
+/// untouched. More than the hold is a shortfall.
+pub fn capture_parts(held: &[(i64, i64)], amount: i64) -> Result<Vec<(i64, i64)>, Shortfall> {
+    let mut need = amount;
+    let mut parts = Vec::new();
+    for &(batch, reserved) in held {
+        if need == 0 {
+            break;
+        }
+        let take = reserved.min(need);
+        if take > 0 {
+            parts.push((batch, take));
+            need -= take;
+        }
+    }
+    if need > 0 {
+        return Err(Shortfall { missing: need });
+    }
+    Ok(parts)
+}
+
 /// A refund asks for nothing or for more than is still refundable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("refund of {requested} points, {refundable} still refundable")]
@@ -229,6 +253,19 @@ mod tests {
     fn empty_batches_are_skipped() {
         let live = [batch(1, 0, at(2)), batch(2, 5, None)];
         assert_eq!(draw(&live, 5), Ok(vec![(2, 5)]));
+    }
+
+    #[test]
+    fn a_capture_pays_from_the_batches_the_hold_drew_first() {
+        let held = [(1, 30), (2, 20), (3, 50)];
+        assert_eq!(
+            capture_parts(&held, 100),
+            Ok(vec![(1, 30), (2, 20), (3, 50)])
+        );
+        assert_eq!(capture_parts(&held, 35), Ok(vec![(1, 30), (2, 5)]));
+        assert_eq!(capture_parts(&held, 1), Ok(vec![(1, 1)]));
+        assert_eq!(capture_parts(&held, 101), Err(Shortfall { missing: 1 }));
+        assert_eq!(capture_parts(&[], 1), Err(Shortfall { missing: 1 }));
     }
 
     #[test]

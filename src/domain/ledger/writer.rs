@@ -50,6 +50,17 @@ pub(super) struct Writer {
     user_uuid: uuid::Uuid,
     /// The balance as of the last row this writer appended.
     pub balance: i64,
+    /// Points reserved by the user's open holds (spendable: balance − held).
+    pub held: i64,
+    /// The user's hold change count.
+    pub hold_seq: i64,
+    /// With a consume key probed: the hold under that key, as the lock
+    /// statement saw it (see [`Self::probe_current`]).
+    pub hold_probed: Option<i64>,
+    /// Whether the probes' `None` can be trusted; otherwise a transaction
+    /// of this user committed while this one waited for the lock, and the
+    /// key must be looked up again.
+    pub probe_current: bool,
     pub now: DateTime<Utc>,
     /// Whether `gw_users.balance` already holds `balance`.
     balance_stored: bool,
@@ -95,6 +106,10 @@ impl Writer {
             user_id: locked.id,
             user_uuid: locked.uuid,
             balance: locked.balance,
+            held: locked.held,
+            hold_seq: locked.hold_seq,
+            hold_probed: locked.hold_probed,
+            probe_current: locked.current,
             now: rules::row_time(at, last),
             balance_stored: true,
             prefetched: locked.batches,
@@ -178,6 +193,11 @@ impl Writer {
         Ok(live)
     }
 
+    /// Points the user may spend: the balance less what holds reserve.
+    pub fn available(&self) -> i64 {
+        self.balance - self.held
+    }
+
     /// Moves `delta` points into (+) or out of (-) one batch.
     pub async fn adjust_batch(
         &mut self,
@@ -187,6 +207,18 @@ impl Writer {
     ) -> Result<(), StoreError> {
         self.prefetched = None;
         tx.adjust_batch(batch_id, delta).await
+    }
+
+    /// Moves `delta` points of one batch into (+) or out of (-) its
+    /// reserve (a hold's points; out of it: back to `remaining`).
+    pub async fn adjust_reserved(
+        &mut self,
+        tx: &mut WriteTx,
+        batch_id: i64,
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        self.prefetched = None;
+        tx.reserve(batch_id, delta).await
     }
 
     /// Stores the cached balance if a row moved it since it was stored.

@@ -4,6 +4,7 @@ mod balance;
 mod costs;
 mod enums;
 mod fal;
+mod hold;
 mod ledger;
 mod page;
 mod user;
@@ -12,9 +13,10 @@ pub use balance::BalanceChange;
 pub use costs::AccountCost;
 pub use enums::{RechargeKindGql, SourceTypeGql, TransactionTypeGql};
 pub use fal::{FalAccount, FalTask};
+pub use hold::{HoldChange, HoldGql, HoldStatusGql};
 pub use ledger::{ExpireReportGql, FinancialTransaction, PointsDetail, UsageDetail};
 pub use page::{
-    connection, FalTaskConnection, FinancialTransactionConnection, PointsDetailConnection,
-    TotalCount, UsageDetailConnection, UserConnection,
+    connection, FalTaskConnection, FinancialTransactionConnection, HoldConnection,
+    PointsDetailConnection, TotalCount, UsageDetailConnection, UserConnection,
 };
 pub use user::User;

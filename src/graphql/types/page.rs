@@ -4,7 +4,7 @@
 use async_graphql::connection::{Connection, CursorType, Edge};
 use async_graphql::{Context, Object, OutputType};
 
-use super::{FalTask, FinancialTransaction, PointsDetail, UsageDetail, User};
+use super::{FalTask, FinancialTransaction, HoldGql, PointsDetail, UsageDetail, User};
 use crate::errors::GqlResult;
 use crate::graphql::context::state;
 use crate::store::read::{self as queries, Cursor, CursorError};
@@ -28,6 +28,7 @@ pub enum TotalCount {
     Financial(i32),
     Tasks(queries::fal::TaskFilter),
     Users(queries::users::UserSearch),
+    Holds(i32, Option<crate::store::holds::HoldStatus>),
 }
 
 #[Object]
@@ -41,6 +42,7 @@ impl TotalCount {
             TotalCount::Financial(u) => queries::ledger::financial_count(db, *u).await,
             TotalCount::Tasks(f) => queries::fal::task_count(db, f).await,
             TotalCount::Users(q) => queries::users::search_count(db, q).await,
+            TotalCount::Holds(u, status) => db.holds_count(*u, *status).await,
         }
         .gql()?;
         Ok(n as i64)
@@ -52,6 +54,7 @@ pub type UserConnection = Connection<Cursor, User, TotalCount>;
 pub type PointsDetailConnection = Connection<Cursor, PointsDetail, TotalCount>;
 pub type FinancialTransactionConnection = Connection<Cursor, FinancialTransaction, TotalCount>;
 pub type FalTaskConnection = Connection<Cursor, FalTask, TotalCount>;
+pub type HoldConnection = Connection<Cursor, HoldGql, TotalCount>;
 
 /// Builds a connection from a fetched page; `key` gives each row's cursor.
 pub fn connection<R, N: OutputType>(

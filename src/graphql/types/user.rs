@@ -23,7 +23,8 @@ impl User {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    /// Points available now; never includes points past their expiry.
+    /// The settled balance (the ledger's last `balanceAfter`, less points
+    /// past their expiry not swept yet); includes `held`.
     async fn balance(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         let due = loader::<DuePointsLoader>(ctx)?
             .load_one(self.0.id)
@@ -31,6 +32,20 @@ impl User {
             .map_err(|e| StoreError::custom(e.to_string()))
             .gql()?;
         int(self.0.balance - due.unwrap_or(0))
+    }
+    /// Points reserved by the user's open holds: part of `balance`, not
+    /// spendable by anything but their holds' captures.
+    async fn held(&self) -> async_graphql::Result<i32> {
+        int(self.0.held)
+    }
+    /// What the user may spend now: `balance - held`.
+    async fn available(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        let due = loader::<DuePointsLoader>(ctx)?
+            .load_one(self.0.id)
+            .await
+            .map_err(|e| StoreError::custom(e.to_string()))
+            .gql()?;
+        int(self.0.balance - due.unwrap_or(0) - self.0.held)
     }
     /// Batches that still hold points, in the order consumes draw them.
     async fn batches(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PointBatch>> {
@@ -60,8 +75,13 @@ impl PointBatch {
     async fn amount(&self) -> async_graphql::Result<i32> {
         int(self.0.amount)
     }
+    /// Points left to draw (not counting `reserved`).
     async fn remaining(&self) -> async_graphql::Result<i32> {
         int(self.0.remaining)
+    }
+    /// Points of this batch reserved by open holds.
+    async fn reserved(&self) -> async_graphql::Result<i32> {
+        int(self.0.reserved)
     }
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.0.expires_at

@@ -78,12 +78,14 @@ pub const SEED_TABLES: [&str; 5] = [
 ];
 
 /// The gateway's own tables.
-pub const OWN_TABLES: [&str; 5] = [
+pub const OWN_TABLES: [&str; 7] = [
     "gw_users",
     "gw_point_batches",
     "gw_entries",
     "gw_point_allocations",
     "gw_adoption",
+    "gw_holds",
+    "gw_hold_parts",
 ];
 
 /// What a database is, before `migrate` or `adopt` touch it.

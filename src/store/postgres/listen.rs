@@ -19,18 +19,32 @@ use sea_orm::EntityTrait;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::feed::{Entry, LedgerSink};
+use crate::store::feed::{Change, Entry, HoldNote, LedgerSink};
 use crate::store::{Store, StoreError};
 
 pub const CHANNEL: &str = "points_ledger";
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// The trigger's payload (a row, or only its id when the row is too big
-/// for a notification).
+/// The triggers' payload: a ledger row (or only its id when the row is too
+/// big for a notification), or a hold's change (`kind = "hold"`, migration 5).
 #[derive(Deserialize)]
 struct Payload {
+    #[serde(default)]
+    kind: Option<String>,
     id: i64,
+    /// The user's held points after the change.
+    #[serde(default)]
+    held: Option<i64>,
+    /// A hold's: the user's settled balance, its state and change count.
+    #[serde(default)]
+    balance: Option<i64>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    captured: Option<i64>,
+    #[serde(default)]
+    seq: Option<i64>,
     user: Option<i32>,
     #[serde(default)]
     partial: bool,
@@ -56,6 +70,26 @@ fn yes() -> bool {
 }
 
 impl Payload {
+    /// A hold's change, when this payload is one.
+    fn hold_change(&self) -> Option<Change> {
+        if self.kind.as_deref() != Some("hold") {
+            return None;
+        }
+        Some(Change::Hold {
+            hold: HoldNote {
+                id: self.id,
+                source_type: self.source_type.clone()?,
+                source_id: self.source_id.clone()?,
+                amount: self.amount?,
+                status: self.status.clone()?,
+                captured: self.captured,
+                seq: self.seq?,
+            },
+            balance: self.balance?,
+            held: self.held?,
+        })
+    }
+
     /// The row, when the payload carries all of it.
     fn entry(self) -> Option<Entry> {
         let created: DateTime<Utc> = Utc.timestamp_micros(self.created_us?).single()?;
@@ -184,7 +218,18 @@ impl Listen {
             tracing::error!(id = payload.id, "ledger row of an unknown user");
             return;
         };
+        if payload.kind.is_some() {
+            match payload.hold_change() {
+                Some(change) => self.sink.committed(user_id, &[change]),
+                None => {
+                    tracing::error!(id = payload.id, "hold notification incomplete");
+                    self.sink.missed(&[user_id]);
+                }
+            }
+            return;
+        }
         let id = payload.id;
+        let held = payload.held.unwrap_or(0);
         let entry = if payload.partial {
             match point_transaction::Entity::find_by_id(id)
                 .one(self.store.conn())
@@ -207,10 +252,10 @@ impl Listen {
                 }
             }
         };
-        self.sink.committed(user_id, &[entry]);
+        self.sink.committed(user_id, &[Change::Row { entry, held }]);
     }
 
-    /// Every user whose ledger moved since `lost_at` minus the catch-up
+    /// Every user whose ledger or holds moved since `lost_at` minus the catch-up
     /// margin (a transaction stamps its rows when it starts, and may commit
     /// up to a request budget later).
     async fn resync(&self, lost_at: DateTime<Utc>) {
@@ -230,8 +275,10 @@ impl Listen {
 async fn changed_users(store: &Store, since: DateTime<Utc>) -> Result<Vec<i32>, StoreError> {
     let rows = store
         .all(
-            "SELECT DISTINCT u.id FROM mjk_point_transactions t \
-             JOIN gw_users u ON u.uuid = t.user_id WHERE t.created_at >= $1",
+            "SELECT u.id FROM mjk_point_transactions t \
+             JOIN gw_users u ON u.uuid = t.user_id WHERE t.created_at >= $1 \
+             UNION SELECT h.user_id FROM gw_holds h WHERE h.created_at >= $1 \
+             UNION SELECT h.user_id FROM gw_holds h WHERE h.settled_at >= $1",
             vec![since.into()],
         )
         .await?;

@@ -23,8 +23,8 @@ pub(crate) fn user_sql(column: &str, key: usize, probe_sql: &str) -> String {
     let last_at = LAST_AT_SQL.replace("{uuid}", "l.uuid");
     format!(
         "WITH s AS (SELECT ctid AS c FROM gw_users WHERE {column} = ${key}), \
-         l AS (SELECT ctid AS c, id, uuid, balance FROM gw_users WHERE {column} = ${key} FOR UPDATE) \
-         SELECT l.id, l.uuid, l.balance, l.c = s.c AS fresh, \
+         l AS (SELECT ctid AS c, id, uuid, balance, held, hold_seq FROM gw_users WHERE {column} = ${key} FOR UPDATE) \
+         SELECT l.id, l.uuid, l.balance, l.held, l.hold_seq, l.c = s.c AS fresh, \
            (SELECT json_agg(json_build_array(b.id, b.remaining, \
                 (extract(epoch FROM b.expires_at) * 1000000)::bigint))::text \
             FROM gw_point_batches b WHERE b.user_id = l.id AND b.remaining > 0) AS batches, \

@@ -134,7 +134,11 @@ pub async fn live_batches(
 ) -> Result<Vec<point_batch::Model>, StoreError> {
     Ok(point_batch::Entity::find()
         .filter(point_batch::Column::UserId.is_in(user_ids.iter().copied()))
-        .filter(point_batch::Column::Remaining.gt(0))
+        .filter(
+            sea_orm::Condition::any()
+                .add(point_batch::Column::Remaining.gt(0))
+                .add(point_batch::Column::Reserved.gt(0)),
+        )
         .filter(
             sea_orm::Condition::any()
                 .add(point_batch::Column::ExpiresAt.is_null())
@@ -151,6 +155,8 @@ pub struct BalanceMark {
     pub balance: i64,
     /// 0 when the user has no ledger rows yet.
     pub last_entry_id: i64,
+    pub held: i64,
+    pub hold_seq: i64,
 }
 
 /// Current balances for a balance-subscription resync, in one statement.
@@ -162,7 +168,7 @@ pub async fn balance_marks(store: &Store, ids: &[i32]) -> Result<Vec<BalanceMark
     }
     let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT u.id, u.balance, COALESCE((SELECT t.id FROM mjk_point_transactions t \
+        "SELECT u.id, u.balance, u.held, u.hold_seq, COALESCE((SELECT t.id FROM mjk_point_transactions t \
            WHERE t.user_id = u.uuid ORDER BY t.created_at DESC, t.id DESC LIMIT 1), 0) AS last_id \
          FROM gw_users u WHERE u.id IN ({}) ORDER BY u.id",
         placeholders.join(", ")
@@ -176,6 +182,8 @@ pub async fn balance_marks(store: &Store, ids: &[i32]) -> Result<Vec<BalanceMark
                 user_id: r.try_get("", "id")?,
                 balance: r.try_get("", "balance")?,
                 last_entry_id: r.try_get("", "last_id")?,
+                held: r.try_get("", "held")?,
+                hold_seq: r.try_get("", "hold_seq")?,
             })
         })
         .collect()

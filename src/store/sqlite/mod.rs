@@ -47,7 +47,7 @@ pub async fn begin_immediate(db: &DatabaseConnection) -> Result<DatabaseTransact
 pub(super) fn lock_user_sql(column: &str, key: usize, probe_sql: &str) -> String {
     let last_at = super::ledger::LAST_AT_SQL.replace("{uuid}", "u.uuid");
     format!(
-        "SELECT u.id, u.uuid, u.balance, {last_at} AS last_at{probe_sql} \
+        "SELECT u.id, u.uuid, u.balance, u.held, u.hold_seq, {last_at} AS last_at{probe_sql} \
          FROM gw_users u WHERE u.{column} = ${key}"
     )
 }

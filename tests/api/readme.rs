@@ -53,7 +53,7 @@ async fn the_readme_curl_examples_run_as_written() {
     let app = spawn_app(Engine::Sqlite).await;
     let url = format!("{}/graphql", app.url);
     let blocks = curl_blocks();
-    assert_eq!(blocks.len(), 2, "the query and the mutations");
+    assert_eq!(blocks.len(), 3, "the query, the mutations, the holds");
     let query = run(&blocks[0], &url, &app.service);
     assert_eq!(query.len(), 1);
     assert!(query[0]["errors"].is_null(), "{}", query[0]);
@@ -71,8 +71,19 @@ async fn the_readme_curl_examples_run_as_written() {
     assert_eq!(again, first, "retries return the original rows");
     assert_eq!(app.balance(1).await, 400);
 
+    let holds = run(&blocks[2], &url, &app.service);
+    assert_eq!(holds.len(), 4, "hold, capture, hold, release");
+    for r in &holds {
+        assert!(r["errors"].is_null(), "{r}");
+    }
+    assert_eq!(holds[1]["data"]["captureHold"]["entry"]["balanceAfter"], 320);
+    assert_eq!(holds[3]["data"]["releaseHold"]["status"], "RELEASED");
+    let again = run(&blocks[2], &url, &app.service);
+    assert_eq!(again, holds, "retries return the original holds");
+    assert_eq!(app.balance(1).await, 320);
+
     // And the query now finds the user.
     let query = run(&blocks[0], &url, &app.service);
-    assert_eq!(query[0]["data"]["user"]["balance"], 400, "{}", query[0]);
+    assert_eq!(query[0]["data"]["user"]["balance"], 320, "{}", query[0]);
     app.assert_verify_clean().await;
 }

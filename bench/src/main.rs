@@ -9,7 +9,8 @@
 //!   runs the scenarios: `consume` over HTTP and the same consume as direct
 //!   SQL (the baseline), `usageDetails` first and deep pages, `accountCosts`
 //!   (30 days, all accounts, local part), `falTasks` (100 per page with
-//!   account and user); prints a table
+//!   account and user), a job billed by `hold` + `captureHold` against one
+//!   `consume` (`holds`); prints a table
 //!   and writes `bench-results/<engine>-<unix time>.json`.
 //! - `bench subscribe --database-url URL [--subscribers 5000 --all-users 10
 //!   --users 1000 --rate 200 --seconds 30]`: WebSocket subscribers of
@@ -70,11 +71,12 @@ enum Command {
         /// alternating; each round runs `requests` of each.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Which scenarios: consume, usage, costs, tasks, replay (default: all).
+        /// Which scenarios: consume, usage, costs, tasks, replay, holds
+        /// (default: all).
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "consume,usage,costs,tasks,replay"
+            default_value = "consume,usage,costs,tasks,replay,holds"
         )]
         scenarios: Vec<String>,
     },

@@ -80,6 +80,11 @@ pub async fn run(
     if wants("replay") {
         scenarios::replay::run(&ctx, concurrency, &mut rows).await;
     }
+    let hold_ratios = if wants("holds") {
+        scenarios::holds::run(&ctx, concurrency, rounds, &mut rows).await
+    } else {
+        Vec::new()
+    };
 
     println!(
         "engine {engine}, {ledger} ledger rows, gateway idle RSS {:.1} MiB",
@@ -101,6 +106,9 @@ pub async fn run(
             print_ratio("consume HTTP (wrk)", r, "wrk_overall", "wrk_per_round");
         }
     }
+    for r in &hold_ratios {
+        print_ratio("hold + capture jobs", r, "overall", "per_round");
+    }
     std::fs::create_dir_all("bench-results")?;
     let at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -109,7 +117,7 @@ pub async fn run(
     std::fs::write(
         &path,
         serde_json::to_string_pretty(
-            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "consume_ratios": ratios, "cpu_steal_share": steal }),
+            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "consume_ratios": ratios, "hold_ratios": hold_ratios, "cpu_steal_share": steal }),
         )?,
     )?;
     println!("wrote {path}");
@@ -126,7 +134,7 @@ fn print_ratio(leg: &str, r: &Value, overall: &str, per_round: &str) {
         .map(|x| format!("{:.0}%", x * 100.0))
         .collect();
     println!(
-        "{leg} / baseline at c{}: {:.0}% overall; rounds {}",
+        "{leg} / its baseline at c{}: {:.0}% overall; rounds {}",
         r["concurrency"],
         r[overall].as_f64().unwrap_or(0.0) * 100.0,
         rounds.join(", ")

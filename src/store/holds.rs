@@ -48,6 +48,14 @@ impl HoldStatus {
     }
 }
 
+/// What a hold reserves in one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldPart {
+    pub batch_id: i64,
+    pub amount: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 /// A hold about to be written.
 #[derive(Debug, Clone)]
 pub struct NewHold<'a> {
@@ -147,18 +155,40 @@ impl WriteTx {
         Ok(hold)
     }
 
-    /// The parts of a hold as `(batch_id, amount)`, in draw order.
-    pub async fn hold_parts(&mut self, hold_id: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+    /// The parts of a hold, in draw order, with their batches' expiry.
+    pub async fn hold_parts(&mut self, hold_id: i64) -> Result<Vec<HeldPart>, StoreError> {
         let rows = self
             .txn()
             .query_all_raw(self.raw(
-                "SELECT batch_id, amount FROM gw_hold_parts WHERE hold_id = $1 ORDER BY id",
+                "SELECT p.batch_id AS batch_id, p.amount AS amount, b.expires_at AS expires_at \
+                 FROM gw_hold_parts p JOIN gw_point_batches b ON b.id = p.batch_id \
+                 WHERE p.hold_id = $1 ORDER BY p.id",
                 vec![hold_id.into()],
             ))
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("", "batch_id")?, r.try_get("", "amount")?)))
+            .map(|r| {
+                Ok(HeldPart {
+                    batch_id: r.try_get("", "batch_id")?,
+                    amount: r.try_get("", "amount")?,
+                    expires_at: r.try_get("", "expires_at")?,
+                })
+            })
             .collect()
+    }
+
+    /// Moves every point a hold reserves back to its batch's `remaining`,
+    /// in one statement whatever the number of parts.
+    pub async fn unreserve_hold(&mut self, hold_id: i64) -> Result<(), StoreError> {
+        self.txn()
+            .execute_raw(self.raw(
+                "UPDATE gw_point_batches AS b SET remaining = b.remaining + p.amount, \
+                   reserved = b.reserved - p.amount \
+                 FROM gw_hold_parts p WHERE p.hold_id = $1 AND b.id = p.batch_id",
+                vec![hold_id.into()],
+            ))
+            .await?;
+        Ok(())
     }
 
     /// Moves `amount` points of a batch into `reserved` (negative: back

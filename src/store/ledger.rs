@@ -21,11 +21,17 @@ use uuid::Uuid;
 use super::feed::{Change, Entry, Feed};
 use super::{postgres, sqlite, Engine, Store, StoreError};
 
-/// Which user to lock: the ts_* tables name users by int id, the ledger by uuid.
+/// Which user to lock: the ts_* tables name users by int id, the ledger by
+/// uuid, a hold's settlement by the hold's key.
 #[derive(Debug, Clone, Copy)]
-pub enum UserKey {
+pub enum UserKey<'a> {
     Id(i32),
     Uuid(Uuid),
+    /// The user of the hold under this job key (none if no such hold).
+    Hold {
+        source_type: &'a str,
+        source_id: &'a str,
+    },
 }
 
 /// The idempotency key of a ledger row: each is unique among the rows the
@@ -233,13 +239,9 @@ impl WriteTx {
     /// round trip, looks `probe` up; `None` when the user does not exist.
     pub async fn lock_user(
         &mut self,
-        user: UserKey,
+        user: UserKey<'_>,
         probe: Option<LedgerKey<'_>>,
     ) -> Result<Option<LockedUser>, StoreError> {
-        let (column, value): (&str, sea_orm::Value) = match user {
-            UserKey::Id(id) => ("id", id.into()),
-            UserKey::Uuid(u) => ("uuid", u.into()),
-        };
         let (probe_sql, mut values) = match probe {
             Some(key) => {
                 let (sql, values) = key_lookup(key, "t.id");
@@ -253,11 +255,30 @@ impl WriteTx {
             None => (String::new(), Vec::new()),
         };
         let hold_probe = matches!(probe, Some(LedgerKey::Consume { .. }));
-        let placeholder = values.len() + 1;
-        values.push(value);
+        let n = values.len() + 1;
+        let filter = match user {
+            UserKey::Id(id) => {
+                values.push(id.into());
+                format!("id = ${n}")
+            }
+            UserKey::Uuid(u) => {
+                values.push(u.into());
+                format!("uuid = ${n}")
+            }
+            UserKey::Hold {
+                source_type,
+                source_id,
+            } => {
+                values.extend([source_type.into(), source_id.into()]);
+                format!(
+                    "id = (SELECT h.user_id FROM gw_holds h WHERE h.source_type = ${n} AND h.source_id = ${})",
+                    n + 1
+                )
+            }
+        };
         let sql = match self.engine {
-            Engine::Postgres => postgres::lock::user_sql(column, placeholder, &probe_sql),
-            Engine::Sqlite => sqlite::lock_user_sql(column, placeholder, &probe_sql),
+            Engine::Postgres => postgres::lock::user_sql(&filter, &probe_sql),
+            Engine::Sqlite => sqlite::lock_user_sql(&filter, &probe_sql),
         };
         let Some(row) = self.txn.query_one_raw(self.statement(sql, values)).await? else {
             return Ok(None);

@@ -76,7 +76,10 @@ async fn the_readme_curl_examples_run_as_written() {
     for r in &holds {
         assert!(r["errors"].is_null(), "{r}");
     }
-    assert_eq!(holds[1]["data"]["captureHold"]["entry"]["balanceAfter"], 320);
+    assert_eq!(
+        holds[1]["data"]["captureHold"]["entry"]["balanceAfter"],
+        320
+    );
     assert_eq!(holds[3]["data"]["releaseHold"]["status"], "RELEASED");
     let again = run(&blocks[2], &url, &app.service);
     assert_eq!(again, holds, "retries return the original holds");

@@ -121,7 +121,7 @@ pub async fn run(
 }
 
 /// Throughput of each round of `legs` over the same round of `baseline`.
-fn per_round(legs: &[load::Measured], baseline: &[load::Measured]) -> Vec<f64> {
+pub(super) fn per_round(legs: &[load::Measured], baseline: &[load::Measured]) -> Vec<f64> {
     legs.iter()
         .zip(baseline)
         .map(|(l, b)| l.throughput() / b.throughput())

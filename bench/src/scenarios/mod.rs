@@ -4,6 +4,7 @@
 
 pub mod consume;
 pub mod costs;
+pub mod holds;
 pub mod replay;
 pub mod tasks;
 pub mod usage;

@@ -22,7 +22,7 @@ use super::writer::{NewRow, RowTime, Writer};
 use super::{CaptureError, Entry, HoldError, ReleaseError};
 use crate::domain::hold_input::{CaptureRequest, HoldRequest, ReleaseRequest};
 use crate::domain::source::{describe, SourceType, TxType};
-use crate::store::holds::{Hold, HoldStatus, NewHold, Settlement};
+use crate::store::holds::{HeldPart, Hold, HoldStatus, NewHold, Settlement};
 use crate::store::ledger::{LedgerKey, UserKey};
 use crate::store::{Store, StoreError, WriteTx};
 
@@ -212,7 +212,8 @@ async fn capture_in(
         });
     }
     let held_parts = tx.hold_parts(hold.id).await?;
-    let taken = rules::capture_parts(&held_parts, amount)
+    let pairs: Vec<(i64, i64)> = held_parts.iter().map(|p| (p.batch_id, p.amount)).collect();
+    let taken = rules::capture_parts(&pairs, amount)
         .map_err(|s| StoreError::custom(format!("hold {}: parts hold {s}", hold.id)))?;
     w.expire_due(tx).await?;
     // Held figure first, so the consume row's announcement carries it.
@@ -220,9 +221,7 @@ async fn capture_in(
     tx.store_held(w.user_id, w.held - hold.amount, seq).await?;
     // Every held point back to its batch, then the consume draws its part
     // from the same batches: the rest stays returned.
-    for &(batch, part) in &held_parts {
-        w.adjust_reserved(tx, batch, -part).await?;
-    }
+    w.unreserve_hold(tx, hold.id).await?;
     let note = req
         .note
         .as_ref()
@@ -242,7 +241,9 @@ async fn capture_in(
     row.fields.mirror_order = Some(source_id.to_owned());
     let entry = w.append_spend(tx, row, &taken).await?;
     // What went back to a batch that expired meanwhile expires now.
-    w.expire_due(tx).await?;
+    if returns_to_due(&held_parts, &rules::capture_rest(&pairs, &taken), w.now) {
+        w.expire_due(tx).await?;
+    }
     let now = w.now;
     w.finish(tx).await?;
     let settled = tx
@@ -267,6 +268,17 @@ async fn capture_in(
     })
 }
 
+/// Whether any of `returned` (`(batch_id, amount)`) lands in a batch of
+/// `parts` that is due at `now`: those points expire at once.
+fn returns_to_due(parts: &[HeldPart], returned: &[(i64, i64)], now: DateTime<Utc>) -> bool {
+    returned.iter().any(|&(batch, amount)| {
+        amount > 0
+            && parts
+                .iter()
+                .any(|p| p.batch_id == batch && rules::is_due(p.expires_at, now))
+    })
+}
+
 /// The consume row a captured hold wrote.
 async fn captured_entry(
     tx: &mut WriteTx,
@@ -283,22 +295,25 @@ async fn captured_entry(
     .ok_or_else(|| StoreError::custom(format!("captured hold {} has no consume row", hold.id)))
 }
 
-/// Finds the hold under a key and locks its user; the hold is read again
-/// under the lock (a settlement may have committed while this waited).
+/// Locks the user of the hold under a key and reads the hold under that
+/// lock (a settlement may have committed while this waited).
 async fn lock_hold(
     tx: &mut WriteTx,
     source_type: &str,
     source_id: &str,
 ) -> Result<Option<(Writer, Hold)>, StoreError> {
-    let Some(found) = tx.find_hold(source_type, source_id).await? else {
+    let user = UserKey::Hold {
+        source_type,
+        source_id,
+    };
+    let Some((w, _)) = Writer::lock(tx, user, RowTime::Now, None).await? else {
         return Ok(None);
     };
-    let Some((w, _)) = Writer::lock(tx, UserKey::Id(found.user_id), RowTime::Now, None).await?
-    else {
-        return Ok(None);
-    };
-    let hold = tx.find_hold(source_type, source_id).await?.unwrap_or(found);
-    Ok(Some((w, hold)))
+    // Read under the lock: every change of a hold holds its user's lock.
+    Ok(tx
+        .find_hold(source_type, source_id)
+        .await?
+        .map(|hold| (w, hold)))
 }
 
 /// Gives a hold's points back: a release by the caller (`hash`), or the
@@ -316,10 +331,11 @@ async fn give_back(
     w.expire_due(tx).await?;
     let seq = w.hold_seq + 1;
     tx.store_held(w.user_id, w.held - hold.amount, seq).await?;
-    for &(batch, part) in &held_parts {
-        w.adjust_reserved(tx, batch, -part).await?;
+    w.unreserve_hold(tx, hold.id).await?;
+    let all: Vec<(i64, i64)> = held_parts.iter().map(|p| (p.batch_id, p.amount)).collect();
+    if returns_to_due(&held_parts, &all, w.now) {
+        w.expire_due(tx).await?;
     }
-    w.expire_due(tx).await?;
     let now = w.now;
     w.finish(tx).await?;
     tx.settle_hold(

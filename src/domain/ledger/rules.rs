@@ -96,6 +96,18 @@ pub fn capture_parts(held: &[(i64, i64)], amount: i64) -> Result<Vec<(i64, i64)>
     Ok(parts)
 }
 
+/// What a capture leaves of a hold, per batch: `held` less `taken` (both
+/// `(batch_id, amount)`), in the hold's order.
+pub fn capture_rest(held: &[(i64, i64)], taken: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    held.iter()
+        .map(|&(batch, amount)| {
+            let took: i64 = taken.iter().filter(|t| t.0 == batch).map(|t| t.1).sum();
+            (batch, amount - took)
+        })
+        .filter(|p| p.1 > 0)
+        .collect()
+}
+
 /// A refund asks for nothing or for more than is still refundable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("refund of {requested} points, {refundable} still refundable")]
@@ -266,6 +278,9 @@ mod tests {
         assert_eq!(capture_parts(&held, 1), Ok(vec![(1, 1)]));
         assert_eq!(capture_parts(&held, 101), Err(Shortfall { missing: 1 }));
         assert_eq!(capture_parts(&[], 1), Err(Shortfall { missing: 1 }));
+        let taken = capture_parts(&held, 35).expect("within the hold");
+        assert_eq!(capture_rest(&held, &taken), vec![(2, 15), (3, 50)]);
+        assert_eq!(capture_rest(&held, &held), vec![]);
     }
 
     #[test]

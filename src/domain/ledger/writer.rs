@@ -87,7 +87,7 @@ impl Writer {
     /// whatever the clocks of the instances that wrote them.
     pub async fn lock(
         tx: &mut WriteTx,
-        user: UserKey,
+        user: UserKey<'_>,
         at: RowTime,
         probe: Option<LedgerKey<'_>>,
     ) -> Result<Option<(Writer, Option<i64>)>, StoreError> {
@@ -209,16 +209,14 @@ impl Writer {
         tx.adjust_batch(batch_id, delta).await
     }
 
-    /// Moves `delta` points of one batch into (+) or out of (-) its
-    /// reserve (a hold's points; out of it: back to `remaining`).
-    pub async fn adjust_reserved(
+    /// Gives every point a hold reserves back to its batch's `remaining`.
+    pub async fn unreserve_hold(
         &mut self,
         tx: &mut WriteTx,
-        batch_id: i64,
-        delta: i64,
+        hold_id: i64,
     ) -> Result<(), StoreError> {
         self.prefetched = None;
-        tx.reserve(batch_id, delta).await
+        tx.unreserve_hold(hold_id).await
     }
 
     /// Stores the cached balance if a row moved it since it was stored.

@@ -6,7 +6,7 @@ use sea_orm::QueryResult;
 use crate::store::ledger::{BatchRow, LAST_AT_SQL};
 use crate::store::StoreError;
 
-/// The user's row (`{column}` = `${key}`) locked, `probe_sql` (empty or
+/// The user's row (the one `filter` selects, e.g. `id = $3`) locked, `probe_sql` (empty or
 /// `, (…) AS probe`), and in the same round trip the user's batches with
 /// points left as JSON `[[id, remaining, expires_at in µs since the epoch
 /// or null], ...]` and the time of the user's last ledger row.
@@ -19,11 +19,11 @@ use crate::store::StoreError;
 /// transaction committed after the snapshot and none is still running.
 /// Otherwise (a writer of the same user got there first) the batches are
 /// read again, after the lock.
-pub(crate) fn user_sql(column: &str, key: usize, probe_sql: &str) -> String {
+pub(crate) fn user_sql(filter: &str, probe_sql: &str) -> String {
     let last_at = LAST_AT_SQL.replace("{uuid}", "l.uuid");
     format!(
-        "WITH s AS (SELECT ctid AS c FROM gw_users WHERE {column} = ${key}), \
-         l AS (SELECT ctid AS c, id, uuid, balance, held, hold_seq FROM gw_users WHERE {column} = ${key} FOR UPDATE) \
+        "WITH s AS (SELECT ctid AS c FROM gw_users WHERE {filter}), \
+         l AS (SELECT ctid AS c, id, uuid, balance, held, hold_seq FROM gw_users WHERE {filter} FOR UPDATE) \
          SELECT l.id, l.uuid, l.balance, l.held, l.hold_seq, l.c = s.c AS fresh, \
            (SELECT json_agg(json_build_array(b.id, b.remaining, \
                 (extract(epoch FROM b.expires_at) * 1000000)::bigint))::text \

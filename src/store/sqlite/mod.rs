@@ -44,11 +44,11 @@ pub async fn begin_immediate(db: &DatabaseConnection) -> Result<DatabaseTransact
 
 /// The user row. The IMMEDIATE transaction already holds the database's
 /// write lock and its reads are current: nothing to lock or read ahead.
-pub(super) fn lock_user_sql(column: &str, key: usize, probe_sql: &str) -> String {
+pub(super) fn lock_user_sql(filter: &str, probe_sql: &str) -> String {
     let last_at = super::ledger::LAST_AT_SQL.replace("{uuid}", "u.uuid");
     format!(
         "SELECT u.id, u.uuid, u.balance, u.held, u.hold_seq, {last_at} AS last_at{probe_sql} \
-         FROM gw_users u WHERE u.{column} = ${key}"
+         FROM gw_users u WHERE {filter}"
     )
 }
 

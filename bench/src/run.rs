@@ -101,13 +101,29 @@ pub async fn run(
         );
     }
     for r in &ratios {
-        print_ratio("consume HTTP", r, "overall", "per_round");
+        print_ratio("consume HTTP / baseline", r, "overall", "per_round");
         if r.get("wrk_overall").is_some() {
-            print_ratio("consume HTTP (wrk)", r, "wrk_overall", "wrk_per_round");
+            print_ratio(
+                "consume HTTP (wrk) / baseline",
+                r,
+                "wrk_overall",
+                "wrk_per_round",
+            );
         }
     }
     for r in &hold_ratios {
-        print_ratio("hold + capture jobs", r, "overall", "per_round");
+        print_ratio(
+            "hold + capture jobs / one-consume jobs:",
+            r,
+            "overall",
+            "per_round",
+        );
+        print_ratio(
+            "hold + capture jobs / consume + refund jobs:",
+            r,
+            "vs_refund_overall",
+            "vs_refund_per_round",
+        );
     }
     std::fs::create_dir_all("bench-results")?;
     let at = std::time::SystemTime::now()
@@ -134,7 +150,7 @@ fn print_ratio(leg: &str, r: &Value, overall: &str, per_round: &str) {
         .map(|x| format!("{:.0}%", x * 100.0))
         .collect();
     println!(
-        "{leg} / its baseline at c{}: {:.0}% overall; rounds {}",
+        "{leg} at c{}: {:.0}% overall; rounds {}",
         r["concurrency"],
         r[overall].as_f64().unwrap_or(0.0) * 100.0,
         rounds.join(", ")

@@ -1,8 +1,9 @@
 //! A job billed with a hold (reserve 2 points, then capture 1: two
 //! requests, two transactions) against the same job billed with one
-//! consume, both over HTTP from this tool's client, alternating in rounds
-//! (order flipped every round); every job key distinct. The ratio is jobs
-//! per second of the hold flow over the consume flow.
+//! consume, and against the flow holds replace, pre-deduct then refund
+//! (consume 2, refund 1), all over HTTP from this tool's client, rotating
+//! in rounds; every job key distinct. The ratios are jobs per second of
+//! the hold flow over each of the other two.
 
 use rand::Rng;
 use serde_json::{json, Value};
@@ -12,6 +13,8 @@ use crate::load;
 
 const CONSUME: &str = "mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 1, sourceType: VIDEO, sourceId: $id, duration: 4.0}) { id } }";
 const HOLD: &str = "mutation($u: Int!, $id: String!) { hold(input: {userId: $u, amount: 2, sourceType: VIDEO, sourceId: $id, duration: 5.0}) { id } }";
+const REFUND: &str = "mutation($id: String!) { refund(input: {sourceType: VIDEO, sourceId: $id, refundKey: $id, amount: 1}) { id } }";
+const PRE_DEDUCT: &str = "mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 2, sourceType: VIDEO, sourceId: $id, duration: 5.0}) { id } }";
 const CAPTURE: &str = "mutation($id: String!) { captureHold(input: {sourceType: VIDEO, sourceId: $id, amount: 1, duration: 4.0}) { entry { id } } }";
 
 /// Adds the two rows per concurrency level; returns the ratios.
@@ -24,10 +27,34 @@ pub async fn run(
     let (lo, hi, run_id, requests) = (ctx.lo, ctx.hi, ctx.run_id, ctx.requests);
     let mut ratios = Vec::new();
     for &c in concurrency {
-        let (mut held, mut consumed) = (Vec::new(), Vec::new());
+        let (mut held, mut consumed, mut refunded) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
-            for k in 0..2 {
-                if (k + round) % 2 == 0 {
+            for k in 0..3 {
+                let leg = (k + round) % 3;
+                if leg == 2 {
+                    let (client, url, token) =
+                        (ctx.client.clone(), ctx.gw.url.clone(), ctx.service.clone());
+                    let two_steps = load::measure(c, requests, move |i| {
+                        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+                        async move {
+                            let u = rand::thread_rng().gen_range(lo..=hi);
+                            let id = format!("hr-{run_id:08x}-{c}-{round}-{i}");
+                            post(
+                                &client,
+                                &url,
+                                &token,
+                                PRE_DEDUCT,
+                                json!({ "u": u, "id": id }),
+                            )
+                            .await
+                            .is_ok()
+                                && post(&client, &url, &token, REFUND, json!({ "id": id }))
+                                    .await
+                                    .is_ok()
+                        }
+                    });
+                    refunded.push(with_cpu(ctx.gw, two_steps).await);
+                } else if leg == 0 {
                     consumed.push(
                         gql_leg(ctx.gw, &ctx.client, &ctx.service, CONSUME, c, requests, move |i| {
                             let u = rand::thread_rng().gen_range(lo..=hi);
@@ -57,13 +84,17 @@ pub async fn run(
         }
         let h = gateway_row(ctx.gw, "job via hold + captureHold (HTTP)", c, &held);
         let s = gateway_row(ctx.gw, "job via one consume (HTTP)", c, &consumed);
+        let r = gateway_row(ctx.gw, "job via consume + refund (HTTP)", c, &refunded);
         ratios.push(json!({
             "concurrency": c,
             "overall": h.throughput_per_s / s.throughput_per_s,
             "per_round": super::consume::per_round(&held, &consumed),
+            "vs_refund_overall": h.throughput_per_s / r.throughput_per_s,
+            "vs_refund_per_round": super::consume::per_round(&held, &refunded),
         }));
         rows.push(h);
         rows.push(s);
+        rows.push(r);
     }
     ratios
 }

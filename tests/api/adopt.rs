@@ -314,6 +314,29 @@ async fn a_postgres_database_of_both_legacy_systems_is_adopted_and_lives_on() {
     assert_eq!(app.count("mjk_point_transactions").await, count_before);
     app.assert_verify_clean().await;
 
+    // Holds live on an adopted database too: a key the history charged
+    // cannot be held; a new job is held on the opening balance and
+    // captured into one consume row the legacy ORMs read back below.
+    let hold = "mutation($u: Int!, $id: String!) { hold(input: { userId: $u, amount: 9, sourceType: SCRIPT, sourceId: $id }) { status } }";
+    let r = app
+        .gql(&app.service, hold, json!({ "u": dup_user, "id": dup_sid }))
+        .await;
+    assert_eq!(code(&r), Some("IDEMPOTENCY_CONFLICT"), "{r}");
+    let r = app
+        .gql(&app.service, hold, json!({ "u": 1, "id": "adopted-hold" }))
+        .await;
+    assert_eq!(r["data"]["hold"]["status"], "HELD", "{r}");
+    let r = app
+        .gql(
+            &app.service,
+            "mutation { captureHold(input: { sourceType: SCRIPT, sourceId: \"adopted-hold\", amount: 7 }) { entry { amount type } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["captureHold"]["entry"]["amount"], 7, "{r}");
+    assert_eq!(app.count("mjk_point_transactions").await, count_before + 1);
+    app.assert_verify_clean().await;
+
     // The platform keeps writing fal tasks, in its naive local time: the
     // cost report's window and falTasks place them at the right instant.
     let key: String = one(

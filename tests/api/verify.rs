@@ -7,6 +7,7 @@ use crate::helpers::TestApp;
 both_engines!(
     verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero,
     verify_reports_a_consume_that_drew_out_of_order,
+    verify_reports_holds_that_do_not_add_up,
 );
 
 async fn rules(app: &TestApp) -> Vec<&'static str> {
@@ -111,4 +112,60 @@ async fn verify_reports_a_consume_that_drew_out_of_order(app: TestApp) {
     )
     .await;
     assert!(rules(&app).await.is_empty());
+}
+
+async fn verify_reports_holds_that_do_not_add_up(app: TestApp) {
+    let u = app.create_user("holder").await;
+    app.recharge(u, 100, "o1", None).await;
+    let hold = "mutation($u: Int!, $a: Int!, $id: String!) { hold(input: { userId: $u, amount: $a, sourceType: SCRIPT, sourceId: $id }) { id } }";
+    for (a, id) in [(30, "open"), (20, "settled")] {
+        let r = app
+            .gql(
+                &app.service,
+                hold,
+                serde_json::json!({ "u": u, "a": a, "id": id }),
+            )
+            .await;
+        assert!(r["errors"].is_null(), "{r}");
+    }
+    let r = app
+        .gql(
+            &app.service,
+            "mutation { captureHold(input: { sourceType: SCRIPT, sourceId: \"settled\", amount: 15 }) { status } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert!(rules(&app).await.is_empty());
+    // Each corruption, then its repair.
+    let broken = [
+        // The cached held figure drifted from the open holds.
+        ("UPDATE gw_users SET held = held - 1", "UPDATE gw_users SET held = held + 1"),
+        // A batch's reserve no longer matches its holds' parts.
+        (
+            "UPDATE gw_point_batches SET reserved = reserved - 1, remaining = remaining + 1",
+            "UPDATE gw_point_batches SET reserved = reserved + 1, remaining = remaining - 1",
+        ),
+        // Parts that do not add up to their hold.
+        (
+            "UPDATE gw_hold_parts SET amount = amount + 1 WHERE hold_id = (SELECT id FROM gw_holds WHERE source_id = 'open')",
+            "UPDATE gw_hold_parts SET amount = amount - 1 WHERE hold_id = (SELECT id FROM gw_holds WHERE source_id = 'open')",
+        ),
+        // A capture whose consume row is not what it says.
+        (
+            "UPDATE gw_holds SET captured = captured + 1 WHERE status = 'captured'",
+            "UPDATE gw_holds SET captured = captured - 1 WHERE status = 'captured'",
+        ),
+        // An open hold marked settled without a settlement.
+        (
+            "UPDATE gw_holds SET status = 'released' WHERE source_id = 'open'",
+            "UPDATE gw_holds SET status = 'held' WHERE source_id = 'open'",
+        ),
+    ];
+    for (corrupt, repair) in broken {
+        exec(&app, corrupt).await;
+        assert_eq!(rules(&app).await, vec!["hold"], "{corrupt}");
+        exec(&app, repair).await;
+        assert!(rules(&app).await.is_empty(), "{repair}");
+    }
 }

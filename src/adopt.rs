@@ -116,7 +116,8 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
         seed_indexes: &migration::seed_index_names(),
         trigger: match store.engine() {
             Engine::Postgres => Some(
-                "points_ledger_notify on mjk_point_transactions (balance events across instances)",
+                "points_ledger_notify on mjk_point_transactions and points_hold_notify on gw_holds \
+                 (balance events across instances)",
             ),
             Engine::Sqlite => None,
         },

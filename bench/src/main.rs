@@ -10,7 +10,8 @@
 //!   SQL (the baseline), `usageDetails` first and deep pages, `accountCosts`
 //!   (30 days, all accounts, local part), `falTasks` (100 per page with
 //!   account and user), a job billed by `hold` + `captureHold` against one
-//!   `consume` (`holds`); prints a table
+//!   `consume` (`holds`), the usageDetails page with user tokens against
+//!   PostGraphile v5 and raw SQL (`peer`); prints a table
 //!   and writes `bench-results/<engine>-<unix time>.json`.
 //! - `bench subscribe --database-url URL [--subscribers 5000 --all-users 10
 //!   --users 1000 --rate 200 --seconds 30]`: WebSocket subscribers of
@@ -71,12 +72,12 @@ enum Command {
         /// alternating; each round runs `requests` of each.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Which scenarios: consume, usage, costs, tasks, replay, holds
-        /// (default: all).
+        /// Which scenarios: consume, usage, costs, tasks, replay, holds,
+        /// peer (default: all).
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "consume,usage,costs,tasks,replay,holds"
+            default_value = "consume,usage,costs,tasks,replay,holds,peer"
         )]
         scenarios: Vec<String>,
     },

@@ -1,8 +1,9 @@
-//! The PostgreSQL consume baseline run by pgbench, PostgreSQL's own load
-//! client: `-M prepared`, one call per transaction of the server-side
-//! function that writes exactly the rows and takes exactly the locks a
-//! gateway consume does (`baseline::PG_FUNCTION`), every call a distinct
-//! source id. Per-transaction latencies come from pgbench's own log.
+//! Baselines run by pgbench, PostgreSQL's own load client, `-M prepared`:
+//! the consume (one call per transaction of the server-side function that
+//! writes exactly the rows and takes exactly the locks a gateway consume
+//! does, `baseline::PG_FUNCTION`, every call a distinct source id) and the
+//! UsageDetail page as raw SQL. Per-transaction latencies come from
+//! pgbench's own log.
 
 use std::process::Command;
 use std::time::Duration;
@@ -26,16 +27,55 @@ pub fn consume(
     lo: i32,
     hi: i32,
 ) -> anyhow::Result<Measured> {
-    let dir = std::env::temp_dir().join(format!("bench-pgbench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let script = dir.join("consume.sql");
-    std::fs::write(
-        &script,
-        format!(
+    run(
+        database_url,
+        concurrency,
+        total,
+        &format!(
             "\\set u random({lo}, {hi})\n\
              SELECT bench_consume(:u, 1, 'script', 'pgb-' || gen_random_uuid()::text, md5(random()::text));\n"
         ),
-    )?;
+    )
+}
+
+/// `total` first pages of the UsageDetail page (the gateway's columns, 20
+/// rows and one to tell whether more follow) for random users in
+/// `lo..=hi`, as one prepared statement.
+pub fn usage_page(
+    database_url: &str,
+    concurrency: usize,
+    total: usize,
+    lo: i32,
+    hi: i32,
+) -> anyhow::Result<Measured> {
+    run(
+        database_url,
+        concurrency,
+        total,
+        &format!(
+            "\\set u random({lo}, {hi})\n\
+             SELECT t.id, t.created_at, t.description, t.duration, t.type, t.amount, t.balance_after \
+             FROM mjk_point_transactions t WHERE t.user_id = (SELECT uuid FROM gw_users WHERE id = :u) \
+             ORDER BY t.created_at DESC, t.id DESC LIMIT 21;\n"
+        ),
+    )
+}
+
+/// Runs `script` `total` times from `concurrency` clients. Blocking.
+fn run(
+    database_url: &str,
+    concurrency: usize,
+    total: usize,
+    script_text: &str,
+) -> anyhow::Result<Measured> {
+    let dir = std::env::temp_dir().join(format!(
+        "bench-pgbench-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("script.sql");
+    std::fs::write(&script, script_text)?;
     let per_client = (total / concurrency.max(1)).max(1);
     let prefix = dir.join("log");
     let started = std::time::Instant::now();

@@ -80,6 +80,11 @@ pub async fn run(
     if wants("replay") {
         scenarios::replay::run(&ctx, concurrency, &mut rows).await;
     }
+    let peer_ratios = if wants("peer") {
+        scenarios::peer::run(&ctx, concurrency, rounds, &mut rows).await?
+    } else {
+        Vec::new()
+    };
     let hold_ratios = if wants("holds") {
         scenarios::holds::run(&ctx, concurrency, rounds, &mut rows).await
     } else {
@@ -111,6 +116,22 @@ pub async fn run(
             );
         }
     }
+    for r in &peer_ratios {
+        print_ratio(
+            "usageDetails page, gateway / raw SQL:",
+            r,
+            "overall",
+            "per_round",
+        );
+        if r.get("peer_overall").is_some() {
+            print_ratio(
+                "usageDetails page, gateway / PostGraphile:",
+                r,
+                "peer_overall",
+                "peer_per_round",
+            );
+        }
+    }
     for r in &hold_ratios {
         print_ratio(
             "hold + capture jobs / one-consume jobs:",
@@ -133,7 +154,7 @@ pub async fn run(
     std::fs::write(
         &path,
         serde_json::to_string_pretty(
-            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "consume_ratios": ratios, "hold_ratios": hold_ratios, "cpu_steal_share": steal }),
+            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "consume_ratios": ratios, "hold_ratios": hold_ratios, "peer_ratios": peer_ratios, "cpu_steal_share": steal }),
         )?,
     )?;
     println!("wrote {path}");

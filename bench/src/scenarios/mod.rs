@@ -5,6 +5,7 @@
 pub mod consume;
 pub mod costs;
 pub mod holds;
+pub mod peer;
 pub mod replay;
 pub mod tasks;
 pub mod usage;

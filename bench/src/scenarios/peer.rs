@@ -1,0 +1,213 @@
+//! The UsageDetail page's first page (20 rows, its columns) for random
+//! users with their own tokens, served by the gateway, by PostGraphile v5
+//! (amber preset) on the same database, and as raw SQL by pgbench
+//! (`-M prepared`): three legs rotating every round, ratios per round.
+//!
+//! PostGraphile runs from `bench/postgraphile` (`npm ci` there first); the
+//! scenario says so and skips that leg when it is not installed.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use points_gateway::auth::{Role, TokenKeys};
+use points_gateway::config::JwtSecret;
+use rand::Rng;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{json, Value};
+
+use super::{gateway_row, post, with_cpu, Ctx};
+use crate::{cpu, gateway, load};
+
+const GATEWAY_PAGE: &str = "query UsageDetail($after: String) { usageDetails(first: 20, after: $after) { edges { node { createdAt description duration change balanceAfter } } pageInfo { hasNextPage endCursor } } }";
+
+/// The same page in PostGraphile's schema (its generated names).
+const PEER_PAGE: &str = "query($u: UUID!) { allMjkPointTransactions(condition: {userId: $u}, orderBy: [CREATED_AT_DESC, PRIMARY_KEY_DESC], first: 20) { nodes { createdAt description duration amount balanceAfter type } pageInfo { hasNextPage endCursor } } }";
+
+const PEER_PORT: u16 = 5678;
+
+/// PostGraphile in a child process, killed on drop.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Peer {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn rss_mib(&self) -> Option<f64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|k| k / 1024.0)
+    }
+}
+
+async fn start_peer(ctx: &Ctx<'_>, uuid: &str) -> Option<Peer> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("postgraphile");
+    if !dir.join("node_modules").is_dir() {
+        eprintln!(
+            "peer: PostGraphile is not installed; run `npm ci` in {} (skipping that leg)",
+            dir.display()
+        );
+        return None;
+    }
+    let child = Command::new("node")
+        .arg("server.mjs")
+        .current_dir(&dir)
+        .env("DATABASE_URL", ctx.database_url)
+        .env("PORT", PEER_PORT.to_string())
+        .env("POOL", "16")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| eprintln!("peer: cannot start node: {e}"))
+        .ok()?;
+    let peer = Peer(child);
+    let url = format!("http://127.0.0.1:{PEER_PORT}");
+    for _ in 0..300 {
+        if post(&ctx.client, &url, "", PEER_PAGE, json!({ "u": uuid }))
+            .await
+            .is_ok()
+        {
+            return Some(peer);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("peer: PostGraphile did not answer within 30 s (skipping that leg)");
+    None
+}
+
+/// Adds the rows per concurrency level; returns the ratios.
+pub async fn run(
+    ctx: &Ctx<'_>,
+    concurrency: &[usize],
+    rounds: usize,
+    rows: &mut Vec<load::Stats>,
+) -> anyhow::Result<Vec<Value>> {
+    let db = ctx.store.connection();
+    let users: Vec<(i32, String)> = db
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT id, CAST(uuid AS TEXT) AS uuid FROM gw_users WHERE id BETWEEN $1 AND $2 ORDER BY id",
+            [ctx.lo.into(), ctx.hi.into()],
+        ))
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("", "id")?, r.try_get("", "uuid")?)))
+        .collect::<Result<_, sea_orm::DbErr>>()?;
+    anyhow::ensure!(!users.is_empty(), "no users");
+    let keys = TokenKeys::new(&JwtSecret::new(gateway::SECRET.as_bytes().to_vec())?);
+    let tokens: Vec<String> = users
+        .iter()
+        .map(|(id, _)| keys.mint(Role::User, Some(*id), chrono::Duration::hours(4)))
+        .collect::<Result<_, _>>()?;
+    let uuids: Arc<Vec<String>> = Arc::new(users.iter().map(|u| u.1.clone()).collect());
+    let tokens = Arc::new(tokens);
+    let peer = start_peer(ctx, &uuids[0]).await;
+    if peer.is_some() {
+        // Node compiles hot code as it runs: measured cold, the first round
+        // would flatter the gateway. Both servers get the same warm-up.
+        let url = format!("http://127.0.0.1:{PEER_PORT}");
+        for i in 0..2_000 {
+            let u = &uuids[i % uuids.len()];
+            let _ = post(&ctx.client, &url, "", PEER_PAGE, json!({ "u": u })).await;
+            let t = &tokens[i % tokens.len()];
+            let _ = post(&ctx.client, &ctx.gw.url, t, GATEWAY_PAGE, json!({})).await;
+        }
+    }
+    let (lo, hi, requests) = (ctx.lo, ctx.hi, ctx.requests);
+    let mut ratios = Vec::new();
+    for &c in concurrency {
+        let (mut gw, mut pg, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            for k in 0..3 {
+                match (k + round) % 3 {
+                    0 => {
+                        let (client, url, tokens) =
+                            (ctx.client.clone(), ctx.gw.url.clone(), tokens.clone());
+                        let leg = load::measure(c, requests, move |_| {
+                            let (client, url) = (client.clone(), url.clone());
+                            let token =
+                                tokens[rand::thread_rng().gen_range(0..tokens.len())].clone();
+                            async move {
+                                post(&client, &url, &token, GATEWAY_PAGE, json!({}))
+                                    .await
+                                    .is_ok()
+                            }
+                        });
+                        gw.push(with_cpu(ctx.gw, leg).await);
+                    }
+                    1 => {
+                        let Some(p) = &peer else { continue };
+                        let (client, uuids) = (ctx.client.clone(), uuids.clone());
+                        let url = format!("http://127.0.0.1:{PEER_PORT}");
+                        let leg = load::measure(c, requests, move |_| {
+                            let (client, url) = (client.clone(), url.clone());
+                            let u = uuids[rand::thread_rng().gen_range(0..uuids.len())].clone();
+                            async move {
+                                post(&client, &url, "", PEER_PAGE, json!({ "u": u }))
+                                    .await
+                                    .is_ok()
+                            }
+                        });
+                        let before = cpu::process(p.pid());
+                        let mut m = with_cpu(ctx.gw, leg).await;
+                        // The server under test in this leg is PostGraphile.
+                        m.gateway_cpu = cpu::process(p.pid())
+                            .zip(before)
+                            .map(|(a, b)| a.saturating_sub(b));
+                        pg.push(m);
+                    }
+                    _ => {
+                        let url = ctx.database_url.to_owned();
+                        let m = with_cpu(ctx.gw, async move {
+                            tokio::task::spawn_blocking(move || {
+                                crate::pgbench::usage_page(&url, c, requests, lo, hi)
+                            })
+                            .await
+                            .map_err(anyhow::Error::from)
+                            .and_then(|r| r)
+                            .unwrap_or_else(|e| {
+                                eprintln!("pgbench: {e}");
+                                load::Measured::from_parts(
+                                    Vec::new(),
+                                    requests,
+                                    Duration::from_secs(1),
+                                )
+                            })
+                        })
+                        .await;
+                        raw.push(m);
+                    }
+                }
+            }
+        }
+        let g = gateway_row(ctx.gw, "usageDetails first page, user tokens", c, &gw);
+        let r = load::summarize("the page as raw SQL, pgbench -M prepared", c, &raw);
+        let mut ratio = json!({
+            "concurrency": c,
+            "overall": g.throughput_per_s / r.throughput_per_s,
+            "per_round": super::consume::per_round(&gw, &raw),
+        });
+        rows.push(g.clone());
+        if let Some(p) = &peer {
+            let mut s = load::summarize("the page from PostGraphile v5 (amber)", c, &pg);
+            s.peak_rss_mib = p.rss_mib();
+            ratio["peer_overall"] = json!(g.throughput_per_s / s.throughput_per_s);
+            ratio["peer_per_round"] = json!(super::consume::per_round(&gw, &pg));
+            rows.push(s);
+        }
+        rows.push(r);
+        ratios.push(ratio);
+    }
+    Ok(ratios)
+}

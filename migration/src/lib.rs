@@ -13,6 +13,7 @@ mod m20261122_000002_fal_refund_index;
 mod m20261122_000003_fal_cost_cover;
 mod m20261122_000004_ledger_notify;
 mod m20261126_000005_holds;
+mod m20261126_000006_event_log;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_fal_cost_cover::Migration),
             Box::new(m20261122_000004_ledger_notify::Migration),
             Box::new(m20261126_000005_holds::Migration),
+            Box::new(m20261126_000006_event_log::Migration),
         ]
     }
 }

@@ -118,7 +118,7 @@ const POSTGRES_COLUMNS: &[&str] = &[
 ];
 
 /// Migration 4's function, its payload extended with the user's `held`.
-const LEDGER_FUNCTION: &str = r#"
+pub(crate) const LEDGER_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION points_ledger_notify() RETURNS trigger AS $$
 DECLARE
   payload text;
@@ -163,7 +163,7 @@ $$ LANGUAGE plpgsql
 
 /// A hold's change, with its user's balance and held figure after it (the
 /// keys are at most 96 bytes: the payload stays far below the limit).
-const HOLD_FUNCTION: &str = r#"
+pub(crate) const HOLD_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION points_hold_notify() RETURNS trigger AS $$
 BEGIN
   IF current_setting('points_gateway.notify', true) = 'off' THEN

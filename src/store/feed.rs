@@ -51,9 +51,9 @@ pub trait LedgerSink: Send + Sync {
 
 /// How ledger transactions commit.
 ///
-/// Silent (PostgreSQL, where a trigger sends `NOTIFY` inside the
-/// transaction and [`super::postgres::listen`] feeds the sink; tools and
-/// seeding) it is a plain commit. Announcing (SQLite), commit and
+/// Silent (tools and seeding) or waking (PostgreSQL, where the triggers
+/// append to `gw_events` and [`super::postgres::tail`] feeds the sink) it
+/// is a plain commit, then, waking, a signal that something was written. Announcing (SQLite), commit and
 /// announcement happen under one process-wide gate: two transactions of
 /// the same user are serialised by the database, but the tasks that
 /// committed them could announce in the other order if announcing were a
@@ -63,6 +63,9 @@ pub trait LedgerSink: Send + Sync {
 pub struct Feed {
     sink: Option<Arc<dyn LedgerSink>>,
     gate: Arc<tokio::sync::Mutex<()>>,
+    /// PostgreSQL: signalled after a commit that changed something, so
+    /// the instances' tails look now rather than at their next poll.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Feed {
@@ -74,6 +77,15 @@ impl Feed {
         Feed {
             sink: Some(sink),
             gate: Arc::default(),
+            wake: None,
+        }
+    }
+
+    pub fn waking(wake: Arc<tokio::sync::Notify>) -> Self {
+        Feed {
+            sink: None,
+            gate: Arc::default(),
+            wake: Some(wake),
         }
     }
 
@@ -85,7 +97,11 @@ impl Feed {
         changes: &[(i32, Change)],
     ) -> Result<(), StoreError> {
         let Some(sink) = &self.sink else {
-            return Ok(txn.commit().await?);
+            txn.commit().await?;
+            if let (Some(wake), false) = (&self.wake, changes.is_empty()) {
+                wake.notify_one();
+            }
+            return Ok(());
         };
         if changes.is_empty() {
             return Ok(txn.commit().await?);

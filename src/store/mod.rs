@@ -194,11 +194,12 @@ impl Store {
     /// The same pool, with every committed ledger row delivered to `sink`
     /// (the balance-event broker), and the task that feeds it, if the
     /// engine needs one:
-    /// - PostgreSQL: the ledger's trigger notifies at commit and
-    ///   [`postgres::listen`] `LISTEN`s (started before this returns), so
-    ///   rows committed through any instance reach every instance's sink;
-    ///   commits stay plain. `catch_up`: how long before a lost connection
-    ///   a transaction may have stamped rows it committed after.
+    /// - PostgreSQL: the triggers append every change to `gw_events` in
+    ///   its transaction and [`postgres::tail`] (started before this
+    ///   returns) tails that table on every instance, woken after each
+    ///   commit, so changes committed through any instance reach every
+    ///   instance's sink. `catch_up`: how long before a lost connection a
+    ///   transaction may have stamped rows it committed after.
     /// - SQLite (one instance): each write transaction announces its rows
     ///   in-process right after its commit; no task.
     pub async fn feeding(
@@ -210,7 +211,10 @@ impl Store {
         match self.engine {
             Engine::Postgres => {
                 let url = self.url.clone();
-                let task = postgres::listen::start(self.clone(), url, sink, catch_up, stop).await?;
+                let wake = Arc::new(tokio::sync::Notify::new());
+                self.feed = Feed::waking(wake.clone());
+                let task =
+                    postgres::tail::start(self.clone(), url, sink, wake, catch_up, stop).await?;
                 Ok((self, Some(task)))
             }
             Engine::Sqlite => {

@@ -425,6 +425,31 @@ async fn postgres_rollback_announces_nothing() {
     c.quiet(QUIET).await;
 }
 
+/// Events are numbered when written and committed in another order: a
+/// transaction that wrote first and commits last is still announced (the
+/// tail waits for the id it has not seen), after the one that overtook it.
+#[tokio::test]
+async fn postgres_delivers_a_commit_that_was_overtaken() {
+    use points_gateway::domain::ledger::{recharge_in, RowTime};
+    let app = spawn_app(Engine::Postgres).await;
+    let slow = app.create_user("slow").await;
+    let fast = app.create_user("fast").await;
+    let mut c = WsClient::ready(&app, &app.partner_token()).await;
+    c.subscribe("1", BALANCE_CHANGED, json!({})).await;
+    app.wait_subscriptions(1).await;
+    let req = crate::helpers::gift(slow, 5, "slow-order");
+    let mut tx = app.store.begin_write().await.unwrap();
+    recharge_in(&mut tx, &req, &req.fingerprint(), RowTime::Now)
+        .await
+        .unwrap();
+    app.recharge(fast, 7, "fast-order", None).await;
+    check(&c.change().await, fast, "RECHARGE", 7, 0);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    tx.commit().await.unwrap();
+    check(&c.change().await, slow, "RECHARGE", 5, 0);
+    c.quiet(QUIET).await;
+}
+
 /// Two instances on one PostgreSQL: a change made through either reaches
 /// subscribers of both, in ledger order.
 #[tokio::test]

@@ -78,7 +78,7 @@ pub const SEED_TABLES: [&str; 5] = [
 ];
 
 /// The gateway's own tables.
-pub const OWN_TABLES: [&str; 7] = [
+pub const OWN_TABLES: [&str; 8] = [
     "gw_users",
     "gw_point_batches",
     "gw_entries",
@@ -86,6 +86,7 @@ pub const OWN_TABLES: [&str; 7] = [
     "gw_adoption",
     "gw_holds",
     "gw_hold_parts",
+    "gw_events",
 ];
 
 /// What a database is, before `migrate` or `adopt` touch it.

@@ -1,10 +1,10 @@
 //! What only PostgreSQL does: connection settings, the lock statement that
 //! reads a user's batches in the same round trip, the spend in one
-//! statement, and the feed of balance events (`LISTEN`).
+//! statement, and the feed of balance events (the tail of `gw_events`).
 
-pub mod listen;
 pub(super) mod lock;
 pub(super) mod spend;
+pub mod tail;
 
 use std::time::Duration;
 

@@ -27,16 +27,29 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<BalanceChange>>> {
         let scope = caller(ctx)?.balance_feed_scope(user_id).gql()?;
         let st = state(ctx)?.clone();
-        let filter = match scope {
+        // One user: where their history stands now, read before the
+        // subscription starts, so an event of a change committed earlier
+        // but announced after (the feed polls) is not sent as news.
+        let (filter, start) = match scope {
             Some(id) => {
-                if queries::users::by_id(&st.store, id).await.gql()?.is_none() {
+                let marks = queries::users::balance_marks(&st.store, &[id])
+                    .await
+                    .gql()?;
+                let Some(m) = marks.first() else {
                     return Err(to_gql(ReadError::UserNotFound(id)));
-                }
-                Filter::User(id)
+                };
+                let mark = Mark {
+                    entry_id: m.last_entry_id,
+                    hold_seq: m.hold_seq,
+                };
+                (Filter::User(id), Some((id, mark)))
             }
-            None => Filter::All,
+            None => (Filter::All, None),
         };
-        let feed = st.broker.subscribe(filter);
+        let mut feed = st.broker.subscribe(filter);
+        if let Some((id, mark)) = start {
+            feed.resynced(id, mark);
+        }
         Ok(futures_util::stream::unfold(
             (feed, st, VecDeque::new(), false),
             |(mut feed, st, mut pending, failed)| async move {

@@ -213,8 +213,17 @@ impl Store {
                 let url = self.url.clone();
                 let wake = Arc::new(tokio::sync::Notify::new());
                 self.feed = Feed::waking(wake.clone());
-                let task =
-                    postgres::tail::start(self.clone(), url, sink, wake, catch_up, stop).await?;
+                // A pool of its own: the tail's polls neither wait for the
+                // requests' connections nor count as their statements.
+                let own = Store::connect_with(ConnectOptionsSpec {
+                    url: &url,
+                    max_connections: 2,
+                    statement_timeout: None,
+                    legacy_zone: self.zone,
+                    read_only: false,
+                })
+                .await?;
+                let task = postgres::tail::start(own, url, sink, wake, catch_up, stop).await?;
                 Ok((self, Some(task)))
             }
             Engine::Sqlite => {

@@ -227,9 +227,11 @@ both_engines!(
     users_follow_only_their_own_balance
 );
 
-/// A short per-subscriber queue, so that 400 changes overflow it.
+/// A short per-subscriber queue, so that 400 changes overflow it for a
+/// client that reads nothing; long enough that one that keeps reading on a
+/// loaded machine (8 writers at once) does not fall behind.
 async fn spawn_short_queue(engine: Engine) -> TestApp {
-    spawn_with(engine, |s| s.subscriber_queue = 8).await
+    spawn_with(engine, |s| s.subscriber_queue = 32).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

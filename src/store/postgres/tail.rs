@@ -53,6 +53,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// programs wake no one, and a wake can be lost with its connection.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
+/// How long a wake waits for more commits to cover.
+const WAKE_GATHER: Duration = Duration::from_millis(1);
+
 /// How soon the tail polls again while ids are missing.
 const GAP_POLL: Duration = Duration::from_millis(20);
 
@@ -138,8 +141,11 @@ impl EventRow {
 }
 
 /// The poll: the statement's snapshot bounds (as text: `xid8`) and the
-/// events after `$1` or among the missing ids `$2`, with their rows, as
-/// JSON, all from one snapshot.
+/// events after `$1` (at most `$3`) and among the missing ids `$2`, with
+/// their rows, as JSON, all from one snapshot. Every read is a
+/// primary-key lookup, whatever the generic plan guesses (an `OR` of the
+/// two conditions, or plain joins, had it scan tables; `LIMIT 1` keeps the
+/// lateral lookups from being flattened into joins).
 const POLL_SQL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, \
     pg_snapshot_xmax(pg_current_snapshot())::text AS xmax, \
     (SELECT COALESCE(json_agg(row_to_json(x) ORDER BY x.id), '[]')::text FROM ( \
@@ -150,11 +156,11 @@ const POLL_SQL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS 
          CAST(t.balance_after AS BIGINT) AS balance_after, t.source_type, t.source_id, \
          t.batch_id, t.duration, t.description, \
          (extract(epoch FROM t.created_at) * 1000000)::bigint AS created_us \
-       FROM gw_events e \
-       LEFT JOIN mjk_point_transactions t ON t.id = e.ledger_id \
-       LEFT JOIN gw_holds h ON h.id = e.hold_id \
-       WHERE e.id > $1 OR e.id = ANY(string_to_array($2, ',')::bigint[]) \
-       ORDER BY e.id LIMIT $3) x) AS events";
+       FROM ((SELECT * FROM gw_events WHERE id > $1 ORDER BY id LIMIT $3) \
+             UNION ALL \
+             (SELECT * FROM gw_events WHERE id = ANY(string_to_array($2, ',')::bigint[]))) e \
+       LEFT JOIN LATERAL (SELECT * FROM mjk_point_transactions WHERE id = e.ledger_id LIMIT 1) t ON true \
+       LEFT JOIN LATERAL (SELECT * FROM gw_holds WHERE id = e.hold_id LIMIT 1) h ON true) x) AS events";
 
 /// Where the tail is: the highest id delivered, and the ids below it not
 /// seen yet, each with the `xmax` of the snapshot that first missed it.
@@ -250,11 +256,20 @@ async fn connect(url: &str) -> Result<PgListener, sea_orm::sqlx::Error> {
 /// Sends one `NOTIFY` per burst of this instance's commits, outside any
 /// ledger transaction.
 async fn send_wakes(store: Store, wake: Arc<Notify>, stop: CancellationToken) {
+    let mut sent = Instant::now() - WAKE_GATHER;
     loop {
         tokio::select! {
             _ = wake.notified() => {}
             _ = stop.cancelled() => return,
         }
+        // The first commit after a quiet moment wakes at once; commits
+        // that follow within WAKE_GATHER share the next wake: under load
+        // one NOTIFY (and one poll per instance) covers many commits.
+        let since = sent.elapsed();
+        if since < WAKE_GATHER {
+            tokio::time::sleep(WAKE_GATHER - since).await;
+        }
+        sent = Instant::now();
         if let Err(e) = store
             .all(
                 format!("SELECT pg_notify('{WAKE_CHANNEL}', '')"),

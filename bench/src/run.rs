@@ -42,6 +42,16 @@ pub async fn run(
         .transpose()?
         .unwrap_or(0);
     eprintln!("{engine}: users {lo}..={hi}, {ledger} ledger rows");
+    let durability = durability(&store).await?;
+    if let Some(d) = &durability {
+        println!("PostgreSQL durability: {d}");
+        if d.contains("off") {
+            eprintln!(
+                "WARNING: this PostgreSQL does not flush commits to disk; the figures hide the \
+                 durable commit and are not comparable with BENCHMARKS.md"
+            );
+        }
+    }
     let gw = gateway::Gateway::start(database_url)?;
     let keys = TokenKeys::new(&JwtSecret::new(gateway::SECRET.as_bytes().to_vec())?);
     let ctx = Ctx {
@@ -154,7 +164,7 @@ pub async fn run(
     std::fs::write(
         &path,
         serde_json::to_string_pretty(
-            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "consume_ratios": ratios, "hold_ratios": hold_ratios, "peer_ratios": peer_ratios, "cpu_steal_share": steal }),
+            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "durability": durability, "consume_ratios": ratios, "hold_ratios": hold_ratios, "peer_ratios": peer_ratios, "cpu_steal_share": steal }),
         )?,
     )?;
     println!("wrote {path}");
@@ -176,4 +186,24 @@ fn print_ratio(leg: &str, r: &Value, overall: &str, per_round: &str) {
         r[overall].as_f64().unwrap_or(0.0) * 100.0,
         rounds.join(", ")
     );
+}
+
+/// PostgreSQL's `fsync` and `synchronous_commit`, as the run's record.
+async fn durability(store: &Store) -> anyhow::Result<Option<String>> {
+    if store.engine() != points_gateway::store::Engine::Postgres {
+        return Ok(None);
+    }
+    let db = store.connection();
+    let mut parts = Vec::new();
+    for setting in ["fsync", "synchronous_commit"] {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT current_setting('{setting}') AS v"),
+            ))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no {setting}"))?;
+        parts.push(format!("{setting}={}", row.try_get::<String>("", "v")?));
+    }
+    Ok(Some(parts.join(", ")))
 }

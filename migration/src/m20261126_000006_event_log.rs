@@ -11,11 +11,17 @@
 //! transaction. `gateway` says whether the gateway's sessions wrote it (a
 //! ledger row written by anything else is reported, never announced).
 //!
+//! The legacy applications keep writing the ledger under their own
+//! database roles, which need no privilege on the gateway's tables: the
+//! functions run as their owner (`SECURITY DEFINER`), with the gateway's
+//! schema, read when the migration runs, written into every name and as
+//! the whole `search_path`.
+//!
 //! The table exists on SQLite too (one schema); nothing writes it there:
 //! one instance announces its commits in-process.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DatabaseBackend;
+use sea_orm_migration::sea_orm::{DatabaseBackend, Statement};
 
 use crate::m20261122_000001_initial::{col, id_i64};
 
@@ -53,33 +59,33 @@ fn events() -> TableCreateStatement {
 }
 
 const LEDGER_FUNCTION: &str = r#"
-CREATE OR REPLACE FUNCTION points_ledger_notify() RETURNS trigger AS $$
+CREATE OR REPLACE FUNCTION {s}.points_ledger_notify() RETURNS trigger AS $$
 BEGIN
   IF current_setting('points_gateway.notify', true) = 'off' THEN
     RETURN NULL;
   END IF;
-  INSERT INTO gw_events (user_id, ledger_id, balance, held, gateway)
+  INSERT INTO {s}.gw_events (user_id, ledger_id, balance, held, gateway)
   SELECT u.id, NEW.id, NEW.balance_after, u.held,
          current_setting('application_name') = 'points-gateway'
-  FROM (SELECT 1) AS one LEFT JOIN gw_users u ON u.uuid = NEW.user_id;
+  FROM (SELECT 1) AS one LEFT JOIN {s}.gw_users u ON u.uuid = NEW.user_id;
   RETURN NULL;
 END;
-$$ LANGUAGE plpgsql
+$$ LANGUAGE plpgsql SECURITY DEFINER SET search_path = {s}, pg_temp
 "#;
 
 const HOLD_FUNCTION: &str = r#"
-CREATE OR REPLACE FUNCTION points_hold_notify() RETURNS trigger AS $$
+CREATE OR REPLACE FUNCTION {s}.points_hold_notify() RETURNS trigger AS $$
 BEGIN
   IF current_setting('points_gateway.notify', true) = 'off' THEN
     RETURN NULL;
   END IF;
-  INSERT INTO gw_events (user_id, hold_id, status, seq, captured, balance, held, gateway)
+  INSERT INTO {s}.gw_events (user_id, hold_id, status, seq, captured, balance, held, gateway)
   SELECT NEW.user_id, NEW.id, NEW.status, NEW.seq, NEW.captured, u.balance, u.held,
          current_setting('application_name') = 'points-gateway'
-  FROM gw_users u WHERE u.id = NEW.user_id;
+  FROM {s}.gw_users u WHERE u.id = NEW.user_id;
   RETURN NULL;
 END;
-$$ LANGUAGE plpgsql
+$$ LANGUAGE plpgsql SECURITY DEFINER SET search_path = {s}, pg_temp
 "#;
 
 #[async_trait::async_trait]
@@ -90,8 +96,18 @@ impl MigrationTrait for Migration {
         db.execute_unprepared("CREATE INDEX ix_events_created ON gw_events (created_at)")
             .await?;
         if manager.get_database_backend() == DatabaseBackend::Postgres {
-            db.execute_unprepared(LEDGER_FUNCTION).await?;
-            db.execute_unprepared(HOLD_FUNCTION).await?;
+            let schema: String = db
+                .query_one_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    "SELECT current_schema() AS s",
+                ))
+                .await?
+                .ok_or_else(|| DbErr::Migration("no current schema".into()))?
+                .try_get("", "s")?;
+            let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+            for f in [LEDGER_FUNCTION, HOLD_FUNCTION] {
+                db.execute_unprepared(&f.replace("{s}", &quoted)).await?;
+            }
         }
         Ok(())
     }

@@ -260,3 +260,72 @@ async fn a_ledger_row_written_behind_the_gateways_back_is_reported_not_absorbed(
     assert!(r["errors"].is_null(), "{r}");
     assert_eq!(app.balance(u).await, 70);
 }
+
+/// The legacy applications write the ledger under roles of their own that
+/// were never granted the gateway's tables: the ledger's trigger still
+/// records the row (as foreign) instead of failing their insert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_role_without_rights_on_gateway_tables_can_still_write_the_ledger() {
+    let app = crate::helpers::spawn_app(crate::helpers::Engine::Postgres).await;
+    let u = app.create_user("legacy-written").await;
+    app.recharge(u, 100, "lr-1", None).await;
+    let db_name = app
+        .database_url
+        .rsplit_once('/')
+        .map(|(_, n)| n.split('?').next().unwrap_or(n).to_owned())
+        .unwrap();
+    for sql in [
+        // Roles are the cluster's: created once, reused by later runs.
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'legacy_ledger_app') \
+         THEN CREATE ROLE legacy_ledger_app LOGIN; END IF; END $$"
+            .to_owned(),
+        format!("GRANT CONNECT ON DATABASE {db_name} TO legacy_ledger_app"),
+        "GRANT USAGE ON SCHEMA public TO legacy_ledger_app".to_owned(),
+        "GRANT SELECT, INSERT ON mjk_point_transactions TO legacy_ledger_app".to_owned(),
+        "GRANT USAGE ON SEQUENCE mjk_point_transactions_id_seq TO legacy_ledger_app".to_owned(),
+    ] {
+        exec(&app.database_url, &sql).await;
+    }
+    let uuid: uuid::Uuid = app
+        .db
+        .query_one_raw(Statement::from_sql_and_values(
+            app.db.get_database_backend(),
+            "SELECT uuid FROM gw_users WHERE id = $1",
+            [u.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "uuid")
+        .unwrap();
+    let legacy_url = app
+        .database_url
+        .replacen("://gateway@", "://legacy_ledger_app@", 1);
+    assert_ne!(
+        legacy_url, app.database_url,
+        "the test cluster's user changed"
+    );
+    let legacy = sea_orm::Database::connect(&legacy_url).await.unwrap();
+    // The role really has no right on the gateway's tables.
+    let denied = legacy
+        .execute_unprepared("SELECT count(*) FROM gw_events")
+        .await;
+    assert!(denied.is_err(), "legacy role can read gw_events");
+    legacy
+        .execute_raw(Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, \
+               source_type, source_id, description, created_at, updated_at) \
+             VALUES ($1, 'consume', 5, 100, 95, 'script', 'legacy-job', 'x', now(), now())",
+            [uuid.into()],
+        ))
+        .await
+        .expect("a legacy role's insert into the ledger");
+    legacy.close().await.ok();
+    let (_, v) = points_gateway::domain::verify::verify(&app.store)
+        .await
+        .unwrap();
+    let rules: Vec<_> = v.iter().map(|v| v.rule).collect();
+    assert_eq!(rules, vec!["foreign"], "{v:?}");
+    assert_eq!(app.balance(u).await, 100);
+}

@@ -131,7 +131,7 @@ pub(super) fn per_round(legs: &[load::Measured], baseline: &[load::Measured]) ->
 /// A leg run by a load client in a child process (`run` blocks), with the
 /// gateway's and the database's CPU; a failed client is reported and
 /// counted as `requests` errors in one second.
-async fn child_leg(
+pub(super) async fn child_leg(
     ctx: &Ctx<'_>,
     client: &'static str,
     requests: usize,

@@ -30,55 +30,26 @@ pub async fn run(
         let (mut held, mut consumed, mut refunded) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             for k in 0..3 {
-                let leg = (k + round) % 3;
-                if leg == 2 {
-                    let (client, url, token) =
-                        (ctx.client.clone(), ctx.gw.url.clone(), ctx.service.clone());
-                    let two_steps = load::measure(c, requests, move |i| {
-                        let (client, url, token) = (client.clone(), url.clone(), token.clone());
-                        async move {
-                            let u = rand::thread_rng().gen_range(lo..=hi);
-                            let id = format!("hr-{run_id:08x}-{c}-{round}-{i}");
-                            post(
-                                &client,
-                                &url,
-                                &token,
-                                PRE_DEDUCT,
-                                json!({ "u": u, "id": id }),
-                            )
-                            .await
-                            .is_ok()
-                                && post(&client, &url, &token, REFUND, json!({ "id": id }))
-                                    .await
-                                    .is_ok()
-                        }
-                    });
-                    refunded.push(with_cpu(ctx.gw, two_steps).await);
-                } else if leg == 0 {
-                    consumed.push(
+                match (k + round) % 3 {
+                    0 => consumed.push(
                         gql_leg(ctx.gw, &ctx.client, &ctx.service, CONSUME, c, requests, move |i| {
                             let u = rand::thread_rng().gen_range(lo..=hi);
                             Some(json!({ "u": u, "id": format!("hc-{run_id:08x}-{c}-{round}-{i}") }))
                         })
                         .await,
-                    );
-                } else {
-                    let (client, url, token) =
-                        (ctx.client.clone(), ctx.gw.url.clone(), ctx.service.clone());
-                    let leg = load::measure(c, requests, move |i| {
-                        let (client, url, token) = (client.clone(), url.clone(), token.clone());
-                        async move {
-                            let u = rand::thread_rng().gen_range(lo..=hi);
-                            let id = format!("hh-{run_id:08x}-{c}-{round}-{i}");
-                            post(&client, &url, &token, HOLD, json!({ "u": u, "id": id }))
-                                .await
-                                .is_ok()
-                                && post(&client, &url, &token, CAPTURE, json!({ "id": id }))
-                                    .await
-                                    .is_ok()
-                        }
-                    });
-                    held.push(with_cpu(ctx.gw, leg).await);
+                    ),
+                    1 => held.push(
+                        two_steps(ctx, c, (HOLD, CAPTURE), move |i| {
+                            format!("hh-{run_id:08x}-{c}-{round}-{i}")
+                        })
+                        .await,
+                    ),
+                    _ => refunded.push(
+                        two_steps(ctx, c, (PRE_DEDUCT, REFUND), move |i| {
+                            format!("hr-{run_id:08x}-{c}-{round}-{i}")
+                        })
+                        .await,
+                    ),
                 }
             }
         }
@@ -97,4 +68,30 @@ pub async fn run(
         rows.push(r);
     }
     ratios
+}
+
+/// `requests` jobs from `c` workers, each two requests on one job key
+/// (`key(i)`): `first` with a random user, then `second`; a job counts
+/// when both succeed.
+async fn two_steps(
+    ctx: &Ctx<'_>,
+    c: usize,
+    (first, second): (&'static str, &'static str),
+    key: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> load::Measured {
+    let (lo, hi) = (ctx.lo, ctx.hi);
+    let (client, url, token) = (ctx.client.clone(), ctx.gw.url.clone(), ctx.service.clone());
+    let leg = load::measure(c, ctx.requests, move |i| {
+        let (client, url, token, id) = (client.clone(), url.clone(), token.clone(), key(i));
+        async move {
+            let u = rand::thread_rng().gen_range(lo..=hi);
+            post(&client, &url, &token, first, json!({ "u": u, "id": id }))
+                .await
+                .is_ok()
+                && post(&client, &url, &token, second, json!({ "id": id }))
+                    .await
+                    .is_ok()
+        }
+    });
+    with_cpu(ctx.gw, leg).await
 }

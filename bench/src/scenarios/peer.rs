@@ -41,13 +41,8 @@ impl Peer {
         self.0.id()
     }
 
-    fn rss_mib(&self) -> Option<f64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        s.lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|k| k / 1024.0)
+    fn peak_rss_mib(&self) -> Option<f64> {
+        gateway::status_kib(self.pid(), "VmHWM:").map(|k| k / 1024.0)
     }
 }
 
@@ -169,24 +164,12 @@ pub async fn run(
                     }
                     _ => {
                         let url = ctx.database_url.to_owned();
-                        let m = with_cpu(ctx.gw, async move {
-                            tokio::task::spawn_blocking(move || {
+                        raw.push(
+                            super::consume::child_leg(ctx, "pgbench", requests, move || {
                                 crate::pgbench::usage_page(&url, c, requests, lo, hi)
                             })
-                            .await
-                            .map_err(anyhow::Error::from)
-                            .and_then(|r| r)
-                            .unwrap_or_else(|e| {
-                                eprintln!("pgbench: {e}");
-                                load::Measured::from_parts(
-                                    Vec::new(),
-                                    requests,
-                                    Duration::from_secs(1),
-                                )
-                            })
-                        })
-                        .await;
-                        raw.push(m);
+                            .await,
+                        );
                     }
                 }
             }
@@ -201,7 +184,7 @@ pub async fn run(
         rows.push(g.clone());
         if let Some(p) = &peer {
             let mut s = load::summarize("the page from PostGraphile v5 (amber)", c, &pg);
-            s.peak_rss_mib = p.rss_mib();
+            s.peak_rss_mib = p.peak_rss_mib();
             ratio["peer_overall"] = json!(g.throughput_per_s / s.throughput_per_s);
             ratio["peer_per_round"] = json!(super::consume::per_round(&gw, &pg));
             rows.push(s);

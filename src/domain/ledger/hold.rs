@@ -211,17 +211,11 @@ async fn capture_in(
             requested: amount,
         });
     }
-    let held_parts = tx.hold_parts(hold.id).await?;
-    let pairs: Vec<(i64, i64)> = held_parts.iter().map(|p| (p.batch_id, p.amount)).collect();
-    let taken = rules::capture_parts(&pairs, amount)
-        .map_err(|s| StoreError::custom(format!("hold {}: parts hold {s}", hold.id)))?;
-    w.expire_due(tx).await?;
-    // Held figure first, so the consume row's announcement carries it.
-    let seq = w.hold_seq + 1;
-    tx.store_held(w.user_id, w.held - hold.amount, seq).await?;
     // Every held point back to its batch, then the consume draws its part
     // from the same batches: the rest stays returned.
-    w.unreserve_hold(tx, hold.id).await?;
+    let (held_parts, pairs, seq) = unhold(tx, &mut w, &hold).await?;
+    let taken = rules::capture_parts(&pairs, amount)
+        .map_err(|s| StoreError::custom(format!("hold {}: parts hold {s}", hold.id)))?;
     let note = req
         .note
         .as_ref()
@@ -240,27 +234,18 @@ async fn capture_in(
     row.fields.request_hash = Some(hash.to_owned());
     row.fields.mirror_order = Some(source_id.to_owned());
     let entry = w.append_spend(tx, row, &taken).await?;
-    // What went back to a batch that expired meanwhile expires now.
-    if returns_to_due(&held_parts, &rules::capture_rest(&pairs, &taken), w.now) {
-        w.expire_due(tx).await?;
-    }
-    let now = w.now;
-    w.finish(tx).await?;
-    let settled = tx
-        .settle_hold(
-            &hold,
-            &Settlement {
-                status: HoldStatus::Captured,
-                at: now,
-                hash: Some(hash),
-                captured: Some(amount),
-                entry_id: Some(entry.id),
-                reason: None,
-                seq,
-            },
-        )
-        .await?
-        .ok_or_else(|| StoreError::custom(format!("hold {} changed under its lock", hold.id)))?;
+    let rest = rules::capture_rest(&pairs, &taken);
+    let settled = settle(tx, w, &hold, &held_parts, &rest, |at| Settlement {
+        status: HoldStatus::Captured,
+        at,
+        hash: Some(hash),
+        captured: Some(amount),
+        entry_id: Some(entry.id),
+        reason: None,
+        seq,
+    })
+    .await?
+    .ok_or_else(|| StoreError::custom(format!("hold {} changed under its lock", hold.id)))?;
     Ok(Captured {
         hold: settled,
         entry,
@@ -327,30 +312,56 @@ async fn give_back(
     hash: Option<&str>,
     reason: Option<&str>,
 ) -> Result<Option<Hold>, StoreError> {
-    let held_parts = tx.hold_parts(hold.id).await?;
+    let (held_parts, all, seq) = unhold(tx, &mut w, hold).await?;
+    settle(tx, w, hold, &held_parts, &all, |at| Settlement {
+        status,
+        at,
+        hash,
+        captured: None,
+        entry_id: None,
+        reason,
+        seq,
+    })
+    .await
+}
+
+/// The first steps of settling an open hold whose user `w` locked: the
+/// user's due batches expire, the held figure drops (first, so a ledger
+/// row announced next carries it) and every reserved point goes back to
+/// its batch. Returns the hold's parts, as `(batch_id, amount)` too, and
+/// the user's hold change count for the settlement.
+async fn unhold(
+    tx: &mut WriteTx,
+    w: &mut Writer,
+    hold: &Hold,
+) -> Result<(Vec<HeldPart>, Vec<(i64, i64)>, i64), StoreError> {
+    let parts = tx.hold_parts(hold.id).await?;
     w.expire_due(tx).await?;
     let seq = w.hold_seq + 1;
     tx.store_held(w.user_id, w.held - hold.amount, seq).await?;
     w.unreserve_hold(tx, hold.id).await?;
-    let all: Vec<(i64, i64)> = held_parts.iter().map(|p| (p.batch_id, p.amount)).collect();
-    if returns_to_due(&held_parts, &all, w.now) {
+    let pairs = parts.iter().map(|p| (p.batch_id, p.amount)).collect();
+    Ok((parts, pairs, seq))
+}
+
+/// The last steps: what went back (`returned`) to a batch that expired
+/// meanwhile expires now, the user's balance is stored, and the hold is
+/// settled as `settlement` says given the writer's time; `None` when it
+/// was not open any more.
+async fn settle<'a>(
+    tx: &mut WriteTx,
+    mut w: Writer,
+    hold: &Hold,
+    parts: &[HeldPart],
+    returned: &[(i64, i64)],
+    settlement: impl FnOnce(DateTime<Utc>) -> Settlement<'a>,
+) -> Result<Option<Hold>, StoreError> {
+    if returns_to_due(parts, returned, w.now) {
         w.expire_due(tx).await?;
     }
-    let now = w.now;
+    let at = w.now;
     w.finish(tx).await?;
-    tx.settle_hold(
-        hold,
-        &Settlement {
-            status,
-            at: now,
-            hash,
-            captured: None,
-            entry_id: None,
-            reason,
-            seq,
-        },
-    )
-    .await
+    tx.settle_hold(hold, &settlement(at)).await
 }
 
 /// Releases a hold (the job failed): every point back, no ledger row.

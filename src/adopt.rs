@@ -117,7 +117,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
         trigger: match store.engine() {
             Engine::Postgres => Some(
                 "points_ledger_notify on mjk_point_transactions and points_hold_notify on gw_holds \
-                 (balance events across instances)",
+                 (balance events across instances); function gw_consume (a consume in one round trip)",
             ),
             Engine::Sqlite => None,
         },

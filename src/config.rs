@@ -127,6 +127,10 @@ pub struct Settings {
     /// their pages; none by default (same-origin pages, like GraphiQL,
     /// need none).
     pub cors_origins: Vec<String>,
+    /// `PG_CONSUME_CALL` (default `true`): on PostgreSQL a consume is one
+    /// call of `gw_consume` when it can be; `false` runs every consume
+    /// through the general path (four round trips), for comparison.
+    pub pg_consume_call: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -200,6 +204,7 @@ impl Settings {
             ws_message_rate: parsed("WS_MESSAGE_RATE", 50.0)?,
             metrics_bind: var("METRICS_BIND"),
             cors_origins: cors_origins(var("GATEWAY_CORS_ORIGINS").as_deref())?,
+            pg_consume_call: parsed("PG_CONSUME_CALL", true)?,
         })
     }
 }

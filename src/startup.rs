@@ -41,6 +41,11 @@ impl Application {
         })
         .await
         .context("cannot connect to the database")?;
+        let store = if settings.pg_consume_call {
+            store
+        } else {
+            store.without_consume_call()
+        };
         store.migrate().await.context("migrations failed")?;
         let listener = TcpListener::bind(&settings.bind)
             .await

@@ -1,59 +1,11 @@
 //! The baseline: the same consume (same rows written, same locking) issued
 //! directly as SQL, no HTTP and no GraphQL. On PostgreSQL it is one call of
-//! a server-side function (one round trip); on SQLite, in-process, the same
+//! `gw_consume`, the function the gateway calls (one round trip); on
+//! SQLite, in-process, the same
 //! statements in one IMMEDIATE transaction with cached prepared statements.
 
 use points_gateway::store::{Engine, Store};
 use sea_orm::{ConnectionTrait, Statement};
-
-const PG_FUNCTION: &str = r#"
-CREATE OR REPLACE FUNCTION bench_consume(p_user int, p_amount bigint, p_source text, p_sid text, p_hash text)
-RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE
-  u_uuid uuid; bal bigint; need bigint := p_amount; eid bigint; did int; first_batch bigint;
-  b record; take bigint; ts timestamptz := date_trunc('microseconds', clock_timestamp());
-BEGIN
-  SELECT uuid, balance INTO u_uuid, bal FROM gw_users WHERE id = p_user FOR UPDATE;
-  IF NOT FOUND THEN RAISE EXCEPTION 'no user'; END IF;
-  PERFORM 1 FROM mjk_point_transactions WHERE source_id = p_sid AND type = 'consume' AND source_type = p_source;
-  IF FOUND THEN RAISE EXCEPTION 'replay'; END IF;
-  PERFORM 1 FROM gw_point_batches WHERE user_id = p_user AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= ts;
-  IF bal < p_amount THEN RAISE EXCEPTION 'insufficient'; END IF;
-  SELECT id INTO first_batch FROM gw_point_batches
-   WHERE user_id = p_user AND remaining > 0 AND (expires_at IS NULL OR expires_at > ts)
-   ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id LIMIT 1;
-  INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, source_type, source_id,
-      batch_id, description, created_at, updated_at)
-    VALUES (u_uuid, 'consume', p_amount, bal, bal - p_amount, p_source, p_sid, first_batch, '【脚本生成】', ts, ts)
-    RETURNING id INTO eid;
-  INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, balance_before, balance_after, created_at)
-    VALUES (p_user, -p_amount, p_sid, '【脚本生成】', 'consume', bal, bal - p_amount, ts AT TIME ZONE 'Asia/Shanghai')
-    RETURNING id INTO did;
-  INSERT INTO gw_entries (ledger_id, user_id, type, source_type, source_id, request_hash, detail_id)
-    VALUES (eid, p_user, 'consume', p_source, p_sid, p_hash, did);
-  FOR b IN SELECT id, remaining FROM gw_point_batches
-     WHERE user_id = p_user AND remaining > 0 AND (expires_at IS NULL OR expires_at > ts)
-     ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, id LOOP
-    take := least(b.remaining, need);
-    INSERT INTO gw_point_allocations (entry_id, batch_id, amount) VALUES (eid, b.id, take);
-    UPDATE gw_point_batches SET remaining = remaining - take WHERE id = b.id;
-    need := need - take;
-    EXIT WHEN need = 0;
-  END LOOP;
-  UPDATE gw_users SET balance = bal - p_amount, updated_at = ts WHERE id = p_user;
-  RETURN eid;
-END $$;
-"#;
-
-pub async fn prepare(store: &Store) -> anyhow::Result<()> {
-    match store.engine() {
-        Engine::Postgres => {
-            store.connection().execute_unprepared(PG_FUNCTION).await?;
-        }
-        Engine::Sqlite => {}
-    }
-    Ok(())
-}
 
 fn hash(sid: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -68,8 +20,9 @@ pub async fn consume(store: &Store, user: i32, amount: i64, sid: &str) -> anyhow
         Engine::Postgres => {
             db.query_one_raw(Statement::from_sql_and_values(
                 backend,
-                "SELECT bench_consume($1, $2, 'script', $3, $4) AS id",
-                [user.into(), amount.into(), sid.into(), hash(sid).into()],
+                "SELECT o_outcome FROM gw_consume($1, 'script', $2, $3, NULL, '【脚本生成】', $4, \
+                 clock_timestamp(), 'Asia/Shanghai')",
+                [user.into(), sid.into(), amount.into(), hash(sid).into()],
             ))
             .await?;
             return Ok(());

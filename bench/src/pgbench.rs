@@ -1,7 +1,7 @@
 //! Baselines run by pgbench, PostgreSQL's own load client, `-M prepared`:
-//! the consume (one call per transaction of the server-side function that
-//! writes exactly the rows and takes exactly the locks a gateway consume
-//! does, `baseline::PG_FUNCTION`, every call a distinct source id) and the
+//! the consume (one call per transaction of `gw_consume`, the function
+//! migration 7 installs and the gateway calls, so exactly the rows and the
+//! locks of a gateway consume, every call a distinct source id) and the
 //! UsageDetail page as raw SQL. Per-transaction latencies come from
 //! pgbench's own log.
 
@@ -33,7 +33,8 @@ pub fn consume(
         total,
         &format!(
             "\\set u random({lo}, {hi})\n\
-             SELECT bench_consume(:u, 1, 'script', 'pgb-' || gen_random_uuid()::text, md5(random()::text));\n"
+             SELECT o_outcome FROM gw_consume(:u, 'script', 'pgb-' || gen_random_uuid()::text, 1, NULL, \
+               '【脚本生成】', md5(random()::text), clock_timestamp(), 'Asia/Shanghai');\n"
         ),
     )
 }

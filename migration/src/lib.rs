@@ -14,6 +14,8 @@ mod m20261122_000003_fal_cost_cover;
 mod m20261122_000004_ledger_notify;
 mod m20261126_000005_holds;
 mod m20261126_000006_event_log;
+mod m20261126_000007_consume_call;
+mod pg;
 
 pub struct Migrator;
 
@@ -27,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_ledger_notify::Migration),
             Box::new(m20261126_000005_holds::Migration),
             Box::new(m20261126_000006_event_log::Migration),
+            Box::new(m20261126_000007_consume_call::Migration),
         ]
     }
 }

@@ -21,7 +21,7 @@
 //! one instance announces its commits in-process.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{DatabaseBackend, Statement};
+use sea_orm_migration::sea_orm::DatabaseBackend;
 
 use crate::m20261122_000001_initial::{col, id_i64};
 
@@ -96,17 +96,8 @@ impl MigrationTrait for Migration {
         db.execute_unprepared("CREATE INDEX ix_events_created ON gw_events (created_at)")
             .await?;
         if manager.get_database_backend() == DatabaseBackend::Postgres {
-            let schema: String = db
-                .query_one_raw(Statement::from_string(
-                    DatabaseBackend::Postgres,
-                    "SELECT current_schema() AS s",
-                ))
-                .await?
-                .ok_or_else(|| DbErr::Migration("no current schema".into()))?
-                .try_get("", "s")?;
-            let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
             for f in [LEDGER_FUNCTION, HOLD_FUNCTION] {
-                db.execute_unprepared(&f.replace("{s}", &quoted)).await?;
+                crate::pg::in_schema(manager, f).await?;
             }
         }
         Ok(())

@@ -89,6 +89,15 @@ impl Feed {
         }
     }
 
+    /// A statement that was its own transaction (the one-call consume)
+    /// changed something: the same wake as after [`Feed::commit`]. Only
+    /// PostgreSQL has such statements, and its feed is the tail.
+    pub(super) fn changed(&self) {
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
+    }
+
     /// Commits `txn`, which made `changes` (with their users' int ids, in
     /// order), and announces them per user, in that order.
     pub(super) async fn commit(

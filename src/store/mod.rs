@@ -16,6 +16,7 @@
 
 pub mod adopt;
 pub mod audit;
+pub mod consume_call;
 mod error;
 pub mod fal;
 pub mod feed;
@@ -104,6 +105,9 @@ pub struct Store {
     zone: Tz,
     /// Connected read-only ([`ConnectOptionsSpec::read_only`]).
     read_only: bool,
+    /// Whether consumes try the engine's one-call path first
+    /// ([`Store::consume_call`]).
+    consume_call: bool,
 }
 
 /// The zone the ts platform writes its naive times in, when not configured.
@@ -188,6 +192,7 @@ impl Store {
             feed: Feed::silent(),
             zone: spec.legacy_zone,
             read_only: spec.read_only,
+            consume_call: engine == Engine::Postgres,
         })
     }
 

@@ -321,7 +321,7 @@ async fn two_instances_on_one_postgres_lose_no_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_lookups_use_their_unique_index_under_generic_plans() {
     use points_gateway::store::ledger::{find_statement, LedgerKey};
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::ConnectionTrait;
 
     let app = crate::helpers::spawn_app(crate::helpers::Engine::Postgres).await;
     let db = &app.db;
@@ -356,17 +356,7 @@ async fn idempotency_lookups_use_their_unique_index_under_generic_plans() {
         txn.execute_unprepared(&format!("PREPARE {name} AS {}", find_statement(key)))
             .await
             .unwrap();
-        let plan: Vec<String> = txn
-            .query_all_raw(Statement::from_string(
-                db.get_database_backend(),
-                format!("EXPLAIN EXECUTE {name}{args}"),
-            ))
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.try_get_by_index::<String>(0).unwrap())
-            .collect();
-        let plan = plan.join("\n");
+        let plan = crate::helpers::explain(&txn, &format!("EXECUTE {name}{args}")).await;
         assert!(plan.contains(index), "{index} not used:\n{plan}");
     }
     txn.rollback().await.unwrap();

@@ -101,6 +101,7 @@ pub fn settings(database_url: &str) -> Settings {
         ws_message_rate: 0.0,
         metrics_bind: None,
         cors_origins: Vec::new(),
+        pg_consume_call: true,
     }
 }
 
@@ -411,4 +412,18 @@ pub fn data<'a>(r: &'a Value, field: &str) -> &'a Value {
 /// of its zone (peewee `DateTimeField`).
 pub fn platform_time(t: chrono::DateTime<chrono::Utc>) -> entity::legacy_time::LocalTime {
     entity::legacy_time::LocalTime::of(t, points_gateway::store::DEFAULT_LEGACY_ZONE)
+}
+
+/// PostgreSQL's plan for `statement`, one line per plan node.
+pub async fn explain(txn: &sea_orm::DatabaseTransaction, statement: &str) -> String {
+    txn.query_all_raw(Statement::from_string(
+        sea_orm::DbBackend::Postgres,
+        format!("EXPLAIN {statement}"),
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.try_get_by_index::<String>(0).unwrap())
+    .collect::<Vec<_>>()
+    .join("\n")
 }

@@ -12,6 +12,7 @@ mod bench_gen;
 mod cli;
 mod coexist;
 mod concurrency;
+mod consume_call;
 mod costs;
 mod fal_standin;
 mod graphiql;

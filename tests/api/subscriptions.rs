@@ -528,3 +528,52 @@ async fn postgres_restart_is_followed_by_a_resync() {
     check(&own.change().await, u, "CONSUME", -7, 77);
     check(&all.change().await, u, "CONSUME", -7, 77);
 }
+
+/// The tail's poll runs every few milliseconds on every instance: each of
+/// its reads must stay a primary-key lookup under the generic plans the
+/// gateway's sessions use, with the tables as large as a platform's (a
+/// first version's plan hash-joined `gw_holds` and took 43 ms per
+/// delivery at a million ledger rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_poll_reads_by_primary_key_under_generic_plans() {
+    use points_gateway::store::postgres::tail::POLL_SQL;
+    use sea_orm::ConnectionTrait;
+
+    let app = spawn_app(Engine::Postgres).await;
+    let u = app.create_user("polled").await;
+    app.recharge(u, 100, "o", None).await;
+    // 20,000 holds and ledger rows, each with its event, then statistics.
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO gw_holds (user_id, source_type, source_id, amount, status, request_hash, \
+               expires_at, created_at, seq) \
+             SELECT {u}, 'script', 'bulk-' || g, 1, 'held', md5(g::text), now() + interval '1 day', \
+               now(), g FROM generate_series(1, 20000) g; \
+             INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, \
+               source_type, source_id, description, created_at, updated_at) \
+             SELECT (SELECT uuid FROM gw_users WHERE id = {u}), 'consume', 1, 100, 99, 'script', \
+               'bulk-' || g, 'x', now(), now() FROM generate_series(1, 20000) g; \
+             ANALYZE"
+        ))
+        .await
+        .unwrap();
+    let txn = sea_orm::TransactionTrait::begin(&app.db).await.unwrap();
+    txn.execute_unprepared("SET LOCAL plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    txn.execute_unprepared(&format!("PREPARE poll AS {POLL_SQL}"))
+        .await
+        .unwrap();
+    let plan = crate::helpers::explain(&txn, "EXECUTE poll(39000, '1,2', 100)").await;
+    for table in ["gw_events", "mjk_point_transactions", "gw_holds"] {
+        assert!(
+            plan.contains(&format!("Index Scan using {table}_pkey on {table}")),
+            "{table} not read by its primary key:\n{plan}"
+        );
+        assert!(!plan.contains(&format!("Seq Scan on {table}")), "{plan}");
+    }
+    for join in ["Hash Join", "Merge Join"] {
+        assert!(!plan.contains(join), "{join} in the poll:\n{plan}");
+    }
+    txn.rollback().await.unwrap();
+}

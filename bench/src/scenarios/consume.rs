@@ -2,10 +2,14 @@
 //! baseline), alternating in rounds (order flipped every round) so that
 //! drift on a shared machine (autovacuum, checkpoints, the other tenant of
 //! the cores) falls on both. On PostgreSQL the baseline is run by pgbench
-//! (`-M prepared`, one call of the server-side function per consume) when
+//! (`-M prepared`, one call per consume of `gw_consume`, the function the
+//! gateway itself calls: the same rows, the same locks) when
 //! it is installed; otherwise, and on SQLite, by this tool in-process.
 //! When wrk is installed, a third leg drives the same consumes over HTTP
 //! from wrk (a C load generator), so the client's cost is not this tool's.
+//! On PostgreSQL a fourth leg runs them through a second gateway whose
+//! consumes take the general path (`PG_CONSUME_CALL=false`): the A/B of
+//! the one-call consume in the same run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +24,21 @@ use crate::{baseline, load};
 
 const CONSUME: &str = "mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 1, sourceType: SCRIPT, sourceId: $id}) { id balanceAfter } }";
 
+/// The legs of one round, rotated every round.
+#[derive(Clone, Copy, PartialEq)]
+enum Leg {
+    /// This tool's HTTP client against the gateway.
+    Http,
+    /// The same consume without HTTP and GraphQL (pgbench or in-process).
+    Baseline,
+    /// wrk against the gateway.
+    Wrk,
+    /// PostgreSQL: a second gateway with `PG_CONSUME_CALL=false`, every
+    /// consume through the general path (four round trips): the A/B of
+    /// the one-call consume.
+    General,
+}
+
 /// Adds the HTTP and baseline rows per concurrency level; returns the
 /// ratios (overall and per round).
 pub async fn run(
@@ -28,75 +47,81 @@ pub async fn run(
     rounds: usize,
     rows: &mut Vec<load::Stats>,
 ) -> anyhow::Result<Vec<Value>> {
-    baseline::prepare(ctx.store).await?;
     let (lo, hi, run_id, requests) = (ctx.lo, ctx.hi, ctx.run_id, ctx.requests);
-    let use_pgbench = match ctx.store.engine() {
-        Engine::Postgres => crate::pgbench::available(),
-        Engine::Sqlite => false,
-    };
+    let postgres = ctx.store.engine() == Engine::Postgres;
+    let use_pgbench = postgres && crate::pgbench::available();
     let baseline_name = if use_pgbench {
-        "consume, pgbench -M prepared (baseline)"
+        "consume, pgbench -M prepared gw_consume (baseline)"
     } else {
         "consume via direct SQL (baseline)"
     };
-    let use_wrk = crate::wrk::available();
-    let legs: Vec<usize> = if use_wrk { vec![0, 1, 2] } else { vec![0, 1] };
+    let general = if postgres {
+        Some(crate::gateway::Gateway::start_with(
+            ctx.database_url,
+            &[("PG_CONSUME_CALL", "false")],
+        )?)
+    } else {
+        None
+    };
+    let mut legs = vec![Leg::Http, Leg::Baseline];
+    if crate::wrk::available() {
+        legs.push(Leg::Wrk);
+    }
+    if general.is_some() {
+        legs.push(Leg::General);
+    }
     let mut ratios = Vec::new();
     for &c in concurrency {
-        let (mut http, mut direct, mut wrk) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut http, mut direct, mut wrk, mut slow) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             for k in 0..legs.len() {
-                let leg = legs[(k + round) % legs.len()];
-                if leg == 2 {
-                    let (url, token) = (ctx.gw.url.clone(), ctx.service.clone());
-                    let tag = format!("bw-{run_id:08x}-{c}-{round}");
-                    wrk.push(
-                        child_leg(ctx, "wrk", requests, move || {
-                            crate::wrk::consume(&url, &token, c, requests, (lo, hi), &tag)
-                        })
-                        .await,
-                    );
-                } else if leg == 0 {
-                    http.push(
-                        gql_leg(
-                            ctx.gw,
-                            &ctx.client,
-                            &ctx.service,
-                            CONSUME,
-                            c,
-                            requests,
-                            move |i| {
-                                let u = rand::thread_rng().gen_range(lo..=hi);
-                                let id = format!("bh-{run_id:08x}-{c}-{round}-{i}");
-                                Some(json!({ "u": u, "id": id }))
-                            },
-                        )
-                        .await,
-                    );
-                } else if use_pgbench {
-                    let url = ctx.database_url.to_owned();
-                    direct.push(
-                        child_leg(ctx, "pgbench", requests, move || {
-                            crate::pgbench::consume(&url, c, requests, lo, hi)
-                        })
-                        .await,
-                    );
-                } else {
-                    let store = Arc::new(ctx.store.clone());
-                    direct.push(
-                        with_cpu(
-                            ctx.gw,
-                            load::measure(c, requests, move |i| {
-                                let store = store.clone();
-                                async move {
-                                    let u = rand::thread_rng().gen_range(lo..=hi);
-                                    let sid = format!("bs-{run_id:08x}-{c}-{round}-{i}");
-                                    baseline::consume(&store, u, 1, &sid).await.is_ok()
-                                }
-                            }),
-                        )
-                        .await,
-                    );
+                match legs[(k + round) % legs.len()] {
+                    Leg::Wrk => {
+                        let (url, token) = (ctx.gw.url.clone(), ctx.service.clone());
+                        let tag = format!("bw-{run_id:08x}-{c}-{round}");
+                        wrk.push(
+                            child_leg(ctx, "wrk", requests, move || {
+                                crate::wrk::consume(&url, &token, c, requests, (lo, hi), &tag)
+                            })
+                            .await,
+                        );
+                    }
+                    Leg::Http => http.push(
+                        http_leg(ctx, ctx.gw, c, &format!("bh-{run_id:08x}-{c}-{round}")).await,
+                    ),
+                    Leg::General => {
+                        if let Some(gw) = &general {
+                            let tag = format!("bg-{run_id:08x}-{c}-{round}");
+                            slow.push(http_leg(ctx, gw, c, &tag).await);
+                        }
+                    }
+                    Leg::Baseline if use_pgbench => {
+                        let url = ctx.database_url.to_owned();
+                        direct.push(
+                            child_leg(ctx, "pgbench", requests, move || {
+                                crate::pgbench::consume(&url, c, requests, lo, hi)
+                            })
+                            .await,
+                        );
+                    }
+                    Leg::Baseline => {
+                        let store = Arc::new(ctx.store.clone());
+                        direct.push(
+                            with_cpu(
+                                ctx.gw,
+                                load::measure(c, requests, move |i| {
+                                    let store = store.clone();
+                                    async move {
+                                        let u = rand::thread_rng().gen_range(lo..=hi);
+                                        let sid = format!("bs-{run_id:08x}-{c}-{round}-{i}");
+                                        baseline::consume(&store, u, 1, &sid).await.is_ok()
+                                    }
+                                }),
+                            )
+                            .await,
+                        );
+                    }
                 }
             }
         }
@@ -108,16 +133,51 @@ pub async fn run(
             "per_round": per_round(&http, &direct),
         });
         rows.push(s);
-        if use_wrk {
+        if !wrk.is_empty() {
             let w = gateway_row(ctx.gw, "consume via HTTP, wrk", c, &wrk);
             ratio["wrk_overall"] = json!(w.throughput_per_s / b.throughput_per_s);
             ratio["wrk_per_round"] = json!(per_round(&wrk, &direct));
             rows.push(w);
         }
+        if let Some(gw) = &general {
+            let g = gateway_row(
+                gw,
+                "consume via HTTP, general path (PG_CONSUME_CALL=false)",
+                c,
+                &slow,
+            );
+            ratio["general_overall"] = json!(g.throughput_per_s / b.throughput_per_s);
+            ratio["one_call_over_general_per_round"] = json!(per_round(&http, &slow));
+            rows.push(g);
+        }
         ratios.push(ratio);
         rows.push(b);
     }
     Ok(ratios)
+}
+
+/// `requests` distinct consumes of one point on random users through
+/// `gw` from this tool's client, keys prefixed `tag`.
+async fn http_leg(
+    ctx: &Ctx<'_>,
+    gw: &crate::gateway::Gateway,
+    c: usize,
+    tag: &str,
+) -> load::Measured {
+    let (lo, hi, tag) = (ctx.lo, ctx.hi, tag.to_owned());
+    gql_leg(
+        gw,
+        &ctx.client,
+        &ctx.service,
+        CONSUME,
+        c,
+        ctx.requests,
+        move |i| {
+            let u = rand::thread_rng().gen_range(lo..=hi);
+            Some(json!({ "u": u, "id": format!("{tag}-{i}") }))
+        },
+    )
+    .await
 }
 
 /// Throughput of each round of `legs` over the same round of `baseline`.

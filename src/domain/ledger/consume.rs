@@ -8,12 +8,75 @@ use super::writer::{NewRow, RowTime, Writer};
 use super::{Applied, ConsumeError, Entry};
 use crate::domain::input::ConsumeRequest;
 use crate::domain::source::{describe, TxType};
+use crate::store::consume_call::{CallOutcome, ConsumeCall};
 use crate::store::ledger::{LedgerKey, UserKey};
 use crate::store::{Store, StoreError, WriteTx};
 
 /// Consumes in its own transaction; idempotent on `(source_type, source_id)`.
+///
+/// Where the store has a one-call consume (PostgreSQL) it goes first: it
+/// writes the common case in one round trip and declines, writing nothing,
+/// every case these rules decide (see [`CallOutcome::Declined`]); those run
+/// through [`consume_in`] as before.
 pub async fn consume(store: &Store, req: &ConsumeRequest) -> Result<Applied, ConsumeError> {
+    let hash = req.fingerprint();
+    let description = description(req);
+    let call = ConsumeCall {
+        user_id: req.user_id,
+        source_type: req.source_type.as_str(),
+        source_id: req.source_id.as_str(),
+        amount: req.amount.get(),
+        duration: req.duration.map(|d| d.secs()),
+        description: &description,
+        request_hash: &hash,
+        at: crate::time::now(),
+    };
+    match store.consume_call(&call).await {
+        Ok(Some(CallOutcome::Done(entry))) => {
+            return Ok(Applied {
+                entry: *entry,
+                replayed: false,
+            })
+        }
+        Ok(Some(CallOutcome::Exists { user_uuid })) => {
+            if let Some(existing) = store.find(req.key()).await? {
+                return existing_row(req, existing, user_uuid, &hash);
+            }
+        }
+        Ok(Some(CallOutcome::Declined) | None) => {}
+        // Another user's consume of the same job key won the race.
+        Err(e) if e.is_unique_violation() => {
+            return match store.find(req.key()).await? {
+                Some(existing) => replay(req, existing, &hash),
+                None => Err(e.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    }
     idempotency::run(store, req).await
+}
+
+/// The ledger row's description (and the mirror's title).
+fn description(req: &ConsumeRequest) -> String {
+    describe(
+        req.source_type.label(),
+        req.note.as_ref().map(|n| n.as_str()),
+    )
+}
+
+/// A row already under the job's key, found while `user_uuid` was locked:
+/// a legacy row (no request hash) of another user is a conflict; otherwise
+/// a retry gets it back, another payload is a conflict.
+fn existing_row(
+    req: &ConsumeRequest,
+    existing: Entry,
+    user_uuid: uuid::Uuid,
+    hash: &str,
+) -> Result<Applied, ConsumeError> {
+    if existing.request_hash.is_none() && existing.user_id != user_uuid {
+        return Err(req.conflict());
+    }
+    replay(req, existing, hash)
 }
 
 impl Keyed for ConsumeRequest {
@@ -75,11 +138,7 @@ pub async fn consume_in(
         .ok_or(ConsumeError::UserNotFound(req.user_id))?;
     if existing.is_some() {
         if let Some(existing) = tx.find(req.key()).await? {
-            // A legacy row under this key is this user's job or a conflict.
-            if existing.request_hash.is_none() && existing.user_id != w.user_uuid() {
-                return Err(req.conflict());
-            }
-            return replay(req, existing, hash);
+            return existing_row(req, existing, w.user_uuid(), hash);
         }
     }
     // The job's key is a hold's: its consume row is the capture's to write.
@@ -114,15 +173,7 @@ pub async fn consume_in(
             w.user_id, w.balance, w.held
         ))
     })?;
-    let mut row = NewRow::new(
-        TxType::Consume,
-        requested,
-        describe(
-            req.source_type.label(),
-            req.note.as_ref().map(|n| n.as_str()),
-        ),
-        "consume",
-    );
+    let mut row = NewRow::new(TxType::Consume, requested, description(req), "consume");
     row.fields.source_type = Some(req.source_type.as_str().to_owned());
     row.fields.source_id = Some(req.source_id.as_str().to_owned());
     row.fields.batch_id = parts.first().map(|p| p.0);

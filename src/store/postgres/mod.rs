@@ -1,7 +1,8 @@
 //! What only PostgreSQL does: connection settings, the lock statement that
 //! reads a user's batches in the same round trip, the spend in one
-//! statement, and the feed of balance events (the tail of `gw_events`).
+//! statement, the consume in one call, and the feed of balance events (the tail of `gw_events`).
 
+pub(super) mod consume_call;
 pub(super) mod lock;
 pub(super) mod spend;
 pub mod tail;

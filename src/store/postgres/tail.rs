@@ -146,7 +146,7 @@ impl EventRow {
 /// primary-key lookup, whatever the generic plan guesses (an `OR` of the
 /// two conditions, or plain joins, had it scan tables; `LIMIT 1` keeps the
 /// lateral lookups from being flattened into joins).
-const POLL_SQL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, \
+pub const POLL_SQL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, \
     pg_snapshot_xmax(pg_current_snapshot())::text AS xmax, \
     (SELECT COALESCE(json_agg(row_to_json(x) ORDER BY x.id), '[]')::text FROM ( \
        SELECT e.id, e.user_id, e.ledger_id, e.gateway, e.balance, e.held, e.hold_id, e.status, \

@@ -1,7 +1,8 @@
-//! consume over HTTP driven by wrk, a load generator written in C (from the
-//! system packages), so the client's own cost is not this tool's. A Lua
-//! script makes every request a distinct consume (its own source id, a
-//! random user). wrk runs for a duration, not a count: the leg lasts about
+//! HTTP legs driven by wrk, a load generator written in C (from the system
+//! packages), so the client's own cost is not this tool's: consumes (a Lua
+//! script makes every request a distinct consume, its own source id, a
+//! random user) and pages (each request one of a list, e.g. a random
+//! user's page with that user's token). wrk runs for a duration, not a count: the leg lasts about
 //! as long as `total` requests take at 1,000/s (5 to 60 s) and the count is
 //! whatever completed; wrk prints the latency percentiles, the count, the
 //! exact time and the errors (HTTP status other than 200, or a GraphQL
@@ -23,7 +24,10 @@ pub fn available() -> bool {
 /// wrk's threads: one per core of this 2-core machine's share.
 const THREADS: usize = 2;
 
-const SCRIPT: &str = r#"
+/// What every script shares: a seed per thread, the error count (HTTP
+/// status other than 200, or a GraphQL error in the body), and the `BENCH`
+/// lines [`parse`] reads.
+const COMMON: &str = r#"
 local threads = {}
 local next_id = 1
 function setup(thread)
@@ -34,16 +38,6 @@ end
 function init(args)
   math.randomseed(os.time() * 100 + id)
   count, errors = 0, 0
-end
-request = function()
-  count = count + 1
-  local body = string.format(
-    '{"query":"mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 1, sourceType: SCRIPT, sourceId: $id}) { id balanceAfter } }","variables":{"u":%d,"id":"%s-%d-%d"}}',
-    math.random(LO, HI), TAG, id, count)
-  return wrk.format("POST", "/graphql", {
-    ["Content-Type"] = "application/json",
-    ["Authorization"] = "Bearer " .. TOKEN,
-  }, body)
 end
 response = function(status, headers, body)
   if status ~= 200 or string.find(body, '"errors"', 1, true) then
@@ -61,6 +55,30 @@ done = function(summary, latency, requests)
 end
 "#;
 
+/// A distinct consume per request: its own source id, a random user.
+const CONSUME: &str = r#"
+request = function()
+  count = count + 1
+  local body = string.format(
+    '{"query":"mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 1, sourceType: SCRIPT, sourceId: $id}) { id balanceAfter } }","variables":{"u":%d,"id":"%s-%d-%d"}}',
+    math.random(LO, HI), TAG, id, count)
+  return wrk.format("POST", "/graphql", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. TOKEN,
+  }, body)
+end
+"#;
+
+/// One of `REQUESTS` (`{ token or "", body }`) at random per request.
+const PICK: &str = r#"
+request = function()
+  local r = REQUESTS[math.random(#REQUESTS)]
+  local headers = { ["Content-Type"] = "application/json" }
+  if r[1] ~= "" then headers["Authorization"] = "Bearer " .. r[1] end
+  return wrk.format("POST", "/graphql", headers, r[2])
+end
+"#;
+
 /// `total` consumes from `concurrency` connections on random users in
 /// `lo..=hi`, source ids prefixed `tag`. Blocking (a child process): run it
 /// on a blocking thread.
@@ -72,13 +90,40 @@ pub fn consume(
     (lo, hi): (i32, i32),
     tag: &str,
 ) -> anyhow::Result<Measured> {
+    let head = format!("LO, HI = {lo}, {hi}\nTAG = {tag:?}\nTOKEN = {token:?}\n");
+    run(url, concurrency, total, &format!("{head}{COMMON}{CONSUME}"))
+}
+
+/// About `total` POSTs to `{url}/graphql` from `concurrency` connections,
+/// each one of `requests` (`(bearer token or "", JSON body)`) at random.
+/// Blocking.
+pub fn posts(
+    url: &str,
+    concurrency: usize,
+    total: usize,
+    requests: &[(String, String)],
+) -> anyhow::Result<Measured> {
+    let mut head = String::from("REQUESTS = {\n");
+    for (token, body) in requests {
+        anyhow::ensure!(
+            !body.contains("]==]") && token.chars().all(|c| c.is_ascii_graphic()),
+            "a request wrk's script cannot hold"
+        );
+        head.push_str(&format!("  {{ {token:?}, [==[{body}]==] }},\n"));
+    }
+    head.push_str("}\n");
+    run(url, concurrency, total, &format!("{head}{COMMON}{PICK}"))
+}
+
+/// Runs wrk with `script` for about as long as `total` requests take at
+/// 1,000/s. Blocking.
+fn run(url: &str, concurrency: usize, total: usize, script_text: &str) -> anyhow::Result<Measured> {
     let dir = std::env::temp_dir().join(format!("bench-wrk-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let script = dir.join(format!("{tag}.lua"));
+    let script = dir.join(format!("{:08x}.lua", rand::random::<u32>()));
     let threads = THREADS.min(concurrency.max(1));
     let secs = (total / 1_000).clamp(5, 60);
-    let head = format!("LO, HI = {lo}, {hi}\nTAG = {tag:?}\nTOKEN = {token:?}\n");
-    std::fs::write(&script, format!("{head}{SCRIPT}"))?;
+    std::fs::write(&script, script_text)?;
     let out = Command::new("wrk")
         .arg(format!("-t{threads}"))
         .arg(format!("-c{}", concurrency.max(threads)))

@@ -2,6 +2,8 @@
 //! users with their own tokens, served by the gateway, by PostGraphile v5
 //! (amber preset) on the same database, and as raw SQL by pgbench
 //! (`-M prepared`): three legs rotating every round, ratios per round.
+//! Both HTTP servers are driven by wrk when it is installed (else by this
+//! tool's client), each request a random user's page.
 //!
 //! PostGraphile runs from `bench/postgraphile` (`npm ci` there first); the
 //! scenario says so and skips that leg when it is not installed.
@@ -120,12 +122,38 @@ pub async fn run(
         }
     }
     let (lo, hi, requests) = (ctx.lo, ctx.hi, ctx.requests);
+    let peer_url = format!("http://127.0.0.1:{PEER_PORT}");
+    // wrk (a C load generator) drives both servers when installed, so
+    // neither figure carries this tool's own client's CPU.
+    let use_wrk = crate::wrk::available();
+    let body = |query: &str, vars: Value| json!({ "query": query, "variables": vars }).to_string();
+    let gw_requests: Arc<Vec<(String, String)>> = Arc::new(
+        tokens
+            .iter()
+            .map(|t| (t.clone(), body(GATEWAY_PAGE, json!({}))))
+            .collect(),
+    );
+    let peer_requests: Arc<Vec<(String, String)>> = Arc::new(
+        uuids
+            .iter()
+            .map(|u| (String::new(), body(PEER_PAGE, json!({ "u": u }))))
+            .collect(),
+    );
     let mut ratios = Vec::new();
     for &c in concurrency {
         let (mut gw, mut pg, mut raw) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             for k in 0..3 {
                 match (k + round) % 3 {
+                    0 if use_wrk => {
+                        let (url, reqs) = (ctx.gw.url.clone(), gw_requests.clone());
+                        gw.push(
+                            super::consume::child_leg(ctx, "wrk", requests, move || {
+                                crate::wrk::posts(&url, c, requests, &reqs)
+                            })
+                            .await,
+                        );
+                    }
                     0 => {
                         let (client, url, tokens) =
                             (ctx.client.clone(), ctx.gw.url.clone(), tokens.clone());
@@ -143,19 +171,27 @@ pub async fn run(
                     }
                     1 => {
                         let Some(p) = &peer else { continue };
-                        let (client, uuids) = (ctx.client.clone(), uuids.clone());
-                        let url = format!("http://127.0.0.1:{PEER_PORT}");
-                        let leg = load::measure(c, requests, move |_| {
-                            let (client, url) = (client.clone(), url.clone());
-                            let u = uuids[rand::thread_rng().gen_range(0..uuids.len())].clone();
-                            async move {
-                                post(&client, &url, "", PEER_PAGE, json!({ "u": u }))
-                                    .await
-                                    .is_ok()
-                            }
-                        });
                         let before = cpu::process(p.pid());
-                        let mut m = with_cpu(ctx.gw, leg).await;
+                        let mut m = if use_wrk {
+                            let (url, reqs) = (peer_url.clone(), peer_requests.clone());
+                            super::consume::child_leg(ctx, "wrk", requests, move || {
+                                crate::wrk::posts(&url, c, requests, &reqs)
+                            })
+                            .await
+                        } else {
+                            let (client, uuids, url) =
+                                (ctx.client.clone(), uuids.clone(), peer_url.clone());
+                            let leg = load::measure(c, requests, move |_| {
+                                let (client, url) = (client.clone(), url.clone());
+                                let u = uuids[rand::thread_rng().gen_range(0..uuids.len())].clone();
+                                async move {
+                                    post(&client, &url, "", PEER_PAGE, json!({ "u": u }))
+                                        .await
+                                        .is_ok()
+                                }
+                            });
+                            with_cpu(ctx.gw, leg).await
+                        };
                         // The server under test in this leg is PostGraphile.
                         m.gateway_cpu = cpu::process(p.pid())
                             .zip(before)
@@ -174,7 +210,13 @@ pub async fn run(
                 }
             }
         }
-        let g = gateway_row(ctx.gw, "usageDetails first page, user tokens", c, &gw);
+        let client = if use_wrk { ", wrk" } else { "" };
+        let g = gateway_row(
+            ctx.gw,
+            &format!("usageDetails first page, user tokens{client}"),
+            c,
+            &gw,
+        );
         let r = load::summarize("the page as raw SQL, pgbench -M prepared", c, &raw);
         let mut ratio = json!({
             "concurrency": c,
@@ -183,7 +225,11 @@ pub async fn run(
         });
         rows.push(g.clone());
         if let Some(p) = &peer {
-            let mut s = load::summarize("the page from PostGraphile v5 (amber)", c, &pg);
+            let mut s = load::summarize(
+                &format!("the page from PostGraphile v5 (amber){client}"),
+                c,
+                &pg,
+            );
             s.peak_rss_mib = p.peak_rss_mib();
             ratio["peer_overall"] = json!(g.throughput_per_s / s.throughput_per_s);
             ratio["peer_per_round"] = json!(super::consume::per_round(&gw, &pg));

@@ -565,6 +565,19 @@ async fn the_event_poll_reads_by_primary_key_under_generic_plans() {
         .await
         .unwrap();
     let plan = crate::helpers::explain(&txn, "EXECUTE poll(39000, '1,2', 100)").await;
+    // Nor is it compiled: a generic plan over a busy ten minutes of events
+    // crossed `jit_above_cost` and spent 17–40 ms compiling every poll.
+    let jit: String = txn
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT current_setting('jit') AS jit",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "jit")
+        .unwrap();
+    assert_eq!(jit, "off");
     for table in ["gw_events", "mjk_point_transactions", "gw_holds"] {
         assert!(
             plan.contains(&format!("Index Scan using {table}_pkey on {table}")),

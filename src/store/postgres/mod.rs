@@ -27,9 +27,15 @@ pub(super) fn connect_options(
     //
     // `application_name` tells the ledger's trigger which rows the gateway
     // wrote (DESIGN.md: a row written by anything else is reported).
+    //
+    // JIT compilation is off: it pays only for long analytic queries, and
+    // a generic plan's estimate over a large table (the event poll's
+    // `LIMIT $3` over 200,000 events of a busy ten minutes) crossed
+    // `jit_above_cost` and spent 17–40 ms compiling a 1 ms poll, every
+    // poll: balance delivery went from 2 to 40 ms.
     opts.map_sqlx_postgres_opts(move |o| {
         let o = o
-            .options([("plan_cache_mode", "force_generic_plan")])
+            .options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")])
             .application_name(super::APPLICATION_NAME);
         if read_only {
             o.options([("default_transaction_read_only", "on")])

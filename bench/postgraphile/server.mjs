@@ -1,6 +1,7 @@
 // PostGraphile v5 (amber preset) on the gateway's database: the peer the
 // benchmark tool compares the usageDetails page with (`bench run
-// --scenarios peer`). Started by the tool: DATABASE_URL, PORT, POOL.
+// --scenarios peer`). Started by the tool: DATABASE_URL, PORT, POOL, and
+// NODE_ENV=production.
 
 // grafast calls Promise.withResolvers, which Node only has from 22 on.
 if (typeof Promise.withResolvers !== "function") {

@@ -63,6 +63,8 @@ async fn start_peer(ctx: &Ctx<'_>, uuid: &str) -> Option<Peer> {
         .env("DATABASE_URL", ctx.database_url)
         .env("PORT", PEER_PORT.to_string())
         .env("POOL", "16")
+        // As it is run in production: grafast's development checks off.
+        .env("NODE_ENV", "production")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -53,7 +53,7 @@ pub async fn consume(store: &Store, req: &ConsumeRequest) -> Result<Applied, Con
         }
         Err(e) => return Err(e.into()),
     }
-    idempotency::run(store, req).await
+    idempotency::run_hashed(store, req, hash).await
 }
 
 /// The ledger row's description (and the mirror's title).

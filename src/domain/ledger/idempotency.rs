@@ -43,7 +43,15 @@ pub(super) trait Keyed: Sync {
 
 /// Runs a keyed operation in its own transaction.
 pub(super) async fn run<R: Keyed>(store: &Store, req: &R) -> Result<Applied, R::Error> {
-    let hash = req.fingerprint();
+    run_hashed(store, req, req.fingerprint()).await
+}
+
+/// [`run`] with the request's fingerprint already taken.
+pub(super) async fn run_hashed<R: Keyed>(
+    store: &Store,
+    req: &R,
+    hash: String,
+) -> Result<Applied, R::Error> {
     let mut tx = store.begin_write().await?;
     match req.apply(&mut tx, &hash, RowTime::Now).await {
         Ok(applied) => {

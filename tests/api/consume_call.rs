@@ -246,3 +246,53 @@ async fn users_racing_for_one_job_key_get_one_row_and_conflicts() {
     assert_eq!(app.count("mjk_point_transactions").await, 21);
     app.assert_verify_clean().await;
 }
+
+/// The call's lookups in the large tables (the job's key and the user's
+/// last row in the ledger, a hold on the key) stay index scans at a
+/// platform's size under the generic plans PL/pgSQL caches: a first apply
+/// and replays of the same key scan neither table sequentially.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_reads_by_index_at_scale() {
+    let app = spawn_with(Engine::Postgres, |_| {}).await;
+    let (u, txn) = app.at_scale("indexed").await;
+    let call = "SELECT o_outcome FROM gw_consume($1, 'script', 'indexed-job', 1, NULL, 'x', 'h', \
+                now(), 'Asia/Shanghai')";
+    let mut outcomes = Vec::new();
+    for _ in 0..7 {
+        let row = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                call,
+                [u.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        outcomes.push(row.try_get::<String>("", "o_outcome").unwrap());
+    }
+    assert_eq!(outcomes[0], "done");
+    assert!(outcomes[1..].iter().all(|o| o == "exists"), "{outcomes:?}");
+    let scans = txn
+        .query_all_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT relname::text AS t, seq_scan FROM pg_stat_xact_user_tables \
+             WHERE relname IN ('mjk_point_transactions', 'gw_holds')",
+        ))
+        .await
+        .unwrap();
+    let seq: Vec<(String, i64)> = scans
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "t").unwrap(),
+                r.try_get("", "seq_scan").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seq.len(), 2, "{seq:?}");
+    assert!(
+        seq.iter().all(|(_, n)| *n == 0),
+        "sequential scans: {seq:?}"
+    );
+    txn.rollback().await.unwrap();
+}

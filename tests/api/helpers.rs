@@ -372,6 +372,35 @@ impl TestApp {
         v
     }
 
+    /// For plan tests on PostgreSQL: a user `name` with 100 points, tables
+    /// at a platform's size (20,000 open holds and 20,000 ledger rows of
+    /// that user, written as another program would: no `gw_entries`; each
+    /// with its event; then statistics), and a transaction under generic
+    /// plans.
+    pub async fn at_scale(&self, name: &str) -> (i32, sea_orm::DatabaseTransaction) {
+        let user = self.create_user(name).await;
+        self.recharge(user, 100, "o", None).await;
+        self.db
+            .execute_unprepared(&format!(
+                "INSERT INTO gw_holds (user_id, source_type, source_id, amount, status, \
+                   request_hash, expires_at, created_at, seq) \
+                 SELECT {user}, 'script', 'bulk-' || g, 1, 'held', md5(g::text), \
+                   now() + interval '1 day', now(), g FROM generate_series(1, 20000) g; \
+                 INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, \
+                   balance_after, source_type, source_id, description, created_at, updated_at) \
+                 SELECT (SELECT uuid FROM gw_users WHERE id = {user}), 'consume', 1, 100, 99, \
+                   'script', 'bulk-' || g, 'x', now(), now() FROM generate_series(1, 20000) g; \
+                 ANALYZE"
+            ))
+            .await
+            .unwrap();
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await.unwrap();
+        txn.execute_unprepared("SET LOCAL plan_cache_mode = force_generic_plan")
+            .await
+            .unwrap();
+        (user, txn)
+    }
+
     pub async fn assert_verify_clean(&self) {
         let (_, violations) = points_gateway::domain::verify::verify(&self.store)
             .await

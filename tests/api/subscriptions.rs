@@ -540,27 +540,7 @@ async fn the_event_poll_reads_by_primary_key_under_generic_plans() {
     use sea_orm::ConnectionTrait;
 
     let app = spawn_app(Engine::Postgres).await;
-    let u = app.create_user("polled").await;
-    app.recharge(u, 100, "o", None).await;
-    // 20,000 holds and ledger rows, each with its event, then statistics.
-    app.db
-        .execute_unprepared(&format!(
-            "INSERT INTO gw_holds (user_id, source_type, source_id, amount, status, request_hash, \
-               expires_at, created_at, seq) \
-             SELECT {u}, 'script', 'bulk-' || g, 1, 'held', md5(g::text), now() + interval '1 day', \
-               now(), g FROM generate_series(1, 20000) g; \
-             INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, \
-               source_type, source_id, description, created_at, updated_at) \
-             SELECT (SELECT uuid FROM gw_users WHERE id = {u}), 'consume', 1, 100, 99, 'script', \
-               'bulk-' || g, 'x', now(), now() FROM generate_series(1, 20000) g; \
-             ANALYZE"
-        ))
-        .await
-        .unwrap();
-    let txn = sea_orm::TransactionTrait::begin(&app.db).await.unwrap();
-    txn.execute_unprepared("SET LOCAL plan_cache_mode = force_generic_plan")
-        .await
-        .unwrap();
+    let (_, txn) = app.at_scale("polled").await;
     txn.execute_unprepared(&format!("PREPARE poll AS {POLL_SQL}"))
         .await
         .unwrap();

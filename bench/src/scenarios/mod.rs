@@ -91,10 +91,22 @@ pub async fn post(
     query: &str,
     vars: Value,
 ) -> anyhow::Result<Value> {
+    let body = json!({ "query": query, "variables": vars }).to_string();
+    post_body(client, url, token, body).await
+}
+
+/// [`post`] of a request body already written.
+pub async fn post_body(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: String,
+) -> anyhow::Result<Value> {
     let v: Value = client
         .post(format!("{url}/graphql"))
         .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": vars }))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
         .send()
         .await?
         .json()

@@ -18,7 +18,7 @@ use rand::Rng;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{json, Value};
 
-use super::{gateway_row, post, with_cpu, Ctx};
+use super::{gateway_row, post, post_body, with_cpu, Ctx};
 use crate::{cpu, gateway, load};
 
 const GATEWAY_PAGE: &str = "query UsageDetail($after: String) { usageDetails(first: 20, after: $after) { edges { node { createdAt description duration change balanceAfter } } pageInfo { hasNextPage endCursor } } }";
@@ -109,25 +109,9 @@ pub async fn run(
         .iter()
         .map(|(id, _)| keys.mint(Role::User, Some(*id), chrono::Duration::hours(4)))
         .collect::<Result<_, _>>()?;
-    let uuids: Arc<Vec<String>> = Arc::new(users.iter().map(|u| u.1.clone()).collect());
-    let tokens = Arc::new(tokens);
-    let peer = start_peer(ctx, &uuids[0]).await;
-    if peer.is_some() {
-        // Node compiles hot code as it runs: measured cold, the first round
-        // would flatter the gateway. Both servers get the same warm-up.
-        let url = format!("http://127.0.0.1:{PEER_PORT}");
-        for i in 0..2_000 {
-            let u = &uuids[i % uuids.len()];
-            let _ = post(&ctx.client, &url, "", PEER_PAGE, json!({ "u": u })).await;
-            let t = &tokens[i % tokens.len()];
-            let _ = post(&ctx.client, &ctx.gw.url, t, GATEWAY_PAGE, json!({})).await;
-        }
-    }
-    let (lo, hi, requests) = (ctx.lo, ctx.hi, ctx.requests);
-    let peer_url = format!("http://127.0.0.1:{PEER_PORT}");
-    // wrk (a C load generator) drives both servers when installed, so
-    // neither figure carries this tool's own client's CPU.
-    let use_wrk = crate::wrk::available();
+    // Each request a random user's page: `(token or "", body)` per user,
+    // sent by wrk (a C load generator) when installed, so that neither
+    // figure carries this tool's own client's CPU, else by this tool.
     let body = |query: &str, vars: Value| json!({ "query": query, "variables": vars }).to_string();
     let gw_requests: Arc<Vec<(String, String)>> = Arc::new(
         tokens
@@ -136,64 +120,40 @@ pub async fn run(
             .collect(),
     );
     let peer_requests: Arc<Vec<(String, String)>> = Arc::new(
-        uuids
+        users
             .iter()
-            .map(|u| (String::new(), body(PEER_PAGE, json!({ "u": u }))))
+            .map(|(_, u)| (String::new(), body(PEER_PAGE, json!({ "u": u }))))
             .collect(),
     );
+    let peer = start_peer(ctx, &users[0].1).await;
+    let peer_url = format!("http://127.0.0.1:{PEER_PORT}");
+    if peer.is_some() {
+        // Node compiles hot code as it runs: measured cold, the first round
+        // would flatter the gateway. Both servers get the same warm-up.
+        for i in 0..2_000 {
+            for (url, reqs) in [(&peer_url, &peer_requests), (&ctx.gw.url, &gw_requests)] {
+                let (token, body) = &reqs[i % reqs.len()];
+                let _ = post_body(&ctx.client, url, token, body.clone()).await;
+            }
+        }
+    }
+    let (lo, hi, requests) = (ctx.lo, ctx.hi, ctx.requests);
+    let use_wrk = crate::wrk::available();
     let mut ratios = Vec::new();
     for &c in concurrency {
         let (mut gw, mut pg, mut raw) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             for k in 0..3 {
                 match (k + round) % 3 {
-                    0 if use_wrk => {
-                        let (url, reqs) = (ctx.gw.url.clone(), gw_requests.clone());
-                        gw.push(
-                            super::consume::child_leg(ctx, "wrk", requests, move || {
-                                crate::wrk::posts(&url, c, requests, &reqs)
-                            })
-                            .await,
-                        );
-                    }
                     0 => {
-                        let (client, url, tokens) =
-                            (ctx.client.clone(), ctx.gw.url.clone(), tokens.clone());
-                        let leg = load::measure(c, requests, move |_| {
-                            let (client, url) = (client.clone(), url.clone());
-                            let token =
-                                tokens[rand::thread_rng().gen_range(0..tokens.len())].clone();
-                            async move {
-                                post(&client, &url, &token, GATEWAY_PAGE, json!({}))
-                                    .await
-                                    .is_ok()
-                            }
-                        });
-                        gw.push(with_cpu(ctx.gw, leg).await);
+                        let reqs = gw_requests.clone();
+                        gw.push(page_leg(ctx, &ctx.gw.url, reqs, c, use_wrk).await);
                     }
                     1 => {
                         let Some(p) = &peer else { continue };
                         let before = cpu::process(p.pid());
-                        let mut m = if use_wrk {
-                            let (url, reqs) = (peer_url.clone(), peer_requests.clone());
-                            super::consume::child_leg(ctx, "wrk", requests, move || {
-                                crate::wrk::posts(&url, c, requests, &reqs)
-                            })
-                            .await
-                        } else {
-                            let (client, uuids, url) =
-                                (ctx.client.clone(), uuids.clone(), peer_url.clone());
-                            let leg = load::measure(c, requests, move |_| {
-                                let (client, url) = (client.clone(), url.clone());
-                                let u = uuids[rand::thread_rng().gen_range(0..uuids.len())].clone();
-                                async move {
-                                    post(&client, &url, "", PEER_PAGE, json!({ "u": u }))
-                                        .await
-                                        .is_ok()
-                                }
-                            });
-                            with_cpu(ctx.gw, leg).await
-                        };
+                        let reqs = peer_requests.clone();
+                        let mut m = page_leg(ctx, &peer_url, reqs, c, use_wrk).await;
                         // The server under test in this leg is PostGraphile.
                         m.gateway_cpu = cpu::process(p.pid())
                             .zip(before)
@@ -241,4 +201,31 @@ pub async fn run(
         ratios.push(ratio);
     }
     Ok(ratios)
+}
+
+/// `ctx.requests` pages from `url` (about that many with wrk, which runs
+/// for a duration), each one of `reqs` at random, from `c` connections;
+/// CPU of the gateway and the database noted.
+async fn page_leg(
+    ctx: &Ctx<'_>,
+    url: &str,
+    reqs: Arc<Vec<(String, String)>>,
+    c: usize,
+    use_wrk: bool,
+) -> load::Measured {
+    let requests = ctx.requests;
+    let url = url.to_owned();
+    if use_wrk {
+        return super::consume::child_leg(ctx, "wrk", requests, move || {
+            crate::wrk::posts(&url, c, requests, &reqs)
+        })
+        .await;
+    }
+    let client = ctx.client.clone();
+    let leg = load::measure(c, requests, move |_| {
+        let (client, url) = (client.clone(), url.clone());
+        let (token, body) = reqs[rand::thread_rng().gen_range(0..reqs.len())].clone();
+        async move { post_body(&client, &url, &token, body).await.is_ok() }
+    });
+    with_cpu(ctx.gw, leg).await
 }

@@ -14,6 +14,7 @@ mod coexist;
 mod concurrency;
 mod consume_call;
 mod costs;
+mod durability;
 mod fal_standin;
 mod graphiql;
 mod holds;

@@ -22,6 +22,9 @@ pub(super) fn connect_options(opts: &mut ConnectOptions, read_only: bool) {
         });
         return;
     }
+    opts.map_sqlx_sqlite_pool_opts(|o| {
+        o.after_release(|conn, _| Box::pin(async move { Ok(clean(conn).await) }))
+    });
     opts.map_sqlx_sqlite_opts(|o| {
         o.create_if_missing(true)
             .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
@@ -29,6 +32,42 @@ pub(super) fn connect_options(opts: &mut ConnectOptions, read_only: bool) {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true)
     });
+}
+
+/// Whether a connection coming back to the pool is outside any
+/// transaction, both in sqlx's count and in SQLite itself; `false` closes
+/// it and the pool opens a fresh one.
+///
+/// Why: after an engine error inside a write (a `COMMIT` refused with
+/// `SQLITE_FULL` or an I/O error), SQLite may roll the transaction back on
+/// its own, and then sqlx's `ROLLBACK` fails and its depth stays at 1; or
+/// the transaction stays open. Either way the next `begin` on that
+/// connection would open a `SAVEPOINT` inside a transaction that never
+/// commits, and "commit" writes that are never on disk while it holds the
+/// write lock. A connection whose state is not proven clean is never
+/// reused. The check runs when the connection is returned, off the
+/// request's path, and after sqlx's queued rollback (the handle lock is
+/// queued behind it on the connection's worker).
+async fn clean(conn: &mut sea_orm::sqlx::SqliteConnection) -> bool {
+    let autocommit = match conn.lock_handle().await {
+        // SAFETY: the handle is locked out of the worker thread for the
+        // duration of this call, as `as_raw_handle` requires, and
+        // `sqlite3_get_autocommit` only reads the connection's flag.
+        Ok(mut handle) => unsafe {
+            libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) != 0
+        },
+        Err(_) => false,
+    };
+    let depth = <sea_orm::sqlx::sqlite::SqliteTransactionManager as sqlx_core::transaction::TransactionManager>::get_transaction_depth(conn);
+    if !autocommit || depth != 0 {
+        tracing::warn!(
+            depth,
+            autocommit,
+            "a SQLite connection left a transaction unfinished; closing it"
+        );
+        return false;
+    }
+    true
 }
 
 /// Takes the write lock at `BEGIN` (IMMEDIATE), so two writers never both

@@ -15,6 +15,7 @@ mod m20261122_000004_ledger_notify;
 mod m20261126_000005_holds;
 mod m20261126_000006_event_log;
 mod m20261126_000007_consume_call;
+mod m20261202_000008_key_claim;
 mod pg;
 
 pub struct Migrator;
@@ -30,8 +31,20 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_holds::Migration),
             Box::new(m20261126_000006_event_log::Migration),
             Box::new(m20261126_000007_consume_call::Migration),
+            Box::new(m20261202_000008_key_claim::Migration),
         ]
     }
+}
+
+/// PostgreSQL: the expression that claims a job key (`source_type`,
+/// `source_id` given as SQL expressions) until the transaction ends. Every
+/// consume and hold takes it before looking the key up, so one key has one
+/// owner across both tables (migration 8). A 64-bit hash: two keys that
+/// collide only wait for each other.
+pub fn key_claim_sql(source_type: &str, source_id: &str) -> String {
+    format!(
+        "pg_advisory_xact_lock(hashtextextended({source_type} || chr(31) || {source_id}, 7013))"
+    )
 }
 
 /// The names of the (non-unique) indexes the migrations add to the seed

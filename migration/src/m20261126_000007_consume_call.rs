@@ -43,7 +43,7 @@ impl MigrationName for Migration {
     }
 }
 
-const FUNCTION: &str = r#"
+pub(crate) const FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION {s}.gw_consume(
   p_user integer, p_source_type text, p_source_id text, p_amount bigint,
   p_duration double precision, p_description text, p_hash text,

@@ -14,7 +14,8 @@ use crate::store::{audit, Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// Which rule: `chain`, `time_order`, `balance`, `batch`, `allocation`,
-    /// `draw_order`, `refund_cap`, `mirror`, `fal_refund`, `hold`, `foreign`
+    /// `draw_order`, `refund_cap`, `mirror`, `fal_refund`, `hold`, `key` (a
+    /// job key owned by a hold and a consume at once), `foreign`
     /// (a ledger row after the cutover that the gateway did not write).
     pub rule: &'static str,
     pub detail: String,
@@ -209,6 +210,11 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
     // wrote the consume row they say from the batches held.
     for detail in audit::hold_mismatches(store).await? {
         push(&mut v, "hold", detail);
+    }
+
+    // 3c. One owner per job key: a hold's key holds no other consume row.
+    for detail in audit::shared_job_keys(store).await? {
+        push(&mut v, "key", detail);
     }
 
     // 4. Allocations sum to every consume and refund.

@@ -388,3 +388,26 @@ pub async fn hold_mismatches(store: &Store) -> Result<Vec<String>, StoreError> {
     out.extend(drawn);
     Ok(out)
 }
+
+/// Job keys with two owners: a hold and a consume row that is not that
+/// hold's own capture (of any user, before or after the cutover).
+pub async fn shared_job_keys(store: &Store) -> Result<Vec<String>, StoreError> {
+    store
+        .rows(
+            "SELECT h.id AS hold_id, t.id AS row_id, h.source_type AS st, h.source_id AS si \
+             FROM gw_holds h JOIN mjk_point_transactions t \
+               ON t.type = 'consume' AND t.source_type = h.source_type AND t.source_id = h.source_id \
+             WHERE h.entry_id IS NULL OR t.id <> h.entry_id",
+            Vec::new(),
+            |r| {
+                Ok(format!(
+                    "job key {}/{}: hold {} and consume row {}",
+                    r.try_get::<String>("", "st")?,
+                    r.try_get::<String>("", "si")?,
+                    r.try_get::<i64>("", "hold_id")?,
+                    r.try_get::<i64>("", "row_id")?
+                ))
+            },
+        )
+        .await
+}

@@ -255,6 +255,26 @@ impl WriteTx {
             None => (String::new(), Vec::new()),
         };
         let hold_probe = matches!(probe, Some(LedgerKey::Consume { .. }));
+        // A job key has one owner, a consume or a hold, whoever's user:
+        // claimed before the lookups, which then see a rival's commit.
+        if let Some(LedgerKey::Consume {
+            source_type,
+            source_id,
+        }) = probe
+        {
+            match self.engine {
+                Engine::Postgres => {
+                    let claim = format!("SELECT {}", migration::key_claim_sql("$1", "$2"));
+                    self.txn
+                        .execute_raw(
+                            self.statement(claim, vec![source_type.into(), source_id.into()]),
+                        )
+                        .await?;
+                }
+                // Write transactions run one at a time (BEGIN IMMEDIATE).
+                Engine::Sqlite => {}
+            }
+        }
         let n = values.len() + 1;
         let filter = match user {
             UserKey::Id(id) => {

@@ -20,6 +20,7 @@ both_engines!(
     a_hold_keeps_points_of_a_batch_that_expires_until_it_is_settled,
     two_hundred_holds_and_consumes_racing_for_one_hundred_points_never_overdraw,
     hold_changes_are_announced_in_order_with_ledger_rows,
+    a_hold_and_another_users_consume_of_one_key_never_both_succeed,
 );
 
 const HOLD: &str = "mutation($u: Int!, $a: Int!, $s: SourceType!, $id: String!, $d: Float, $t: Int, $n: String) { hold(input: { userId: $u, amount: $a, sourceType: $s, sourceId: $id, duration: $d, expiresInSecs: $t, note: $n }) { id userId amount status expiresAt createdAt } }";
@@ -632,4 +633,32 @@ async fn two_instances_sweeping_at_once_expire_each_hold_once() {
         assert_eq!(figures(&b, *u).await, (100, 0, 100));
     }
     b.assert_verify_clean().await;
+}
+
+/// `hold(A, K)` and `consume(B, K)` sent at the same moment: one owner per
+/// key, the other answered `IDEMPOTENCY_CONFLICT`, and `verify` clean.
+async fn a_hold_and_another_users_consume_of_one_key_never_both_succeed(app: TestApp) {
+    let (a, b) = (app.create_user("a").await, app.create_user("b").await);
+    app.recharge(a, 10_000, "oa", None).await;
+    app.recharge(b, 10_000, "ob", None).await;
+    let app = Arc::new(app);
+    for round in 0..20 {
+        let key = format!("race-{round}");
+        let (h, c) = tokio::join!(
+            hold(&app, a, 10, "SCRIPT", &key, None),
+            app.gql(
+                &app.service,
+                "mutation($u: Int!, $id: String!) { consume(input: { userId: $u, amount: 7, sourceType: SCRIPT, sourceId: $id }) { id } }",
+                json!({ "u": b, "id": key }),
+            )
+        );
+        let (held, consumed) = (h["errors"].is_null(), c["errors"].is_null());
+        assert!(
+            held != consumed,
+            "{key}: exactly one owner, got {h} and {c}"
+        );
+        let loser = if held { &c } else { &h };
+        assert_eq!(code(loser), Some("IDEMPOTENCY_CONFLICT"), "{loser}");
+    }
+    app.assert_verify_clean().await;
 }

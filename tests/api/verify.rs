@@ -8,6 +8,7 @@ both_engines!(
     verify_reports_each_kind_of_corruption_and_the_cli_exits_non_zero,
     verify_reports_a_consume_that_drew_out_of_order,
     verify_reports_holds_that_do_not_add_up,
+    verify_reports_a_job_key_owned_by_a_hold_and_a_consume,
 );
 
 async fn rules(app: &TestApp) -> Vec<&'static str> {
@@ -168,4 +169,29 @@ async fn verify_reports_holds_that_do_not_add_up(app: TestApp) {
         exec(&app, repair).await;
         assert!(rules(&app).await.is_empty(), "{repair}");
     }
+}
+
+async fn verify_reports_a_job_key_owned_by_a_hold_and_a_consume(app: TestApp) {
+    let (a, b) = (app.create_user("a").await, app.create_user("b").await);
+    app.recharge(a, 100, "oa", None).await;
+    app.recharge(b, 100, "ob", None).await;
+    let r = app
+        .gql(
+            &app.service,
+            "mutation { hold(input: { userId: 1, amount: 10, sourceType: SCRIPT, sourceId: \"k1\" }) { id } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_eq!(a, 1);
+    app.consume(b, 5, "SCRIPT", "k2", None).await;
+    assert!(rules(&app).await.is_empty());
+    // What the race used to leave: the hold's key also under another
+    // user's consume row.
+    exec(
+        &app,
+        "UPDATE gw_holds SET source_id = 'k2' WHERE source_id = 'k1'",
+    )
+    .await;
+    assert_eq!(rules(&app).await, vec!["key"]);
 }

@@ -104,6 +104,10 @@ pub struct Settings {
     /// `SUBSCRIBER_QUEUE`: balance events queued per subscriber before it
     /// is behind and gets a resync instead.
     pub subscriber_queue: usize,
+    /// `SUBSCRIPTIONS_PER_SUBJECT`: open `balanceChanged` subscriptions per
+    /// token subject, over all its sockets (0 = no cap); past it
+    /// `LIMIT_EXCEEDED`.
+    pub subscriptions_per_subject: usize,
     /// `HTTP_HEADER_TIMEOUT_MS`: a client must send a request's headers
     /// within this time, and an idle keep-alive connection is closed after
     /// it (the same timer runs while HTTP/1 waits for the next request).
@@ -111,8 +115,22 @@ pub struct Settings {
     /// `MAX_CONNECTIONS`: open TCP connections (HTTP and WebSocket); more
     /// wait in the kernel's backlog until one closes.
     pub max_connections: usize,
-    /// `WS_MAX_CONNECTIONS`: open WebSockets in all (within `MAX_CONNECTIONS`).
+    /// `MAX_CONNECTIONS_PER_ADDRESS`: open TCP connections from one client
+    /// address; further ones are closed at once (0 = off: behind a reverse
+    /// proxy every client has the proxy's address).
+    pub max_connections_per_address: usize,
+    /// `HTTP_FIRST_BYTE_TIMEOUT_MS`: a new connection that sends nothing
+    /// within this time is closed (at most the header timeout).
+    pub first_byte_timeout_ms: u64,
+    /// `WS_MAX_CONNECTIONS`: authenticated WebSockets in all (within
+    /// `MAX_CONNECTIONS`). A socket takes its place when its
+    /// `connection_init` is accepted.
     pub ws_max_connections: usize,
+    /// `WS_ANONYMOUS_PER_ADDRESS`: WebSockets not yet authenticated, per
+    /// client address (0 = off).
+    pub ws_anonymous_per_address: usize,
+    /// `WS_ANONYMOUS_MAX`: WebSockets not yet authenticated, in all.
+    pub ws_anonymous_max: usize,
     /// `WS_MAX_PER_SUBJECT`: open WebSockets per token subject; 0 = off.
     pub ws_max_per_subject: usize,
     /// `WS_MESSAGE_RATE`: client messages per second per WebSocket (bursts
@@ -194,12 +212,17 @@ impl Settings {
             },
             introspection_for_all: var("GATEWAY_INTROSPECTION").is_some_and(|v| v == "all"),
             log_json: var("LOG_FORMAT").is_some_and(|v| v == "json"),
-            ws_init_timeout_ms: parsed("WS_INIT_TIMEOUT_MS", 10_000)?,
+            ws_init_timeout_ms: parsed("WS_INIT_TIMEOUT_MS", 3_000)?,
             ws_keepalive_secs: parsed("WS_KEEPALIVE_SECS", 15)?,
             subscriber_queue: parsed("SUBSCRIBER_QUEUE", 256)?,
+            subscriptions_per_subject: parsed("SUBSCRIPTIONS_PER_SUBJECT", 500)?,
             header_timeout_ms: parsed("HTTP_HEADER_TIMEOUT_MS", 10_000)?,
             max_connections: parsed("MAX_CONNECTIONS", 10_000)?,
+            max_connections_per_address: parsed("MAX_CONNECTIONS_PER_ADDRESS", 256)?,
+            first_byte_timeout_ms: parsed("HTTP_FIRST_BYTE_TIMEOUT_MS", 2_000)?,
             ws_max_connections: parsed("WS_MAX_CONNECTIONS", 8_000)?,
+            ws_anonymous_per_address: parsed("WS_ANONYMOUS_PER_ADDRESS", 32)?,
+            ws_anonymous_max: parsed("WS_ANONYMOUS_MAX", 512)?,
             ws_max_per_subject: parsed("WS_MAX_PER_SUBJECT", 64)?,
             ws_message_rate: parsed("WS_MESSAGE_RATE", 50.0)?,
             metrics_bind: var("METRICS_BIND"),

@@ -65,7 +65,10 @@ impl Application {
             Duration::from_secs(settings.fal_cache_secs),
         ));
         let shutdown = CancellationToken::new();
-        let broker = Broker::new(settings.subscriber_queue);
+        let broker = Broker::new(
+            settings.subscriber_queue,
+            settings.subscriptions_per_subject,
+        );
         // Budget plus slack: how long before a lost feed connection a
         // transaction may have stamped rows it committed after.
         let catch_up = Duration::from_millis(settings.request_timeout_ms) + Duration::from_secs(5);
@@ -121,7 +124,9 @@ impl Application {
         let sweeper = spawn_expiry_sweep(state.clone());
         let limits = Limits {
             header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
+            first_byte_timeout: Duration::from_millis(state.settings.first_byte_timeout_ms),
             max_connections: state.settings.max_connections,
+            per_address: state.settings.max_connections_per_address,
         };
         let token = state.shutdown.clone();
         let signalled = token.clone();

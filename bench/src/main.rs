@@ -11,7 +11,9 @@
 //!   (30 days, all accounts, local part), `falTasks` (100 per page with
 //!   account and user), a job billed by `hold` + `captureHold` against one
 //!   `consume` (`holds`), the usageDetails page with user tokens against
-//!   PostGraphile v5 and raw SQL (`peer`); prints a table
+//!   PostGraphile v5 and raw SQL (`peer`), consumes while a partner's
+//!   6,400 all-users subscriptions never read against none (`stuck`, at
+//!   the highest concurrency given); prints a table
 //!   and writes `bench-results/<engine>-<unix time>.json`.
 //! - `bench subscribe --database-url URL [--subscribers 5000 --all-users 10
 //!   --users 1000 --rate 200 --seconds 30]`: WebSocket subscribers of
@@ -73,11 +75,11 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Which scenarios: consume, usage, costs, tasks, replay, holds,
-        /// peer (default: all).
+        /// peer, stuck (default: all).
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "consume,usage,costs,tasks,replay,holds,peer"
+            default_value = "consume,usage,costs,tasks,replay,holds,peer,stuck"
         )]
         scenarios: Vec<String>,
     },

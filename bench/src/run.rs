@@ -100,6 +100,10 @@ pub async fn run(
     } else {
         Vec::new()
     };
+    let stuck_ratio = match (wants("stuck"), concurrency.iter().max()) {
+        (true, Some(&c)) => Some(scenarios::stuck::run(&ctx, c, rounds, &mut rows).await?),
+        _ => None,
+    };
 
     println!(
         "engine {engine}, {ledger} ledger rows, gateway idle RSS {:.1} MiB",
@@ -156,6 +160,19 @@ pub async fn run(
             "vs_refund_per_round",
         );
     }
+    if let Some(r) = &stuck_ratio {
+        print_ratio(
+            "consumes with 6,400 stuck subscriptions / with none:",
+            r,
+            "overall",
+            "per_round",
+        );
+        println!(
+            "  p99 {:.1} ms stuck, {:.1} ms none",
+            r["p99_ms_stuck"].as_f64().unwrap_or(0.0),
+            r["p99_ms_none"].as_f64().unwrap_or(0.0)
+        );
+    }
     std::fs::create_dir_all("bench-results")?;
     let at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -164,7 +181,7 @@ pub async fn run(
     std::fs::write(
         &path,
         serde_json::to_string_pretty(
-            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "durability": durability, "consume_ratios": ratios, "hold_ratios": hold_ratios, "peer_ratios": peer_ratios, "cpu_steal_share": steal }),
+            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "durability": durability, "consume_ratios": ratios, "hold_ratios": hold_ratios, "peer_ratios": peer_ratios, "stuck_ratio": stuck_ratio, "cpu_steal_share": steal }),
         )?,
     )?;
     println!("wrote {path}");

@@ -255,7 +255,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-async fn open_subscriptions(client: &reqwest::Client, url: &str, admin: &str) -> usize {
+pub(crate) async fn open_subscriptions(client: &reqwest::Client, url: &str, admin: &str) -> usize {
     let Ok(r) = client
         .get(format!("{url}/metrics"))
         .bearer_auth(admin)

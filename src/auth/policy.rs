@@ -18,6 +18,13 @@ pub struct Caller {
     pub expires_at: i64,
 }
 
+impl Caller {
+    /// What per-caller limits count by: role and subject together.
+    pub fn subject_key(&self) -> String {
+        format!("{:?}:{}", self.role, self.subject)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthzError {
     #[error("authentication required: send `Authorization: Bearer <token>`")]

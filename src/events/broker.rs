@@ -1,11 +1,23 @@
 //! The in-process broker behind `balanceChanged`.
 //!
-//! Each subscriber has its own bounded queue. Publishing never waits: when a
-//! queue is full, the subscriber is marked as having missed that user's
-//! events, later events of that user are not queued for it, and when it
-//! catches up it is told to resync that user (current balance, read from
-//! the database). Events already read past by a resync are skipped by their
-//! ledger id, so a resync is never followed by an older event.
+//! A single-user subscriber has its own bounded queue. Publishing never
+//! waits: when a queue is full, the subscriber is marked as having missed
+//! that user's events, later events of that user are not queued for it, and
+//! when it catches up it is told to resync that user (current balance, read
+//! from the database). Events already read past by a resync are skipped by
+//! their ledger id, so a resync is never followed by an older event.
+//!
+//! All-users subscribers share one bounded log instead of a queue each:
+//! publishing appends once, whatever their number, and each reads the log
+//! at its own cursor. One that falls more than the log's length behind is
+//! told to resync exactly the users whose events it lost (the log keeps,
+//! per user, the position of the last event that fell off its front). So a
+//! partner whose thousands of subscriptions never read costs the writers
+//! nothing per event.
+//!
+//! Subscriptions are counted per token subject, with a cap
+//! (`SUBSCRIPTIONS_PER_SUBJECT`): one partner cannot hold unbounded
+//! memory across sockets.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,17 +74,75 @@ pub struct Broker {
     registry: Mutex<Registry>,
     next_id: AtomicU64,
     capacity: usize,
+    /// What all-users subscribers read.
+    all: Mutex<AllLog>,
+    /// Wakes all-users subscribers waiting at the log's end.
+    all_wake: Notify,
+    /// Open subscriptions per token subject, and the cap (0: none).
+    subjects: Mutex<HashMap<String, usize>>,
+    per_subject: usize,
 }
 
 #[derive(Default)]
 struct Registry {
     by_user: HashMap<i32, Vec<Arc<Slot>>>,
-    all: Vec<Arc<Slot>>,
+    /// All-users subscribers open (they have no slot).
+    all: usize,
 }
+
+/// One entry of the all-users log.
+#[derive(Clone)]
+enum Item {
+    Event(Arc<BalanceEvent>),
+    /// These users' events may have been lost (the feed reconnected).
+    Missed(Arc<[i32]>),
+}
+
+/// The all-users log: the last `capacity` items, `base` the position of
+/// the first.
+struct AllLog {
+    base: u64,
+    items: VecDeque<Item>,
+    capacity: usize,
+    /// Per user, the position of the last item naming them that fell off
+    /// the front: a reader whose cursor is at or before it lost that
+    /// user's news. Grows with the users ever evicted (an entry each).
+    evicted: HashMap<i32, u64>,
+}
+
+impl AllLog {
+    fn end(&self) -> u64 {
+        self.base + self.items.len() as u64
+    }
+
+    fn push(&mut self, item: Item) {
+        if self.items.len() >= self.capacity {
+            if let Some(old) = self.items.pop_front() {
+                let at = self.base;
+                match old {
+                    Item::Event(e) => {
+                        self.evicted.insert(e.user_id, at);
+                    }
+                    Item::Missed(users) => {
+                        for u in users.iter() {
+                            self.evicted.insert(*u, at);
+                        }
+                    }
+                }
+                self.base += 1;
+            }
+        }
+        self.items.push_back(item);
+    }
+}
+
+/// A subject holds as many subscriptions as the cap allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at most {0} open subscriptions per token subject")]
+pub struct TooManySubscriptions(pub usize);
 
 struct Slot {
     id: u64,
-    filter: Filter,
     state: Mutex<SlotState>,
     wake: Notify,
 }
@@ -113,82 +183,137 @@ impl Slot {
 }
 
 impl Broker {
-    /// `capacity`: events queued per subscriber before it is considered
-    /// behind (events are shared, so a full queue costs pointers, not rows).
-    pub fn new(capacity: usize) -> Arc<Broker> {
+    /// `capacity`: events queued per subscriber (and kept in the all-users
+    /// log) before it is considered behind (events are shared, so a full
+    /// queue costs pointers, not rows). `per_subject`: open subscriptions
+    /// per token subject (0: no cap).
+    pub fn new(capacity: usize, per_subject: usize) -> Arc<Broker> {
+        let capacity = capacity.max(1);
         Arc::new(Broker {
             registry: Mutex::default(),
             next_id: AtomicU64::new(1),
-            capacity: capacity.max(1),
+            capacity,
+            all: Mutex::new(AllLog {
+                base: 0,
+                items: VecDeque::new(),
+                capacity,
+                evicted: HashMap::new(),
+            }),
+            all_wake: Notify::new(),
+            subjects: Mutex::default(),
+            per_subject,
         })
     }
 
-    pub fn subscribe(self: &Arc<Self>, filter: Filter) -> Subscription {
-        let slot = Arc::new(Slot {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            filter,
-            state: Mutex::default(),
-            wake: Notify::new(),
-        });
-        let mut reg = lock(&self.registry);
-        match filter {
-            Filter::User(u) => reg.by_user.entry(u).or_default().push(slot.clone()),
-            Filter::All => reg.all.push(slot.clone()),
+    /// A subscription of `subject` (the token subject), unless it holds the
+    /// most it may.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        filter: Filter,
+        subject: &str,
+    ) -> Result<Subscription, TooManySubscriptions> {
+        {
+            let mut subjects = lock(&self.subjects);
+            let n = subjects.entry(subject.to_owned()).or_default();
+            if self.per_subject > 0 && *n >= self.per_subject {
+                return Err(TooManySubscriptions(self.per_subject));
+            }
+            *n += 1;
         }
-        Subscription {
+        let reader = match filter {
+            Filter::User(u) => {
+                let slot = Arc::new(Slot {
+                    id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                    state: Mutex::default(),
+                    wake: Notify::new(),
+                });
+                lock(&self.registry)
+                    .by_user
+                    .entry(u)
+                    .or_default()
+                    .push(slot.clone());
+                Reader::User(slot)
+            }
+            Filter::All => {
+                // Registered and positioned under the log's lock, so no
+                // event is both before the cursor and unannounced.
+                let log = lock(&self.all);
+                lock(&self.registry).all += 1;
+                Reader::All {
+                    cursor: log.end(),
+                    missed: BTreeSet::new(),
+                }
+            }
+        };
+        Ok(Subscription {
             broker: self.clone(),
-            slot,
+            filter,
+            subject: subject.to_owned(),
+            reader,
             watermarks: HashMap::new(),
-        }
+        })
     }
 
     /// Open subscriptions, for `/metrics`.
     pub fn subscribers(&self) -> usize {
         let reg = lock(&self.registry);
-        reg.all.len() + reg.by_user.values().map(Vec::len).sum::<usize>()
+        reg.all + reg.by_user.values().map(Vec::len).sum::<usize>()
     }
 
-    /// Hands one committed change to every matching subscriber; never waits.
+    /// Hands one committed change to every matching subscriber; never
+    /// waits, and costs the same whatever the number of all-users
+    /// subscribers.
     pub fn publish(&self, event: BalanceEvent) {
         let event = Arc::new(event);
-        let reg = lock(&self.registry);
-        if let Some(slots) = reg.by_user.get(&event.user_id) {
-            for s in slots {
-                s.offer(&event, self.capacity);
+        {
+            let reg = lock(&self.registry);
+            if let Some(slots) = reg.by_user.get(&event.user_id) {
+                for s in slots {
+                    s.offer(&event, self.capacity);
+                }
             }
         }
-        for s in &reg.all {
-            s.offer(&event, self.capacity);
-        }
+        lock(&self.all).push(Item::Event(event));
+        self.all_wake.notify_waiters();
     }
 
     /// After events may have been lost (the database listener reconnected):
     /// every single-user subscriber resyncs its user, and every all-users
     /// subscriber resyncs `changed`, the users whose ledger moved meanwhile.
     pub fn resync(&self, changed: &[i32]) {
-        let reg = lock(&self.registry);
-        for (user, slots) in &reg.by_user {
-            for s in slots {
-                s.mark_missed([*user]);
-            }
-        }
-        for s in &reg.all {
-            s.mark_missed(changed.iter().copied());
-        }
-    }
-
-    fn remove(&self, slot: &Slot) {
-        let mut reg = lock(&self.registry);
-        match slot.filter {
-            Filter::User(u) => {
-                if let Some(v) = reg.by_user.get_mut(&u) {
-                    v.retain(|s| s.id != slot.id);
-                    if v.is_empty() {
-                        reg.by_user.remove(&u);
-                    }
+        {
+            let reg = lock(&self.registry);
+            for (user, slots) in &reg.by_user {
+                for s in slots {
+                    s.mark_missed([*user]);
                 }
             }
-            Filter::All => reg.all.retain(|s| s.id != slot.id),
+        }
+        lock(&self.all).push(Item::Missed(changed.into()));
+        self.all_wake.notify_waiters();
+    }
+
+    fn remove(&self, filter: Filter, subject: &str, slot_id: Option<u64>) {
+        {
+            let mut reg = lock(&self.registry);
+            match (filter, slot_id) {
+                (Filter::User(u), Some(id)) => {
+                    if let Some(v) = reg.by_user.get_mut(&u) {
+                        v.retain(|s| s.id != id);
+                        if v.is_empty() {
+                            reg.by_user.remove(&u);
+                        }
+                    }
+                }
+                _ => reg.all = reg.all.saturating_sub(1),
+            }
+        }
+        let mut subjects = lock(&self.subjects);
+        if let Some(n) = subjects.get_mut(subject) {
+            *n -= 1;
+            if *n == 0 {
+                subjects.remove(subject);
+            }
         }
     }
 }
@@ -228,9 +353,20 @@ impl LedgerSink for Broker {
 /// One subscriber's handle; unregisters when dropped.
 pub struct Subscription {
     broker: Arc<Broker>,
-    slot: Arc<Slot>,
+    filter: Filter,
+    subject: String,
+    reader: Reader,
     /// Per resynced user, what the resync covered.
     watermarks: HashMap<i32, Mark>,
+}
+
+/// Where a subscription reads.
+enum Reader {
+    /// Its own queue.
+    User(Arc<Slot>),
+    /// The shared all-users log, from `cursor`; `missed`: users to resync
+    /// before anything else, whose events meanwhile are skipped.
+    All { cursor: u64, missed: BTreeSet<i32> },
 }
 
 /// What a resync of one user read: events up to it are stale.
@@ -242,42 +378,94 @@ pub struct Mark {
     pub hold_seq: i64,
 }
 
+/// Up to [`RESYNC_CHUNK`] users out of `missed`.
+fn resync_chunk(missed: &mut BTreeSet<i32>) -> Vec<i32> {
+    let mut users = Vec::new();
+    while users.len() < RESYNC_CHUNK {
+        match missed.pop_first() {
+            Some(u) => users.push(u),
+            None => break,
+        }
+    }
+    users
+}
+
 impl Subscription {
     pub fn filter(&self) -> Filter {
-        self.slot.filter
+        self.filter
     }
 
     /// Waits for the next event or resync request.
     pub async fn next(&mut self) -> Next {
-        loop {
-            {
-                let mut st = lock(&self.slot.state);
-                if !st.missed.is_empty() {
-                    let mut users = Vec::new();
-                    while users.len() < RESYNC_CHUNK {
-                        match st.missed.pop_first() {
-                            Some(u) => users.push(u),
-                            None => break,
+        match &mut self.reader {
+            Reader::User(slot) => loop {
+                {
+                    let mut st = lock(&slot.state);
+                    if !st.missed.is_empty() {
+                        return Next::Resync(resync_chunk(&mut st.missed));
+                    }
+                    while let Some(event) = st.queue.pop_front() {
+                        if is_stale(&mut self.watermarks, &event) {
+                            continue;
                         }
+                        return Next::Event(event);
                     }
-                    return Next::Resync(users);
                 }
-                while let Some(event) = st.queue.pop_front() {
-                    if is_stale(&mut self.watermarks, &event) {
-                        continue;
+                // A notification sent between the check above and this
+                // await is kept as a permit, so no wake-up is lost.
+                slot.wake.notified().await;
+            },
+            Reader::All { cursor, missed } => loop {
+                if !missed.is_empty() {
+                    return Next::Resync(resync_chunk(missed));
+                }
+                // Registered before the look, so an append after it wakes
+                // this reader.
+                let notified = self.broker.all_wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let item = {
+                    let log = lock(&self.broker.all);
+                    if *cursor < log.base {
+                        // Fell behind the log: resync whoever it lost.
+                        missed.extend(
+                            log.evicted
+                                .iter()
+                                .filter(|(_, at)| **at >= *cursor)
+                                .map(|(u, _)| *u),
+                        );
+                        *cursor = log.base;
+                        None
+                    } else {
+                        let item = log
+                            .items
+                            .get(usize::try_from(*cursor - log.base).unwrap_or(usize::MAX))
+                            .cloned();
+                        if item.is_some() {
+                            *cursor += 1;
+                        }
+                        item
                     }
-                    return Next::Event(event);
+                };
+                match item {
+                    Some(Item::Event(e)) => {
+                        // A user awaiting a resync: that resync covers it.
+                        if missed.contains(&e.user_id) || is_stale(&mut self.watermarks, &e) {
+                            continue;
+                        }
+                        return Next::Event(e);
+                    }
+                    Some(Item::Missed(users)) => missed.extend(users.iter().copied()),
+                    None if !missed.is_empty() => {}
+                    None => notified.await,
                 }
-            }
-            // A notification sent between the check above and this await is
-            // kept as a permit, so no wake-up is lost.
-            self.slot.wake.notified().await;
+            },
         }
     }
 
     /// Records what a resync of `user` covered.
     pub fn resynced(&mut self, user: i32, mark: Mark) {
-        if self.slot.filter.matches(user) {
+        if self.filter.matches(user) {
             self.watermarks.insert(user, mark);
         }
     }
@@ -303,7 +491,11 @@ fn is_stale(watermarks: &mut HashMap<i32, Mark>, event: &BalanceEvent) -> bool {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.broker.remove(&self.slot);
+        let slot = match &self.reader {
+            Reader::User(slot) => Some(slot.id),
+            Reader::All { .. } => None,
+        };
+        self.broker.remove(self.filter, &self.subject, slot);
     }
 }
 
@@ -367,8 +559,8 @@ mod tests {
 
     #[tokio::test]
     async fn hold_events_older_than_a_resync_are_skipped_newer_ones_flow() {
-        let b = Broker::new(8);
-        let mut s = b.subscribe(Filter::User(1));
+        let b = Broker::new(8, 0);
+        let mut s = b.subscribe(Filter::User(1), "t").unwrap();
         b.publish(hold_event(1, 1));
         // The feed was lost: user 1 must be resynced.
         b.resync(&[1]);
@@ -401,9 +593,9 @@ mod tests {
 
     #[tokio::test]
     async fn routes_by_user_and_all() {
-        let b = Broker::new(16);
-        let mut one = b.subscribe(Filter::User(1));
-        let mut all = b.subscribe(Filter::All);
+        let b = Broker::new(16, 0);
+        let mut one = b.subscribe(Filter::User(1), "t").unwrap();
+        let mut all = b.subscribe(Filter::All, "t").unwrap();
         b.publish(event(2, 10, 5));
         b.publish(event(1, 11, 7));
         assert_eq!(event_id(&next_now(&mut one).await.unwrap()), 11);
@@ -417,9 +609,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_turns_into_one_resync_and_older_events_are_skipped() {
-        let b = Broker::new(3);
-        let mut slow = b.subscribe(Filter::User(1));
-        let mut fast = b.subscribe(Filter::User(1));
+        let b = Broker::new(3, 0);
+        let mut slow = b.subscribe(Filter::User(1), "t").unwrap();
+        let mut fast = b.subscribe(Filter::User(1), "t").unwrap();
         for i in 0..10 {
             b.publish(event(1, 100 + i, 1000 - i));
             // The fast one keeps up and sees everything in order.
@@ -440,8 +632,8 @@ mod tests {
 
     #[tokio::test]
     async fn events_of_a_missed_user_are_not_queued_until_resynced() {
-        let b = Broker::new(1);
-        let mut s = b.subscribe(Filter::All);
+        let b = Broker::new(1, 0);
+        let mut s = b.subscribe(Filter::All, "t").unwrap();
         b.publish(event(1, 1, 9));
         b.publish(event(2, 2, 9)); // queue full: user 2 missed
         b.publish(event(2, 3, 8)); // dropped, covered by the resync
@@ -458,11 +650,60 @@ mod tests {
 
     #[tokio::test]
     async fn resync_after_reconnect_reaches_every_subscriber() {
-        let b = Broker::new(8);
-        let mut one = b.subscribe(Filter::User(7));
-        let mut all = b.subscribe(Filter::All);
+        let b = Broker::new(8, 0);
+        let mut one = b.subscribe(Filter::User(7), "t").unwrap();
+        let mut all = b.subscribe(Filter::All, "t").unwrap();
         b.resync(&[3, 7]);
         assert!(matches!(next_now(&mut one).await, Some(Next::Resync(u)) if u == vec![7]));
         assert!(matches!(next_now(&mut all).await, Some(Next::Resync(u)) if u == vec![3, 7]));
+    }
+
+    #[tokio::test]
+    async fn an_all_users_reader_behind_the_log_resyncs_exactly_the_users_it_lost() {
+        let b = Broker::new(4, 0);
+        let mut lagging = b.subscribe(Filter::All, "partner").unwrap();
+        let mut current = b.subscribe(Filter::All, "partner").unwrap();
+        // Users 1..=6 each change once; the log keeps the last four.
+        for u in 1..=6 {
+            b.publish(event(u, 100 + i64::from(u), 10));
+            assert_eq!(
+                event_id(&next_now(&mut current).await.unwrap()),
+                100 + i64::from(u)
+            );
+        }
+        match next_now(&mut lagging).await.unwrap() {
+            Next::Resync(users) => assert_eq!(users, vec![1, 2]),
+            other => panic!("expected a resync of the lost users, got {other:?}"),
+        }
+        // Then the four it did not lose, in order.
+        for u in 3..=6 {
+            assert_eq!(
+                event_id(&next_now(&mut lagging).await.unwrap()),
+                100 + i64::from(u)
+            );
+        }
+        assert!(next_now(&mut lagging).await.is_none());
+        assert_eq!(b.subscribers(), 2);
+        drop(lagging);
+        assert_eq!(b.subscribers(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_subject_holds_at_most_its_cap_of_subscriptions() {
+        let b = Broker::new(4, 3);
+        let held: Vec<_> = (0..3)
+            .map(|i| {
+                let f = if i == 0 { Filter::User(1) } else { Filter::All };
+                b.subscribe(f, "partner:p").unwrap()
+            })
+            .collect();
+        assert_eq!(
+            b.subscribe(Filter::All, "partner:p").err(),
+            Some(TooManySubscriptions(3))
+        );
+        // Another subject is not affected; a closed one frees a place.
+        let _other = b.subscribe(Filter::All, "partner:q").unwrap();
+        drop(held);
+        assert!(b.subscribe(Filter::All, "partner:p").is_ok());
     }
 }

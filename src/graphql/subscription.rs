@@ -8,7 +8,7 @@ use futures_util::Stream;
 
 use super::context::{caller, state};
 use super::types::BalanceChange;
-use crate::errors::{to_gql, GqlResult, ReadError};
+use crate::errors::{to_gql, GqlResult, ReadError, Refusal};
 use crate::events::{BalanceEvent, Filter, Mark, Next, Subscription as Feed};
 use crate::state::AppState;
 use crate::store::read as queries;
@@ -25,7 +25,9 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         user_id: Option<i32>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<BalanceChange>>> {
-        let scope = caller(ctx)?.balance_feed_scope(user_id).gql()?;
+        let who = caller(ctx)?;
+        let scope = who.balance_feed_scope(user_id).gql()?;
+        let subject = who.subject_key();
         let st = state(ctx)?.clone();
         // One user: where their history stands now, read before the
         // subscription starts, so an event of a change committed earlier
@@ -46,7 +48,10 @@ impl SubscriptionRoot {
             }
             None => (Filter::All, None),
         };
-        let mut feed = st.broker.subscribe(filter);
+        let mut feed = st
+            .broker
+            .subscribe(filter, &subject)
+            .map_err(|e| to_gql(Refusal::OverLimit(e.to_string())))?;
         if let Some((id, mark)) = start {
             feed.resynced(id, mark);
         }

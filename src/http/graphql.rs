@@ -17,7 +17,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::Value;
 
 use super::media::{is_json_body, negotiate, Media, JSON};
-use super::operation::{assign_codes, error_body, outcome, prepare, subject_key, well_formed};
+use super::operation::{assign_codes, error_body, outcome, prepare, well_formed};
 use super::{HttpState, MAX_BATCH, MAX_BODY_BYTES};
 use crate::auth::{AuthError, Caller, Role};
 use crate::errors::{to_server_error, Coded, ReadError, Refusal};
@@ -98,7 +98,7 @@ struct Admitted {
 fn admit(s: &HttpState, headers: &HeaderMap, peer: SocketAddr) -> Result<Admitted, Refusal> {
     let caller = authenticate(s, headers)?;
     let key = match &caller {
-        Some(c) => subject_key(c),
+        Some(c) => c.subject_key(),
         None => format!("ip:{}", peer.ip()),
     };
     s.rate_limiter

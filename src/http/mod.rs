@@ -6,6 +6,7 @@ mod graphiql;
 mod graphql;
 pub mod media;
 mod operation;
+pub mod places;
 pub mod rate_limit;
 pub mod serve;
 mod ws;
@@ -18,8 +19,8 @@ use axum::routing::get;
 use axum::Router;
 use tracing::Instrument;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
@@ -27,6 +28,7 @@ use crate::graphql::AppSchema;
 use crate::metrics::Gauges;
 use crate::state::AppState;
 use documents::Documents;
+use places::Places;
 use rate_limit::RateLimiter;
 
 /// Largest request body accepted.
@@ -47,58 +49,32 @@ pub struct HttpState {
     pub documents: Arc<Documents>,
     /// Open WebSocket connections, awaited (bounded) at shutdown.
     pub connections: TaskTracker,
-    /// Open WebSockets per token subject (`WS_MAX_PER_SUBJECT`).
-    pub ws_subjects: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// One open WebSocket of a subject; gives its place back when dropped.
-pub struct Seat {
-    subjects: Arc<Mutex<HashMap<String, usize>>>,
-    key: String,
-}
-
-impl Seat {
-    /// A place among `key`'s sockets, if it holds fewer than `cap` (0: no cap).
-    pub fn take(
-        subjects: &Arc<Mutex<HashMap<String, usize>>>,
-        key: String,
-        cap: usize,
-    ) -> Option<Seat> {
-        let mut map = subjects.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(key.clone()).or_default();
-        if cap > 0 && *n >= cap {
-            return None;
-        }
-        *n += 1;
-        Some(Seat {
-            subjects: subjects.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for Seat {
-    fn drop(&mut self) {
-        let mut map = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.key);
-            }
-        }
-    }
+    /// Authenticated WebSockets per token subject (`WS_MAX_PER_SUBJECT`),
+    /// and in all (`WS_MAX_CONNECTIONS`).
+    pub ws_subjects: Arc<Places<String>>,
+    /// WebSockets that have not authenticated yet, per client address
+    /// (`WS_ANONYMOUS_PER_ADDRESS`) and in all (`WS_ANONYMOUS_MAX`): they
+    /// never hold an authenticated caller's place.
+    pub ws_anonymous: Arc<Places<IpAddr>>,
 }
 
 impl HttpState {
     pub fn new(app: AppState, schema: AppSchema) -> HttpState {
         let rates = app.settings.rates;
         HttpState {
+            ws_subjects: Arc::new(Places::new(
+                app.settings.ws_max_per_subject,
+                app.settings.ws_max_connections,
+            )),
+            ws_anonymous: Arc::new(Places::new(
+                app.settings.ws_anonymous_per_address,
+                app.settings.ws_anonymous_max,
+            )),
             app,
             schema,
             rate_limiter: Arc::new(RateLimiter::new(rates)),
             documents: Arc::new(Documents::new()),
             connections: TaskTracker::new(),
-            ws_subjects: Arc::default(),
         }
     }
 }

@@ -8,12 +8,17 @@
 //!   or sends headers too slowly, is closed after it;
 //! - at most `max_connections` open connections; further clients wait in
 //!   the kernel's accept backlog until one closes (a WebSocket leaves the
-//!   count when it upgrades: WebSockets have caps of their own).
+//!   count when it upgrades: WebSockets have caps of their own);
+//! - at most `per_address` open connections from one client address:
+//!   further ones are closed at once, so one address cannot fill the
+//!   connection cap and keep everyone else in the backlog;
+//! - a first-byte timeout, shorter than the header timeout: a connection
+//!   that sends nothing at all is closed sooner, before hyper is involved.
 //!
 //! On shutdown it stops accepting and asks every connection to finish its
 //! request in flight and close; it returns when all have.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,16 +31,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use super::places::Places;
+
 /// How the listener treats connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_timeout: Duration,
+    pub first_byte_timeout: Duration,
     pub max_connections: usize,
+    /// Per client address; 0 = no cap.
+    pub per_address: usize,
 }
 
 /// Serves `router` until `stop` is cancelled and every connection closed.
 pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: CancellationToken) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let addresses: Places<IpAddr> = Places::new(limits.per_address, 0);
+    let first_byte = limits.first_byte_timeout.min(limits.header_timeout);
     let connections = TaskTracker::new();
     let mut make = router.into_make_service_with_connect_info::<SocketAddr>();
     loop {
@@ -59,14 +71,23 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
             },
             _ = stop.cancelled() => break,
         };
+        let Ok(place) = addresses.take(peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from one address; closed");
+            continue;
+        };
         let svc = match make.call(peer).await {
             Ok(svc) => svc,
             Err(never) => match never {},
         };
         let stop = stop.clone();
         connections.spawn(async move {
-            let _permit = permit;
+            let (_permit, _place) = (permit, place);
             let _ = stream.set_nodelay(true);
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(first_byte, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             let hyper_svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 svc.clone().call(req)
             });

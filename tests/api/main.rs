@@ -15,6 +15,7 @@ mod concurrency;
 mod consume_call;
 mod costs;
 mod durability;
+mod exposure;
 mod fal_standin;
 mod graphiql;
 mod holds;

@@ -38,6 +38,23 @@ impl WsClient {
         Self::over(url, subprotocol, stream).await
     }
 
+    /// From the local address `source` (another loopback address, so one
+    /// machine plays several clients).
+    pub async fn connect_from(url: &str, source: &str) -> Result<WsClient, String> {
+        let stream = tcp_from(url, source).await.map_err(|e| e.to_string())?;
+        let mut req = (url.replace("http://", "ws://") + "/graphql")
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().map_err(|_| "header")?,
+        );
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(WsClient { ws, legacy: false })
+    }
+
     /// Over a socket whose receive buffer is tiny: a client that reads
     /// slowly backs up into the server quickly.
     pub async fn connect_small_buffer(app: &TestApp) -> WsClient {
@@ -160,6 +177,17 @@ impl WsClient {
             }
         }
     }
+}
+
+/// A TCP connection to the gateway at `url` from the local address `source`.
+pub async fn tcp_from(url: &str, source: &str) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().expect("an IPv4 address"))?;
+    let addr = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("host:port");
+    socket.connect(addr).await
 }
 
 impl TestApp {

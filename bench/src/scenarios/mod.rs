@@ -7,6 +7,7 @@ pub mod costs;
 pub mod holds;
 pub mod peer;
 pub mod replay;
+pub mod stuck;
 pub mod tasks;
 pub mod usage;
 

@@ -12,10 +12,11 @@
 mod protocol;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, StreamExt};
@@ -24,9 +25,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::operation::{assign_codes, error_body, prepare, subject_key, well_formed};
+use super::operation::{assign_codes, error_body, prepare, well_formed};
+use super::places::Place;
 use super::rate_limit::Bucket;
-use super::{HttpState, Seat};
+use super::HttpState;
 use crate::auth::{AuthError, Caller};
 use crate::errors::Refusal;
 use protocol::{ClientMessage, Close, Protocol};
@@ -39,6 +41,8 @@ const SOCKET_BUFFER: usize = 4 * 1024;
 const MAX_OPERATIONS: usize = 100;
 /// Frames waiting for the socket, per connection.
 const OUT_QUEUE: usize = 64;
+/// A write the client does not take within this time closes the socket.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn upgrade(s: HttpState, req: Request) -> Response {
     let (mut parts, _) = req.into_parts();
@@ -64,14 +68,21 @@ pub async fn upgrade(s: HttpState, req: Request) -> Response {
         )
             .into_response();
     }
-    if s.connections.len() >= s.app.settings.ws_max_connections {
+    // Until its `connection_init` is accepted a socket holds a place of
+    // the small anonymous budget (per address and in all), never one of
+    // the authenticated callers' places.
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let Ok(anonymous) = s.ws_anonymous.take(peer) else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "5")],
-            "too many open WebSockets; try again later",
+            "too many WebSockets waiting to authenticate; try again later",
         )
             .into_response();
-    }
+    };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
@@ -85,7 +96,7 @@ pub async fn upgrade(s: HttpState, req: Request) -> Response {
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let tracker = s.connections.clone();
-            tracker.track_future(Connection::new(s, protocol).run(socket))
+            tracker.track_future(Connection::new(s, protocol, anonymous).run(socket))
         })
 }
 
@@ -106,8 +117,11 @@ struct Connection {
     protocol: Protocol,
     init_received: bool,
     caller: Option<Caller>,
-    /// The caller's place among their subject's sockets; released on drop.
-    seat: Option<Seat>,
+    /// The socket's place while it has not authenticated (per address).
+    anonymous: Option<Place<IpAddr>>,
+    /// The caller's place among authenticated sockets (per subject and in
+    /// all); released on drop.
+    seat: Option<Place<String>>,
     operations: HashMap<String, AbortHandle>,
     tasks: JoinSet<()>,
     /// The connection's own message rate (`WS_MESSAGE_RATE`).
@@ -115,13 +129,14 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(s: HttpState, protocol: Protocol) -> Self {
+    fn new(s: HttpState, protocol: Protocol, anonymous: Place<IpAddr>) -> Self {
         let rate = s.app.settings.ws_message_rate;
         Connection {
             s,
             protocol,
             init_received: false,
             caller: None,
+            anonymous: Some(anonymous),
             seat: None,
             operations: HashMap::new(),
             tasks: JoinSet::new(),
@@ -184,14 +199,21 @@ impl Connection {
                             None => continue,
                         },
                     };
-                    if send_all(&mut sink, frames).await.is_err() {
-                        break None;
+                    // A client that stops reading cannot hold the socket
+                    // (or outlive its token) by stalling a write.
+                    let limit = write_deadline(expiry_armed.then(|| expiry.deadline()));
+                    match tokio::time::timeout_at(limit, send_all(&mut sink, frames)).await {
+                        Ok(Ok(())) => {}
+                        _ => break None,
                     }
                 }
                 _ = &mut init_deadline, if !self.init_received => break Some(Close::InitTimeout),
                 _ = keep_alive.tick(), if keep_alive_on && self.caller.is_some() => {
-                    if send(&mut sink, protocol::keep_alive(self.protocol)).await.is_err() {
-                        break None;
+                    let limit = write_deadline(expiry_armed.then(|| expiry.deadline()));
+                    let ka = send(&mut sink, protocol::keep_alive(self.protocol));
+                    match tokio::time::timeout_at(limit, ka).await {
+                        Ok(Ok(())) => {}
+                        _ => break None,
                     }
                 }
                 _ = &mut expiry, if expiry_armed => break Some(Close::Forbidden("token expired".into())),
@@ -237,10 +259,13 @@ impl Connection {
                 self.init_received = true;
                 match self.authenticate(&payload) {
                     Ok(caller) => {
-                        let cap = self.s.app.settings.ws_max_per_subject;
-                        let seat = Seat::take(&self.s.ws_subjects, subject_key(&caller), cap)
-                            .ok_or(Some(Close::TooManySockets))?;
+                        let seat = self
+                            .s
+                            .ws_subjects
+                            .take(caller.subject_key())
+                            .map_err(|_| Some(Close::TooManySockets))?;
                         self.seat = Some(seat);
+                        self.anonymous = None;
                         self.caller = Some(caller);
                         send(sink, protocol::ack()).await.map_err(|_| None)?;
                         if self.protocol == Protocol::LegacyWs {
@@ -287,7 +312,7 @@ impl Connection {
                 let (cost, subscription) = (facts.rate_cost, facts.subscription);
                 if let Err(wait) = self.s.rate_limiter.take(
                     Some(caller.role),
-                    &subject_key(&caller),
+                    &caller.subject_key(),
                     cost,
                     Instant::now(),
                 ) {
@@ -351,10 +376,22 @@ impl Connection {
     }
 }
 
-/// When the caller's token expires, on the runtime's clock.
+/// When the caller's token expires, on the runtime's clock, to the
+/// millisecond (`exp` is whole seconds; counting from whole seconds of now
+/// fired up to a second late).
 fn token_deadline(c: &Caller) -> tokio::time::Instant {
-    let left = c.expires_at - chrono::Utc::now().timestamp();
-    tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0))
+    let left_ms = c
+        .expires_at
+        .saturating_mul(1000)
+        .saturating_sub(chrono::Utc::now().timestamp_millis());
+    tokio::time::Instant::now() + Duration::from_millis(u64::try_from(left_ms).unwrap_or(0))
+}
+
+/// How long one write to the socket may take: `WRITE_TIMEOUT`, and never
+/// past the token's expiry.
+fn write_deadline(expiry: Option<tokio::time::Instant>) -> tokio::time::Instant {
+    let limit = tokio::time::Instant::now() + WRITE_TIMEOUT;
+    expiry.map_or(limit, |e| e.min(limit))
 }
 
 fn parse_request(payload: Value) -> Result<async_graphql::Request, String> {

@@ -129,7 +129,13 @@ impl Metrics {
     }
 
     /// The label for a client-chosen operation name (bounded, see above).
-    fn operation_label(&self, operation: Option<&str>) -> String {
+    /// Callers without a valid token never take one of the slots: their
+    /// operations all count as `unauthenticated`, so anyone on the network
+    /// cannot fill the slots and hide the services' names under `other`.
+    fn operation_label(&self, operation: Option<&str>, authenticated: bool) -> String {
+        if !authenticated {
+            return "unauthenticated".to_owned();
+        }
         let Some(n) = operation else {
             return "anonymous".to_owned();
         };
@@ -151,8 +157,14 @@ impl Metrics {
 
     /// One GraphQL operation answered: its name, outcome (`ok` or the first
     /// error's code) and latency.
-    pub fn request(&self, operation: Option<&str>, outcome: &str, latency: Duration) {
-        let name = self.operation_label(operation);
+    pub fn request(
+        &self,
+        operation: Option<&str>,
+        authenticated: bool,
+        outcome: &str,
+        latency: Duration,
+    ) {
+        let name = self.operation_label(operation, authenticated);
         self.requests.with_label_values(&[&name, outcome]).inc();
         self.latency
             .with_label_values(&[&name])
@@ -213,9 +225,9 @@ mod tests {
     #[test]
     fn operation_names_are_bounded_and_sanitised() {
         let m = Metrics::new("sqlite").expect("metrics");
-        m.request(Some("UsageDetail"), "ok", Duration::from_millis(3));
-        m.request(Some("bad name\"}"), "ok", Duration::from_millis(3));
-        m.request(None, "INVALID_INPUT", Duration::from_millis(3));
+        m.request(Some("UsageDetail"), true, "ok", Duration::from_millis(3));
+        m.request(Some("bad name\"}"), true, "ok", Duration::from_millis(3));
+        m.request(None, true, "INVALID_INPUT", Duration::from_millis(3));
         let text = m.render(&gauges());
         assert!(text.contains("gateway_requests_total{operation=\"UsageDetail\",outcome=\"ok\"} 1"));
         assert!(text.contains("gateway_requests_total{operation=\"other\",outcome=\"ok\"} 1"));
@@ -227,8 +239,29 @@ mod tests {
         ));
         assert!(text.contains("gateway_db_pool_connections{state=\"in_use\"} 1"));
         assert!(text.contains("gateway_sql_statements_total 9"));
+        // Unauthenticated callers take no slot, whatever names they send.
+        let m2 = Metrics::new("sqlite").expect("metrics");
         for i in 0..300 {
-            m.request(Some(&format!("Op{i}")), "ok", Duration::from_millis(1));
+            m2.request(
+                Some(&format!("Anon{i}")),
+                false,
+                "UNAUTHENTICATED",
+                Duration::from_millis(1),
+            );
+        }
+        m2.request(Some("Consume"), true, "ok", Duration::from_millis(1));
+        let text2 = m2.render(&gauges());
+        assert!(text2.contains("gateway_requests_total{operation=\"Consume\",outcome=\"ok\"} 1"));
+        assert!(text2.contains(
+            "gateway_requests_total{operation=\"unauthenticated\",outcome=\"UNAUTHENTICATED\"} 300"
+        ));
+        for i in 0..300 {
+            m.request(
+                Some(&format!("Op{i}")),
+                true,
+                "ok",
+                Duration::from_millis(1),
+            );
         }
         let text = m.render(&gauges());
         assert!(text.matches("gateway_requests_total{").count() <= MAX_OPERATION_NAMES + 3);

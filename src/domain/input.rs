@@ -23,6 +23,40 @@ pub(super) fn invalid(msg: impl Into<String>) -> InputError {
     InputError(msg.into())
 }
 
+/// A text a reader filters or searches by (`users(search:)`, a task's
+/// status or app name): at most `max` characters, none of them control
+/// characters. Longer texts match nothing real and cost the engine (SQLite
+/// refuses LIKE patterns over 50,000 bytes); NUL is not storable text on
+/// PostgreSQL. Both are the caller's mistake: `INVALID_INPUT`.
+pub fn filter_text(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, InputError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if value.chars().count() > max {
+        return Err(invalid(format!("{field} must be at most {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(Some(value))
+}
+
+/// Characters that change how the text around them is shown without being
+/// seen: bidirectional overrides and isolates (a name or note could show
+/// reversed text on an admin's or user's page) and zero-width characters
+/// (two names that look the same).
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// A time given by a client, checked to lie in the range every engine
 /// stores and compares correctly (see [`crate::time::storable`]).
 pub fn timestamp(what: &str, t: DateTime<Utc>) -> Result<DateTime<Utc>, InputError> {
@@ -108,6 +142,11 @@ impl Note {
         if value.chars().any(char::is_control) {
             return Err(invalid("note must not contain control characters"));
         }
+        if value.chars().any(is_invisible_format) {
+            return Err(invalid(
+                "note must not contain direction overrides or zero-width characters",
+            ));
+        }
         Ok(Note(value.to_owned()))
     }
 
@@ -154,11 +193,35 @@ impl UserName {
         if trimmed.chars().count() > 100 || trimmed.chars().any(char::is_control) {
             return Err(invalid("name must be at most 100 printable characters"));
         }
+        if trimmed.chars().any(is_invisible_format) {
+            return Err(invalid(
+                "name must not contain direction overrides or zero-width characters",
+            ));
+        }
         Ok(UserName(trimmed.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A user's mjk ledger uuid given to `createUser`: any uuid but the nil
+/// one, which legacy code uses as "no user" and which would let two
+/// callers that forgot to set it share one identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserUuid(uuid::Uuid);
+
+impl UserUuid {
+    pub fn new(value: uuid::Uuid) -> Result<UserUuid, InputError> {
+        if value.is_nil() {
+            return Err(invalid("uuid must not be the nil uuid"));
+        }
+        Ok(UserUuid(value))
+    }
+
+    pub fn get(self) -> uuid::Uuid {
+        self.0
     }
 }
 
@@ -306,6 +369,12 @@ impl RefundRequest {
     }
 }
 
+/// The largest `payType` accepted. Seed 004 names the column 支付类型
+/// (payment type) without listing codes; the platforms use small channel
+/// numbers, so a negative or huge value is a caller's mistake, not a new
+/// channel, and is never written to the legacy table.
+pub const PAY_TYPE_MAX: i32 = 999;
+
 #[derive(Debug, Clone)]
 pub struct RechargeRequest {
     pub user_id: i32,
@@ -351,13 +420,24 @@ impl RechargeRequest {
             (RechargeKind::Paid, None) => {
                 return Err(invalid("moneyCents is required for a paid recharge"))
             }
-            (RechargeKind::Paid, Some(m)) if m < 0 => {
-                return Err(invalid("moneyCents must not be negative"))
+            // A paid recharge with nothing paid is a gift: booked as one,
+            // it keeps paid and gift points apart.
+            (RechargeKind::Paid, Some(m)) if m <= 0 => {
+                return Err(invalid(
+                    "moneyCents must be positive for a paid recharge (use kind GIFT)",
+                ))
             }
             (RechargeKind::Gift, Some(_)) => {
                 return Err(invalid("moneyCents is only accepted for a paid recharge"))
             }
             _ => {}
+        }
+        if let Some(p) = pay_type {
+            if !(0..=PAY_TYPE_MAX).contains(&p) {
+                return Err(invalid(format!(
+                    "payType must be a payment channel code from 0 to {PAY_TYPE_MAX}"
+                )));
+            }
         }
         if let Some(at) = expires_at {
             timestamp("expiresAt", at)?;
@@ -394,6 +474,32 @@ impl RechargeRequest {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn filter_texts_are_bounded_and_printable() {
+        use super::filter_text;
+        assert_eq!(filter_text("search", None, 5).ok(), Some(None));
+        assert!(filter_text("search", Some("abcde".into()), 5).is_ok());
+        assert!(filter_text("search", Some("abcdef".into()), 5).is_err());
+        assert!(filter_text("search", Some("a\0b".into()), 5).is_err());
+    }
+
+    #[test]
+    fn hidden_formatting_and_the_nil_uuid_are_refused() {
+        use super::{Note, UserName, UserUuid};
+        for bad in [
+            "ad\u{202E}nimda",
+            "a\u{200B}b",
+            "\u{2066}x\u{2069}",
+            "\u{FEFF}x",
+        ] {
+            assert!(UserName::new(bad).is_err(), "{bad:?}");
+            assert!(Note::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(UserName::new("张三 (王)").is_ok());
+        assert!(UserUuid::new(uuid::Uuid::nil()).is_err());
+        assert!(UserUuid::new(uuid::Uuid::from_u128(1)).is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -8,6 +8,7 @@ use super::types::*;
 use crate::domain::hold_input::{CaptureRequest, HoldDraft, HoldRequest, ReleaseRequest};
 use crate::domain::input::{
     ConsumeRequest, PlatformUserId, RechargeDraft, RechargeRequest, RefundRequest, UserName,
+    UserUuid,
 };
 use crate::domain::ledger::{self, CreateUser};
 use crate::errors::Coded;
@@ -152,7 +153,7 @@ impl MutationRoot {
         caller(ctx)?.may_mutate().gql()?;
         let req = CreateUser {
             name: UserName::new(&input.name).gql()?,
-            uuid: input.uuid,
+            uuid: input.uuid.map(UserUuid::new).transpose().gql()?,
             id: input.id.map(PlatformUserId::new).transpose().gql()?,
         };
         let u = ledger::create_user(&state(ctx)?.store, &req).await.gql()?;

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::context::{caller, state};
 use super::types::*;
 use super::{AccountByKeyLoader, DuePointsLoader, LiveBatchesLoader, UserLoader};
-use crate::domain::input::timestamp;
+use crate::domain::input::{filter_text, timestamp};
 use crate::domain::source::{SourceType, TxType};
 use crate::errors::{to_gql, GqlResult, ReadError};
 use crate::store::read::{self as queries, Cursor, Page};
@@ -294,7 +294,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<UserConnection> {
         caller(ctx)?.must_be_admin().gql()?;
         let page = Page::new(first, after.as_deref()).gql()?;
-        let search = queries::users::UserSearch(search);
+        let search = queries::users::UserSearch(filter_text("search", search, 100).gql()?);
         let (rows, more) = queries::users::search_page(&state(ctx)?.store, &search, &page)
             .await
             .gql()?;
@@ -374,8 +374,8 @@ impl QueryRoot {
         let filter = queries::fal::TaskFilter {
             user_id,
             account_id: f.account_id,
-            status: f.status,
-            app_name: f.app_name,
+            status: filter_text("status", f.status, 50).gql()?,
+            app_name: filter_text("appName", f.app_name, 200).gql()?,
             from: f.from,
             to: f.to,
             refunded: f.refunded,

@@ -357,6 +357,7 @@ async fn execute(
 ) -> Response {
     let started = Instant::now();
     let caller_role = caller.as_ref().map(|c| c.role);
+    let authenticated = caller_role.is_some();
     let label = |r: &async_graphql::Request| {
         r.operation_name
             .clone()
@@ -387,9 +388,12 @@ async fn execute(
         Err(_) => {
             let refusal = Refusal::OverBudget(budget);
             for n in &names {
-                s.app
-                    .metrics
-                    .request(n.as_deref(), refusal.code().as_str(), started.elapsed());
+                s.app.metrics.request(
+                    n.as_deref(),
+                    authenticated,
+                    refusal.code().as_str(),
+                    started.elapsed(),
+                );
             }
             return refuse(media, refusal);
         }
@@ -402,7 +406,9 @@ async fn execute(
         let request_error = assign_codes(r);
         any_request_error |= request_error;
         let (outcome, elapsed) = (outcome(r), started.elapsed());
-        s.app.metrics.request(name.as_deref(), outcome, elapsed);
+        s.app
+            .metrics
+            .request(name.as_deref(), authenticated, outcome, elapsed);
         // One line per operation (the request's span adds its request id).
         tracing::info!(
             operation = ?name.as_deref().unwrap_or("anonymous"),

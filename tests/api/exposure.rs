@@ -191,3 +191,82 @@ async fn a_subject_holds_a_bounded_number_of_subscriptions_across_its_sockets() 
     }
     assert_eq!(delivered, 30);
 }
+
+/// The `exp` claim of a token, in seconds.
+fn exp_of(token: &str) -> i64 {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice::<serde_json::Value>(&bytes).expect("claims")["exp"]
+        .as_i64()
+        .expect("exp")
+}
+
+/// A socket's token expiry fires at `exp` to the millisecond, not up to a
+/// second late (the deadline was counted from whole seconds of now), and a
+/// socket whose client stopped reading does not outlive its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_closes_when_its_token_expires_even_if_its_client_stopped_reading() {
+    let app = spawn_with(Engine::Sqlite, |_| {}).await;
+    let u = app.create_user("busy").await;
+    app.recharge(u, 1_000_000, "o", None).await;
+    // Initialise 0.6 s into a second: the old deadline fired 0.6 s late.
+    let wait_ms = (1_600 - chrono::Utc::now().timestamp_subsec_millis() as i64) % 1_000;
+    tokio::time::sleep(Duration::from_millis(wait_ms as u64)).await;
+    let partner = app
+        .keys
+        .mint(Role::Partner, None, chrono::Duration::seconds(2))
+        .unwrap();
+    let exp_ms = exp_of(&partner) * 1_000;
+    let mut ws = WsClient::ready(&app, &partner).await;
+    let (code, _) = ws.closed().await;
+    let late = chrono::Utc::now().timestamp_millis() - exp_ms;
+    assert_eq!(code, 4403);
+    assert!((-50..300).contains(&late), "closed {late} ms after exp");
+
+    // A client that stops reading while events pour in.
+    let partner = app
+        .keys
+        .mint(Role::Partner, None, chrono::Duration::seconds(3))
+        .unwrap();
+    let exp_ms = exp_of(&partner) * 1_000;
+    let mut stuck = WsClient::connect_small_buffer(&app).await;
+    assert!(matches!(stuck.init(&partner).await, Got::Msg(m) if m["type"] == "connection_ack"));
+    stuck
+        .subscribe("all", BALANCE_CHANGED, serde_json::json!({}))
+        .await;
+    app.wait_subscriptions(1).await;
+    let writer = {
+        let (url, service) = (app.url.clone(), app.service.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut i = 0;
+            while chrono::Utc::now().timestamp_millis() < exp_ms + 1_000 {
+                let q = format!("mutation {{ consume(input: {{userId: {u}, amount: 1, sourceType: SCRIPT, sourceId: \"w{i}\", note: \"{}\"}}) {{ id }} }}", "n".repeat(200));
+                let _ = client
+                    .post(format!("{url}/graphql"))
+                    .bearer_auth(&service)
+                    .json(&serde_json::json!({ "query": q }))
+                    .send()
+                    .await;
+                i += 1;
+            }
+        })
+    };
+    writer.await.unwrap();
+    let mut open = f64::MAX;
+    for _ in 0..20 {
+        open = app
+            .metric("gateway_websocket_connections", &[])
+            .await
+            .unwrap_or(f64::MAX);
+        if open == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open, 0.0, "the unread socket outlived its token");
+    drop(stuck);
+}

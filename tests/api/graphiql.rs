@@ -319,3 +319,48 @@ async fn graphiql_works_from_the_gateway_alone() {
         "the subscription used the WebSocket: {requested:?}"
     );
 }
+
+/// GraphiQL's 978 KB of scripts are sent compressed, revalidated by ETag
+/// (a 304 sends nothing), and a client re-fetching them in a loop is held
+/// to the anonymous rate (429 with `Retry-After`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiql_assets_are_compressed_revalidated_and_rate_limited() {
+    let app = crate::helpers::spawn_with(Engine::Sqlite, |s| s.rates.anonymous = 2.0).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/graphiql/graphiql.min.js", app.url);
+    let plain = client.get(&url).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    let etag = plain.headers()["etag"].to_str().unwrap().to_owned();
+    let plain_len = plain.bytes().await.unwrap().len();
+    let zipped = client
+        .get(&url)
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let zipped_len = zipped.bytes().await.unwrap().len();
+    assert!(
+        zipped_len * 2 < plain_len,
+        "{zipped_len} of {plain_len} bytes"
+    );
+    let mut limited = false;
+    for _ in 0..20 {
+        let r = client.get(&url).send().await.unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "re-fetching in a loop is rate limited");
+    // A revalidation costs nothing and is never limited.
+    let r = client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert!(r.bytes().await.unwrap().is_empty());
+}

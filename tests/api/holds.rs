@@ -21,6 +21,7 @@ both_engines!(
     two_hundred_holds_and_consumes_racing_for_one_hundred_points_never_overdraw,
     hold_changes_are_announced_in_order_with_ledger_rows,
     a_hold_and_another_users_consume_of_one_key_never_both_succeed,
+    a_hold_past_its_expiry_is_not_captured_and_many_expire_in_one_sweep,
 );
 
 const HOLD: &str = "mutation($u: Int!, $a: Int!, $s: SourceType!, $id: String!, $d: Float, $t: Int, $n: String) { hold(input: { userId: $u, amount: $a, sourceType: $s, sourceId: $id, duration: $d, expiresInSecs: $t, note: $n }) { id userId amount status expiresAt createdAt } }";
@@ -659,6 +660,54 @@ async fn a_hold_and_another_users_consume_of_one_key_never_both_succeed(app: Tes
         );
         let loser = if held { &c } else { &h };
         assert_eq!(code(loser), Some("IDEMPOTENCY_CONFLICT"), "{loser}");
+    }
+    app.assert_verify_clean().await;
+}
+
+/// Decided in issue 23: past `expiresAt` a hold is over even before the
+/// sweep runs, so a late capture is `HOLD_SETTLED` and writes nothing; one
+/// sweep then expires every due hold of several users (in transactions of
+/// many holds each), exactly once.
+async fn a_hold_past_its_expiry_is_not_captured_and_many_expire_in_one_sweep(app: TestApp) {
+    let users = [
+        app.create_user("h1").await,
+        app.create_user("h2").await,
+        app.create_user("h3").await,
+    ];
+    for (i, u) in users.iter().enumerate() {
+        app.recharge(*u, 1_000, &format!("o{i}"), None).await;
+    }
+    for i in 0..120 {
+        let r = hold(
+            &app,
+            users[i % 3],
+            2,
+            "SCRIPT",
+            &format!("due-{i}"),
+            Some(1),
+        )
+        .await;
+        assert!(r["errors"].is_null(), "{r}");
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = app.footprint().await;
+    let r = capture(&app, "SCRIPT", "due-0", 1, None).await;
+    assert_eq!(code(&r), Some("HOLD_SETTLED"), "{r}");
+    assert_eq!(
+        app.footprint().await,
+        before,
+        "a refused capture writes nothing"
+    );
+    let r = app
+        .gql(&app.admin, "mutation { expireHolds }", json!({}))
+        .await;
+    assert_eq!(r["data"]["expireHolds"], 120, "{r}");
+    let r = app
+        .gql(&app.admin, "mutation { expireHolds }", json!({}))
+        .await;
+    assert_eq!(r["data"]["expireHolds"], 0, "{r}");
+    for u in users {
+        assert_eq!(app.balance(u).await, 1_000);
     }
     app.assert_verify_clean().await;
 }

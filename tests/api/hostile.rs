@@ -145,3 +145,73 @@ async fn hostile_requests_are_refused_cleanly_and_change_nothing() {
     assert!(grown_mib < 400, "process grew by {grown_mib} MiB");
     app.assert_verify_clean().await;
 }
+
+both_engines!(
+    nul_and_oversized_filter_texts_are_invalid_input,
+    values_the_platforms_cannot_use_are_refused_and_write_nothing,
+);
+
+/// NUL in a search or filter text was `INTERNAL` on PostgreSQL, and a
+/// 200 KB search `INTERNAL` on SQLite (its LIKE pattern limit): both are
+/// the caller's mistake.
+async fn nul_and_oversized_filter_texts_are_invalid_input(app: TestApp) {
+    let cases = [
+        (
+            "query($s: String) { users(search: $s) { nodes { id } } }",
+            json!({ "s": "a\u{0}b" }),
+        ),
+        (
+            "query($s: String) { users(search: $s) { nodes { id } } }",
+            json!({ "s": "x".repeat(200_000) }),
+        ),
+        (
+            "query($s: String) { falTasks(filter: {appName: $s}) { nodes { id } } }",
+            json!({ "s": "fal-ai/\u{0}" }),
+        ),
+        (
+            "query($s: String) { falTasks(filter: {status: $s}) { nodes { id } } }",
+            json!({ "s": "\u{0}" }),
+        ),
+        (
+            "query($s: String) { falTasks(filter: {appName: $s}) { nodes { id } } }",
+            json!({ "s": "a".repeat(100_000) }),
+        ),
+    ];
+    for (query, vars) in cases {
+        let r = app.gql(&app.admin, query, vars).await;
+        assert_eq!(code(&r), Some("INVALID_INPUT"), "{query}: {r}");
+    }
+    let r = app
+        .gql(
+            &app.admin,
+            "{ users(search: \"张\") { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+}
+
+/// Decided in issue 23: the nil uuid, a paid recharge of 0 cents, a
+/// payment channel outside 0..=999, and names or notes with direction
+/// overrides or zero-width characters are `INVALID_INPUT`, writing nothing.
+async fn values_the_platforms_cannot_use_are_refused_and_write_nothing(app: TestApp) {
+    let u = app.create_user("payer").await;
+    let before = app.footprint().await;
+    let cases = [
+        ("mutation { createUser(input: {name: \"n\", uuid: \"00000000-0000-0000-0000-000000000000\"}) { id } }".to_owned(), json!({})),
+        ("mutation($n: String!) { createUser(input: {name: $n}) { id } }".to_owned(), json!({ "n": "admin\u{202E}nimda" })),
+        ("mutation($n: String!) { createUser(input: {name: $n}) { id } }".to_owned(), json!({ "n": "ad\u{200B}min" })),
+        (format!("mutation {{ recharge(input: {{userId: {u}, amount: 10, orderId: \"z0\", moneyCents: 0}}) {{ id }} }}"), json!({})),
+        (format!("mutation {{ recharge(input: {{userId: {u}, amount: 10, orderId: \"z1\", moneyCents: 100, payType: -2147483648}}) {{ id }} }}"), json!({})),
+        (format!("mutation {{ recharge(input: {{userId: {u}, amount: 10, orderId: \"z2\", moneyCents: 100, payType: 1000}}) {{ id }} }}"), json!({})),
+        (CONSUME.to_owned(), json!({ "u": u, "a": 1, "id": "bidi", "n": "\u{2066}x" })),
+    ];
+    for (query, vars) in cases {
+        let r = app.gql(&app.service, &query, vars).await;
+        assert_eq!(code(&r), Some("INVALID_INPUT"), "{query}: {r}");
+    }
+    assert_eq!(app.footprint().await, before);
+    let ok = format!("mutation {{ recharge(input: {{userId: {u}, amount: 10, orderId: \"z3\", moneyCents: 100, payType: 2}}) {{ id }} }}");
+    let r = app.gql(&app.service, &ok, json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+}

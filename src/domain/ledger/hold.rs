@@ -204,6 +204,15 @@ async fn capture_in(
             })
         }
     }
+    // Past its expiry a hold is over, swept or not: a late capture would
+    // charge points the sweep is about to give back (and that the user
+    // may already see as available). The sweep returns them.
+    if hold.expires_at <= w.now {
+        return Err(CaptureError::Settled {
+            key: key(),
+            status: HoldStatus::Expired.as_str(),
+        });
+    }
     let amount = req.amount.get();
     if amount > hold.amount {
         return Err(CaptureError::ExceedsHold {
@@ -423,38 +432,49 @@ pub struct HoldSweep {
     pub points: i64,
 }
 
-/// Holds expired per round; bounds one sweep's memory.
+/// Holds read per round; bounds one sweep's memory.
 const SWEEP_PAGE: u64 = 200;
+/// Holds expired per transaction: one durable commit covers them all, so
+/// a thousand due holds take a few commits, not a thousand.
+const SWEEP_BATCH: usize = 50;
 
-/// Releases every hold past its expiry at `now` as `expired`, one short
-/// transaction per hold. Several instances may sweep at once: the hold is
-/// re-read under its user's lock and settled only while still open, so
-/// each is expired exactly once.
+/// Releases every hold past its expiry at `now` as `expired`, in short
+/// transactions of up to [`SWEEP_BATCH`] holds, their users locked in
+/// ascending id order (every other transaction locks one user, and other
+/// sweeps lock in the same order, so no two wait on each other). Several
+/// instances may sweep at once: each hold is re-read under its user's lock
+/// and settled only while still open, so each is expired exactly once.
 pub async fn expire_holds(store: &Store, now: DateTime<Utc>) -> Result<HoldSweep, StoreError> {
     let mut report = HoldSweep::default();
     loop {
-        let due = store.due_holds(now, SWEEP_PAGE).await?;
+        let mut due = store.due_holds(now, SWEEP_PAGE).await?;
+        due.sort_by_key(|h| (h.user_id, h.id));
         let mut progressed = false;
-        for found in &due {
+        for batch in due.chunks(SWEEP_BATCH) {
             let mut tx = store.begin_write().await?;
-            let Some((w, hold)) = lock_hold(&mut tx, &found.source_type, &found.source_id).await?
-            else {
-                tx.rollback().await?;
-                continue;
-            };
-            if status_of(&hold) != HoldStatus::Held {
-                // Settled by its job or another sweep meanwhile.
-                tx.rollback().await?;
+            let mut swept = HoldSweep::default();
+            for found in batch {
+                let Some((w, hold)) =
+                    lock_hold(&mut tx, &found.source_type, &found.source_id).await?
+                else {
+                    continue;
+                };
                 progressed = true;
-                continue;
+                // Settled by its job or another sweep meanwhile.
+                if status_of(&hold) != HoldStatus::Held {
+                    continue;
+                }
+                if give_back(&mut tx, w, &hold, HoldStatus::Expired, None, None)
+                    .await?
+                    .is_some()
+                {
+                    swept.holds += 1;
+                    swept.points += hold.amount;
+                }
             }
-            let expired = give_back(&mut tx, w, &hold, HoldStatus::Expired, None, None).await?;
             tx.commit().await?;
-            progressed = true;
-            if expired.is_some() {
-                report.holds += 1;
-                report.points += hold.amount;
-            }
+            report.holds += swept.holds;
+            report.points += swept.points;
         }
         if due.len() < SWEEP_PAGE as usize || !progressed {
             break;

@@ -5,14 +5,14 @@ use entity::user;
 use uuid::Uuid;
 
 use super::CreateUserError;
-use crate::domain::input::{PlatformUserId, UserName};
+use crate::domain::input::{PlatformUserId, UserName, UserUuid};
 use crate::store::users::Inserted;
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
 pub struct CreateUser {
     pub name: UserName,
-    pub uuid: Option<Uuid>,
+    pub uuid: Option<UserUuid>,
     /// A ts platform user registered after adoption keeps the platform's id.
     pub id: Option<PlatformUserId>,
 }
@@ -25,7 +25,7 @@ pub async fn create_user(store: &Store, req: &CreateUser) -> Result<user::Model,
     if req.id.is_some() && !crate::store::users::adopted(store).await? {
         return Err(CreateUserError::NotAdopted);
     }
-    let uuid = req.uuid.unwrap_or_else(Uuid::new_v4);
+    let uuid = req.uuid.map_or_else(Uuid::new_v4, UserUuid::get);
     let id = req.id.map(PlatformUserId::get);
     match crate::store::users::insert(store, id, uuid, req.name.as_str(), crate::time::now())
         .await?
@@ -34,7 +34,7 @@ pub async fn create_user(store: &Store, req: &CreateUser) -> Result<user::Model,
         Inserted::Existing(u) => {
             let same = u.name == req.name.as_str()
                 && id.is_none_or(|i| i == u.id)
-                && (req.uuid.is_none_or(|g| g == u.uuid));
+                && (req.uuid.is_none_or(|g| g.get() == u.uuid));
             match (same, id) {
                 (true, _) => Ok(u),
                 (false, Some(i)) => Err(CreateUserError::IdTaken(i)),

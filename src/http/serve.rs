@@ -13,7 +13,14 @@
 //!   further ones are closed at once, so one address cannot fill the
 //!   connection cap and keep everyone else in the backlog;
 //! - a first-byte timeout, shorter than the header timeout: a connection
-//!   that sends nothing at all is closed sooner, before hyper is involved.
+//!   that sends nothing at all is closed sooner, before hyper is involved;
+//! - at most [`UNSENT_BYTES`] written but not yet sent per socket
+//!   (`TCP_NOTSENT_LOWAT`): a client that stops reading blocks the writer
+//!   after a few kilobytes instead of letting the kernel take megabytes
+//!   (the WebSocket of a partner that never reads would otherwise have
+//!   every one of its subscriptions render hundreds of events into a 4 MB
+//!   send buffer, on the writers' cores). What is in flight is not limited,
+//!   so throughput to a client that reads is unchanged.
 //!
 //! On shutdown it stops accepting and asks every connection to finish its
 //! request in flight and close; it returns when all have.
@@ -32,6 +39,9 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use super::places::Places;
+
+/// Unsent bytes a socket may hold before writes to it wait.
+pub const UNSENT_BYTES: u32 = 16 * 1024;
 
 /// How the listener treats connections.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +93,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
         connections.spawn(async move {
             let (_permit, _place) = (permit, place);
             let _ = stream.set_nodelay(true);
+            let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_BYTES);
             let mut first = [0u8; 1];
             match tokio::time::timeout(first_byte, stream.peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 => {}

@@ -158,7 +158,7 @@ pub async fn run(
 
 /// `requests` distinct consumes of one point on random users through
 /// `gw` from this tool's client, keys prefixed `tag`.
-async fn http_leg(
+pub(super) async fn http_leg(
     ctx: &Ctx<'_>,
     gw: &crate::gateway::Gateway,
     c: usize,

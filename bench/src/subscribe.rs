@@ -67,8 +67,12 @@ pub async fn run(database_url: &str, plan: Plan) -> anyhow::Result<()> {
         &[
             ("RATE_LIMIT_PARTNER", "0"),
             ("WS_KEEPALIVE_SECS", "30"),
-            // One partner token holds every subscriber's socket here.
+            // One partner token holds every subscriber's socket and
+            // subscription here, all from this machine's one address.
             ("WS_MAX_PER_SUBJECT", "0"),
+            ("SUBSCRIPTIONS_PER_SUBJECT", "0"),
+            ("WS_ANONYMOUS_PER_ADDRESS", "0"),
+            ("MAX_CONNECTIONS_PER_ADDRESS", "0"),
             ("WS_MESSAGE_RATE", "0"),
         ],
     )?;

@@ -220,17 +220,19 @@ impl Connection {
             }
         };
         self.tasks.abort_all();
+        // Every write below is bounded too: a client that stopped reading
+        // must not hold the connection open through its close.
+        let bound = Duration::from_secs(1);
         if let Some(close) = close {
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code: close.code(),
-                    reason: close.reason().into(),
-                })))
-                .await;
+            let frame = sink.send(Message::Close(Some(CloseFrame {
+                code: close.code(),
+                reason: close.reason().into(),
+            })));
+            let _ = tokio::time::timeout(bound, frame).await;
             // The closing handshake: what the client still sends is read
             // and dropped until its own close (a second at most), so that
             // unread data does not turn the close frame into a reset.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = tokio::time::timeout(bound, async {
                 while let Some(Ok(m)) = stream.next().await {
                     if matches!(m, Message::Close(_)) {
                         break;
@@ -239,7 +241,7 @@ impl Connection {
             })
             .await;
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(bound, sink.close()).await;
     }
 
     /// One client message; `Err` closes the connection (`None`: silently).

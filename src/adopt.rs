@@ -16,6 +16,9 @@ pub struct AdoptOptions {
     pub apply: bool,
     pub user_map: Option<PathBuf>,
     pub opening: Option<OpeningBalance>,
+    /// `--ts-balance-columns`: where `ts_users` keeps a user's points
+    /// (`None`: `money` and `gift_money`, where they exist).
+    pub ts_balance_columns: Option<sa::TsBalanceColumns>,
 }
 
 /// What happened: the text to print, and whether it succeeded.
@@ -110,7 +113,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             )));
         }
     }
-    let inv = sa::inventory_in(&tx, opts.apply).await?;
+    let inv = sa::inventory_in(&tx, opts.apply, &opts.ts_balance_columns).await?;
     let adds = Additions {
         tables: &OWN_TABLES,
         seed_indexes: &migration::seed_index_names(),

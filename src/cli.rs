@@ -57,6 +57,11 @@ pub enum Command {
         /// Which balance each adopted user opens with (required by --apply).
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["ledger", "platform", "sum"]))]
         opening_balance: Option<String>,
+        /// The `ts_users` columns holding a user's paid and gift points
+        /// (seed 004 does not describe the table); default `money,gift_money`
+        /// where they exist.
+        #[arg(long, value_name = "PAID[,GIFT]")]
+        ts_balance_columns: Option<String>,
     },
     /// Fill the database with realistic demo data (applies migrations).
     SeedDemo {
@@ -188,15 +193,21 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             apply,
             user_map,
             opening_balance,
+            ts_balance_columns,
         } => {
             let opening = opening_balance
                 .map(|o| o.parse::<crate::domain::adopt::OpeningBalance>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let ts_balance_columns = ts_balance_columns
+                .map(|c| crate::store::adopt::TsBalanceColumns::parse(&c))
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
             let opts = crate::adopt::AdoptOptions {
                 apply,
                 user_map,
                 opening,
+                ts_balance_columns,
             };
             if apply && opening.is_none() {
                 println!("{}", crate::adopt::NEEDS_OPENING);

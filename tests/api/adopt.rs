@@ -467,11 +467,34 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
             .unwrap(),
         "fill.py",
     );
-    let platform_last: i32 = one(
+    let statement_last: i32 = one(
         &url,
         "SELECT balance_after FROM ts_points_detail WHERE user_id = 2 ORDER BY id DESC LIMIT 1",
     )
     .await;
+    // Before the cutover an admin tool gave user 2 a thousand points by
+    // editing ts_users, with no statement row: the platform's balance (what
+    // every old page reads) is ts_users', and the report names the drift.
+    ok(
+        py(&["ts_platform.py", &peewee, "edit", "2", "1000"])
+            .output()
+            .unwrap(),
+        "admin edit",
+    );
+    let platform_last = statement_last + 1000;
+    let (_, report) = gateway(&url, &["adopt"]);
+    assert!(
+        report.contains(&format!(
+            "ts 2: statement {statement_last}, ts_users {platform_last} (+1000)"
+        )),
+        "{report}"
+    );
+    let (success, report) = gateway(
+        &url,
+        &["adopt", "--ts-balance-columns", "points,gift_money"],
+    );
+    assert!(!success || report.contains("Cannot proceed"), "{report}");
+    assert!(report.contains("ts_users has no column points"), "{report}");
     // A map naming users the databases do not have: exactly why, nothing done.
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "999,0b9c4a52-8f59-4c4a-9d0c-5d1c1f3e9a01\n").unwrap();

@@ -64,6 +64,9 @@ pub struct PlannedUser {
     pub mjk: bool,
     pub ledger: Option<i64>,
     pub platform: Option<i64>,
+    /// The platform's balance split as `ts_users` holds it (paid, gift),
+    /// where its balance columns were read.
+    pub split: Option<(i64, i64)>,
     pub opening: i64,
     /// Where the opening figure came from, shown after the label.
     pub note: String,
@@ -75,6 +78,11 @@ pub struct Plan {
     pub users: Vec<PlannedUser>,
     /// Mapped users whose two balances differ: `(ts id, uuid, ledger, platform)`.
     pub disagreements: Vec<(i32, Uuid, i64, i64)>,
+    /// ts users whose `ts_users` balance differs from their statement's last
+    /// `balance_after` (an admin tool edited `ts_users`, or the statement
+    /// missed a write): `(id, statement, ts_users)`. The platform's balance
+    /// is what `ts_users` holds, as every old page reads it.
+    pub statement_drift: Vec<(i32, i64, i64)>,
     /// Users whose history ends below zero, opened at 0: `(id, balance)`.
     pub clamped: Vec<(i32, i64)>,
     pub total_opening: i64,
@@ -93,7 +101,30 @@ pub fn plan(inv: &Inventory, map: &UserMap, policy: OpeningBalance) -> Result<Pl
     }
     let ts_known: HashSet<i32> = inv.ts_users.iter().copied().collect();
     let ledger: HashMap<Uuid, i64> = inv.ledger_users.iter().copied().collect();
-    let platform: HashMap<i32, i64> = inv.platform_balances.iter().copied().collect();
+    if let Some(problem) = &inv.ts_balance_problem {
+        blockers.push(problem.clone());
+    }
+    let statement: HashMap<i32, i64> = inv.platform_balances.iter().copied().collect();
+    // What every old page reads (`ts_users`), where its columns were read;
+    // else the statement's last balance.
+    let split: HashMap<i32, (i64, i64)> = inv
+        .ts_user_balances
+        .iter()
+        .map(|&(id, paid, gift)| (id, (paid, gift)))
+        .collect();
+    let mut statement_drift = Vec::new();
+    let mut platform: HashMap<i32, i64> = statement.clone();
+    if inv.ts_balance_columns.is_some() {
+        for (&id, &(paid, gift)) in &split {
+            let held = paid + gift;
+            let stated = statement.get(&id).copied().unwrap_or(0);
+            if held != stated {
+                statement_drift.push((id, stated, held));
+            }
+            platform.insert(id, held);
+        }
+        statement_drift.sort_unstable();
+    }
     for &(ts, uuid) in &map.pairs {
         if !ts_known.contains(&ts) {
             blockers.push(format!("user map: ts user {ts} does not exist"));
@@ -123,6 +154,7 @@ pub fn plan(inv: &Inventory, map: &UserMap, policy: OpeningBalance) -> Result<Pl
             mjk: uuid.is_some(),
             ledger: uuid.and_then(|u| ledger.get(&u).copied()),
             platform: Some(platform.get(id).copied().unwrap_or(0)),
+            split: split.get(id).copied(),
             opening: 0,
             note: String::new(),
         });
@@ -142,6 +174,7 @@ pub fn plan(inv: &Inventory, map: &UserMap, policy: OpeningBalance) -> Result<Pl
             mjk: true,
             ledger: Some(balance),
             platform: None,
+            split: None,
             opening: 0,
             note: String::new(),
         });
@@ -166,8 +199,11 @@ pub fn plan(inv: &Inventory, map: &UserMap, policy: OpeningBalance) -> Result<Pl
         let (l, p) = (u.ledger.unwrap_or(0), u.platform.unwrap_or(0));
         let (raw, note) = match policy {
             OpeningBalance::Ledger => (l, format!("（mjk账本 {l}）")),
-            OpeningBalance::Platform => (p, format!("（ts平台 {p}）")),
-            OpeningBalance::Sum => (l + p, format!("（mjk账本 {l} + ts平台 {p}）")),
+            OpeningBalance::Platform => (p, format!("（ts平台 {}）", platform_note(p, u.split))),
+            OpeningBalance::Sum => (
+                l + p,
+                format!("（mjk账本 {l} + ts平台 {}）", platform_note(p, u.split)),
+            ),
         };
         if raw < 0 {
             clamped.push((u.id, raw));
@@ -187,11 +223,21 @@ pub fn plan(inv: &Inventory, map: &UserMap, policy: OpeningBalance) -> Result<Pl
             policy,
             users,
             disagreements,
+            statement_drift,
             clamped,
             total_opening,
         })
     } else {
         Err(blockers)
+    }
+}
+
+/// The platform's figure as the opening row names it: with its paid and
+/// gift parts (充值 / 赠送) where `ts_users` gave them.
+fn platform_note(total: i64, split: Option<(i64, i64)>) -> String {
+    match split {
+        Some((paid, gift)) if gift != 0 => format!("{total}：充值 {paid} + 赠送 {gift}"),
+        _ => total.to_string(),
     }
 }
 
@@ -260,5 +306,31 @@ mod tests {
         };
         assert!(plan(&i, &map, OpeningBalance::Sum).is_err());
         assert!(plan(&i, &map, OpeningBalance::Platform).is_ok());
+    }
+
+    #[test]
+    fn the_platform_balance_is_what_ts_users_holds_and_drift_is_listed() {
+        let mut i = inv();
+        // User 2: an admin tool added 1,000 to `money` with no statement row.
+        i.ts_balance_columns = Some(crate::store::adopt::TsBalanceColumns::platform());
+        i.ts_user_balances = vec![(1, 200, 100), (2, 1_040, 0), (3, 0, 0)];
+        let p = plan(&i, &UserMap::default(), OpeningBalance::Platform).expect("plan");
+        assert_eq!(p.users[0].opening, 300);
+        assert_eq!(p.users[0].split, Some((200, 100)));
+        assert!(
+            p.users[0].note.contains("充值 200 + 赠送 100"),
+            "{}",
+            p.users[0].note
+        );
+        assert_eq!(p.users[1].opening, 1_040);
+        assert_eq!(p.statement_drift, vec![(2, 40, 1_040)]);
+        // Without the columns the statement's balance stands, as before.
+        let p = plan(&inv(), &UserMap::default(), OpeningBalance::Platform).expect("plan");
+        assert_eq!(p.users[1].opening, 40);
+        assert!(p.statement_drift.is_empty());
+        // Columns asked for that do not exist block --apply.
+        let mut bad = inv();
+        bad.ts_balance_problem = Some("ts_users has no column points".to_owned());
+        assert!(plan(&bad, &UserMap::default(), OpeningBalance::Ledger).is_err());
     }
 }

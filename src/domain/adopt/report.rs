@@ -44,10 +44,18 @@ pub fn render(
         s,
         "  {:<28} {}",
         "ts_users",
-        if inv.ts_users_table {
-            "found (only `id` is read; never written)"
-        } else {
-            "missing (ts users are the ids the ts tables name)"
+        match (&inv.ts_users_table, &inv.ts_balance_columns) {
+            (true, Some(c)) => format!(
+                "found (`id` and the balance in `{}`{} are read; never written)",
+                c.paid,
+                c.gift
+                    .as_deref()
+                    .map(|g| format!(" + `{g}`"))
+                    .unwrap_or_default()
+            ),
+            (true, None) =>
+                "found (only `id` is read: no balance column known; never written)".to_owned(),
+            (false, _) => "missing (ts users are the ids the ts tables name)".to_owned(),
         }
     );
     let diffs: Vec<_> = inv
@@ -148,6 +156,14 @@ pub fn render(
             p.disagreements
                 .iter()
                 .map(|(id, u, l, pl)| format!("ts {id} / mjk {u}: ledger {l}, platform {pl}")),
+        );
+        examples(
+            &mut s,
+            "ts users whose ts_users balance differs from their statement (the platform opens with ts_users)",
+            p.statement_drift.len() as i64,
+            p.statement_drift
+                .iter()
+                .map(|(id, st, held)| format!("ts {id}: statement {st}, ts_users {held} ({:+})", held - st)),
         );
         examples(
             &mut s,

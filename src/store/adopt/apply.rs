@@ -2,7 +2,10 @@
 
 use sea_orm::{ConnectionTrait, Statement};
 
-use super::{existing_tables, inventory, standing, AdoptedUser, Inventory, Standing, SEED_TABLES};
+use super::{
+    existing_tables, inventory, standing, AdoptedUser, BalanceColumnsWanted, Inventory, Standing,
+    SEED_TABLES,
+};
 use crate::store::{Engine, Store, StoreError, WriteTx};
 
 /// A write transaction for `adopt`: schema, users and opening rows commit
@@ -25,7 +28,11 @@ pub async fn standing_in(tx: &WriteTx) -> Result<Standing, StoreError> {
 /// [`inventory`] inside `tx`. Applying, the seed tables are locked first
 /// (PostgreSQL, `SHARE`: the platforms' writers wait until the adoption
 /// commits), so the history, the balances and the cutover are one moment.
-pub async fn inventory_in(tx: &WriteTx, lock: bool) -> Result<Inventory, StoreError> {
+pub async fn inventory_in(
+    tx: &WriteTx,
+    lock: bool,
+    wanted: &BalanceColumnsWanted,
+) -> Result<Inventory, StoreError> {
     if lock {
         match tx.engine() {
             Engine::Postgres => {
@@ -43,7 +50,7 @@ pub async fn inventory_in(tx: &WriteTx, lock: bool) -> Result<Inventory, StoreEr
             Engine::Sqlite => {}
         }
     }
-    inventory(tx.txn()).await
+    inventory(tx.txn(), wanted).await
 }
 
 /// Creates what is missing (the gateway's tables, missing seed tables,

@@ -3,7 +3,10 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-use super::{existing_tables, Anomaly, Difference, Inventory, TableFound, SEED_TABLES};
+use super::{
+    existing_tables, Anomaly, BalanceColumnsWanted, Difference, Inventory, TableFound,
+    TsBalanceColumns, SEED_TABLES,
+};
 use crate::store::StoreError;
 
 /// A column as the seeds' ORMs create it: its type family on each engine.
@@ -247,7 +250,10 @@ async fn anomalies<C: ConnectionTrait>(
 
 /// Reads everything `adopt` decides on, in one snapshot (`conn` is a
 /// transaction).
-pub async fn inventory<C: ConnectionTrait>(conn: &C) -> Result<Inventory, StoreError> {
+pub async fn inventory<C: ConnectionTrait>(
+    conn: &C,
+    wanted: &BalanceColumnsWanted,
+) -> Result<Inventory, StoreError> {
     let backend = conn.get_database_backend();
     let sqlite = backend != DbBackend::Postgres;
     let found = existing_tables(conn, &SEED_TABLES).await?;
@@ -322,6 +328,9 @@ pub async fn inventory<C: ConnectionTrait>(conn: &C) -> Result<Inventory, StoreE
             }
         }
     }
+    if inv.ts_users_table {
+        ts_balances(conn, wanted, &mut inv).await?;
+    }
     if !ts_sources.is_empty() {
         let sql = format!(
             "SELECT DISTINCT CAST(id AS INTEGER) AS id FROM ({}) s ORDER BY 1",
@@ -364,6 +373,67 @@ pub async fn inventory<C: ConnectionTrait>(conn: &C) -> Result<Inventory, StoreE
     }
     inv.anomalies = anomalies(conn, &found, inv.ts_users_table, None).await?;
     Ok(inv)
+}
+
+/// What `ts_users` holds per user, from the balance columns asked for (or
+/// the platform's own, `money` and `gift_money`, where they exist).
+async fn ts_balances<C: ConnectionTrait>(
+    conn: &C,
+    wanted: &BalanceColumnsWanted,
+    inv: &mut Inventory,
+) -> Result<(), StoreError> {
+    let found: Vec<String> = columns(conn, "ts_users")
+        .await?
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    let has = |c: &str| found.iter().any(|f| f == c);
+    let chosen = match wanted {
+        Some(w) => {
+            let missing: Vec<&str> = std::iter::once(w.paid.as_str())
+                .chain(w.gift.as_deref())
+                .filter(|c| !has(c))
+                .collect();
+            if !missing.is_empty() {
+                inv.ts_balance_problem = Some(format!(
+                    "ts_users has no column {} (--ts-balance-columns)",
+                    missing.join(", ")
+                ));
+                return Ok(());
+            }
+            w.clone()
+        }
+        None => {
+            let own = TsBalanceColumns::platform();
+            if !has(&own.paid) {
+                // No balance column known: the statement's balance stands.
+                return Ok(());
+            }
+            TsBalanceColumns {
+                gift: own.gift.filter(|g| has(g)),
+                ..own
+            }
+        }
+    };
+    let gift = chosen
+        .gift
+        .as_deref()
+        .map_or("0".to_owned(), |g| format!("COALESCE(\"{g}\", 0)"));
+    let sql = format!(
+        "SELECT CAST(id AS INTEGER) AS id, CAST(COALESCE(\"{}\", 0) AS BIGINT) AS paid, \
+           CAST({gift} AS BIGINT) AS gift FROM ts_users ORDER BY id",
+        chosen.paid
+    );
+    inv.ts_user_balances = all(conn, &sql, |r| {
+        Ok((
+            r.try_get("", "id")?,
+            r.try_get("", "paid")?,
+            r.try_get("", "gift")?,
+        ))
+    })
+    .await?;
+    inv.ts_balance_columns = Some(chosen);
+    Ok(())
 }
 
 /// The mjk ledger's irregularities.

@@ -8,6 +8,10 @@ mod inventory;
 pub use apply::{begin, insert_users, install, inventory_in, record, standing_in};
 pub use inventory::{history_anomalies, inventory};
 
+/// The `ts_users` balance columns `adopt` was asked for (`None`: the
+/// platform's own, where they exist).
+pub type BalanceColumnsWanted = Option<TsBalanceColumns>;
+
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
 
@@ -44,8 +48,16 @@ pub struct Anomaly {
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
     pub tables: Vec<TableFound>,
-    /// Whether `ts_users` exists (only its `id` is read).
+    /// Whether `ts_users` exists (its `id` and balance columns are read,
+    /// never written).
     pub ts_users_table: bool,
+    /// The `ts_users` balance columns read: paid, and gift if any.
+    pub ts_balance_columns: Option<TsBalanceColumns>,
+    /// Why the requested balance columns could not be read (blocks
+    /// `--apply`).
+    pub ts_balance_problem: Option<String>,
+    /// Per ts user, what `ts_users` holds: `(id, paid, gift)`.
+    pub ts_user_balances: Vec<(i32, i64, i64)>,
     /// The ts platform's users: `ts_users.id`, or without that table the
     /// user ids its tables name.
     pub ts_users: Vec<i32>,
@@ -58,6 +70,44 @@ pub struct Inventory {
     pub ledger_max_id: i64,
     pub detail_max_id: i64,
     pub anomalies: Vec<Anomaly>,
+}
+
+/// Which `ts_users` columns hold a user's points: seed 004 names the table
+/// without describing it; the platform in the fixture keeps paid points in
+/// `money` and gift points in `gift_money`. Names are plain identifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsBalanceColumns {
+    pub paid: String,
+    pub gift: Option<String>,
+}
+
+impl TsBalanceColumns {
+    /// The platform's own columns, the default.
+    pub fn platform() -> TsBalanceColumns {
+        TsBalanceColumns {
+            paid: "money".to_owned(),
+            gift: Some("gift_money".to_owned()),
+        }
+    }
+
+    /// `PAID` or `PAID,GIFT` (`--ts-balance-columns`).
+    pub fn parse(text: &str) -> Result<TsBalanceColumns, String> {
+        let ident = |n: &str| {
+            let ok = !n.is_empty()
+                && n.len() <= 63
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !n.starts_with(|c: char| c.is_ascii_digit());
+            ok.then(|| n.to_owned())
+                .ok_or_else(|| format!("--ts-balance-columns: {n:?} is not a column name"))
+        };
+        let mut parts = text.split(',').map(str::trim);
+        let paid = ident(parts.next().unwrap_or_default())?;
+        let gift = parts.next().map(ident).transpose()?;
+        if parts.next().is_some() {
+            return Err("--ts-balance-columns takes PAID or PAID,GIFT".to_owned());
+        }
+        Ok(TsBalanceColumns { paid, gift })
+    }
 }
 
 /// A user `adopt` creates.

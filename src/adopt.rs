@@ -167,7 +167,8 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
     sa::insert_users(&tx, &users, FIRST_GATEWAY_ID).await?;
     let mut opened = 0usize;
     for u in &plan.users {
-        if opening::open(&mut tx, u.id, u.opening, &u.note)
+        let (paid, gift) = (u.opening - u.opening_gift, u.opening_gift);
+        if opening::open(&mut tx, u.id, paid, gift, &u.note)
             .await?
             .is_some()
         {

@@ -9,6 +9,9 @@ pub struct Model {
     pub id: i64,
     pub user_id: i32,
     pub kind: String,
+    /// Whose money the points are: `paid` or `gift` (kept apart, as the ts
+    /// platform keeps `money` and `gift_money`).
+    pub funds: String,
     pub amount: i64,
     pub remaining: i64,
     /// Points of this batch reserved by open holds (not in `remaining`).

@@ -180,6 +180,8 @@ impl NewEntry {
 pub struct NewBatch<'a> {
     pub user_id: i32,
     pub kind: &'a str,
+    /// `paid` or `gift`.
+    pub funds: &'a str,
     pub amount: i64,
     pub expires_at: Option<DateTime<Utc>>,
     pub order_id: &'a str,
@@ -653,6 +655,7 @@ impl WriteTx {
             id: NotSet,
             user_id: Set(b.user_id),
             kind: Set(b.kind.to_owned()),
+            funds: Set(b.funds.to_owned()),
             amount: Set(b.amount),
             remaining: Set(b.amount),
             reserved: Set(0),

@@ -472,20 +472,27 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
         "SELECT balance_after FROM ts_points_detail WHERE user_id = 2 ORDER BY id DESC LIMIT 1",
     )
     .await;
-    // Before the cutover an admin tool gave user 2 a thousand points by
-    // editing ts_users, with no statement row: the platform's balance (what
-    // every old page reads) is ts_users', and the report names the drift.
+    // Before the cutover an admin tool gave user 2 a thousand paid and 200
+    // gift points by editing ts_users, with no statement row: the platform's
+    // balance (what every old page reads) is ts_users', and the report
+    // names the drift.
     ok(
-        py(&["ts_platform.py", &peewee, "edit", "2", "1000"])
+        py(&["ts_platform.py", &peewee, "edit", "2", "1000", "200"])
             .output()
             .unwrap(),
         "admin edit",
     );
-    let platform_last = statement_last + 1000;
+    let platform_last = statement_last + 1200;
+    let (money, gift_money): (i32, i32) = (
+        one(&url, "SELECT money FROM ts_users WHERE id = 2").await,
+        one(&url, "SELECT gift_money FROM ts_users WHERE id = 2").await,
+    );
+    assert_eq!(money + gift_money, platform_last);
+    assert!(gift_money >= 200 && money >= 1000);
     let (_, report) = gateway(&url, &["adopt"]);
     assert!(
         report.contains(&format!(
-            "ts 2: statement {statement_last}, ts_users {platform_last} (+1000)"
+            "ts 2: statement {statement_last}, ts_users {platform_last} (+1200)"
         )),
         "{report}"
     );
@@ -533,6 +540,15 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["type"], "OPENING");
     assert_eq!(rows[0]["balanceAfter"], platform_last as i64);
+    // Paid and gift stay apart, as ts_users held them.
+    let split = "{ user(id: 2) { balance paid gift batches { funds remaining } } }";
+    let r = app.gql(&app.admin, split, json!({})).await;
+    let u = data(&r, "user");
+    assert_eq!(
+        (&u["balance"], &u["paid"], &u["gift"]),
+        (&json!(platform_last), &json!(money), &json!(gift_money)),
+        "{r}"
+    );
     // The platform's own statement: its history, then the opening mirror.
     let r = app
         .gql(
@@ -547,11 +563,30 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
         .clone();
     assert_eq!(st[0]["sourceType"], "opening");
     assert!(st.len() > 2);
+    let r = app
+        .gql(
+            &app.service,
+            "mutation { recharge(input: {userId: 2, amount: 30, orderId: \"sqlite-gift-1\", kind: GIFT}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app.gql(&app.admin, split, json!({})).await;
+    let u = data(&r, "user");
+    assert_eq!(u["gift"], json!(gift_money + 30), "{r}");
+    assert_eq!(u["paid"], json!(money), "{r}");
     let r = app.consume(2, 7, "TTS", "sqlite-after-1", Some(3.5)).await;
     assert!(r["errors"].is_null(), "{r}");
     let r = app.recharge(2, 100, "sqlite-after-o1", None).await;
     assert!(r["errors"].is_null(), "{r}");
-    assert_eq!(app.balance(2).await, platform_last as i64 - 7 + 100);
+    assert_eq!(app.balance(2).await, platform_last as i64 + 30 - 7 + 100);
+    let r = app.gql(&app.admin, split, json!({})).await;
+    let u = data(&r, "user");
+    assert_eq!(
+        u["paid"].as_i64().unwrap() + u["gift"].as_i64().unwrap(),
+        u["balance"].as_i64().unwrap(),
+        "{r}"
+    );
     app.assert_verify_clean().await;
     let out = ok(
         py(&["ts_platform.py", &peewee, "read"]).output().unwrap(),

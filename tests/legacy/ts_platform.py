@@ -1,8 +1,8 @@
 """What the ts platform keeps doing beside the gateway, through its own
 peewee models. usage:
   ts_platform.py URL task TASK_ID API_KEY USER_ID   -> a fal task created now (naive local time)
-  ts_platform.py URL edit USER_ID POINTS             -> an admin tool adds POINTS to ts_users.money,
-                                                     writing no statement row
+  ts_platform.py URL edit USER_ID POINTS [GIFT]      -> an admin tool adds POINTS to ts_users.money
+                                                     (and GIFT to gift_money), writing no statement row
   ts_platform.py URL read                            -> loads the statement and money rows the
                                                      way the old pages do, with their naive
                                                      date comparisons
@@ -22,7 +22,9 @@ if cmd == "task":
     print("task", task_id, T.now_cst().isoformat())
 elif cmd == "edit":
     user_id, points = int(sys.argv[3]), int(sys.argv[4])
-    T.User.update(money=T.User.money + points).where(T.User.id == user_id).execute()
+    gift = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    T.User.update(money=T.User.money + points, gift_money=T.User.gift_money + gift) \
+        .where(T.User.id == user_id).execute()
     u = T.User.get_by_id(user_id)
     print("edited", user_id, u.money, u.gift_money)
 elif cmd == "read":

@@ -68,6 +68,9 @@ pub struct PlannedUser {
     /// where its balance columns were read.
     pub split: Option<(i64, i64)>,
     pub opening: i64,
+    /// The part of `opening` that is gift points (`ts_users`' gift column,
+    /// under the `platform` and `sum` policies); the rest is paid.
+    pub opening_gift: i64,
     /// Where the opening figure came from, shown after the label.
     pub note: String,
 }
@@ -156,6 +159,7 @@ pub fn plan(inv: &Inventory, map: &UserMap, policy: OpeningBalance) -> Result<Pl
             platform: Some(platform.get(id).copied().unwrap_or(0)),
             split: split.get(id).copied(),
             opening: 0,
+            opening_gift: 0,
             note: String::new(),
         });
     }
@@ -176,6 +180,7 @@ pub fn plan(inv: &Inventory, map: &UserMap, policy: OpeningBalance) -> Result<Pl
             platform: None,
             split: None,
             opening: 0,
+            opening_gift: 0,
             note: String::new(),
         });
         next = match next.checked_add(1) {
@@ -209,6 +214,12 @@ pub fn plan(inv: &Inventory, map: &UserMap, policy: OpeningBalance) -> Result<Pl
             clamped.push((u.id, raw));
         }
         u.opening = raw.max(0);
+        // The mjk ledger has no split: its points are paid.
+        let gift = match (policy, u.split) {
+            (OpeningBalance::Ledger, _) | (_, None) => 0,
+            (_, Some((_, g))) => g,
+        };
+        u.opening_gift = gift.clamp(0, u.opening);
         u.note = note;
         if u.opening > MAX_BALANCE {
             blockers.push(format!(
@@ -317,6 +328,7 @@ mod tests {
         let p = plan(&i, &UserMap::default(), OpeningBalance::Platform).expect("plan");
         assert_eq!(p.users[0].opening, 300);
         assert_eq!(p.users[0].split, Some((200, 100)));
+        assert_eq!(p.users[0].opening_gift, 100);
         assert!(
             p.users[0].note.contains("充值 200 + 赠送 100"),
             "{}",

@@ -4,21 +4,31 @@
 use super::writer::{NewRow, RowTime, Writer};
 use super::Entry;
 use crate::domain::input::MAX_BALANCE;
-use crate::domain::source::{describe, TxType, OPENING_LABEL};
+use crate::domain::source::{describe, RechargeKind, TxType, OPENING_LABEL};
 use crate::store::ledger::{NewBatch, UserKey};
 use crate::store::{StoreError, WriteTx};
 
 /// Writes user `user_id`'s opening row (`balance_before` 0, amount and
-/// `balance_after` the opening balance) and the never-expiring `opening`
-/// batch that holds those points; nothing for a zero balance. `note` says
-/// where the figure came from (shown after the label).
+/// `balance_after` the opening balance, `paid + gift`) and the
+/// never-expiring batches that hold those points: the gift part first (of
+/// two never-expiring batches the older is drawn first, as the ts platform
+/// spends gift points before paid ones), then the paid part; nothing for a
+/// zero balance. `note` says where the figure came from (shown after the
+/// label).
 pub async fn open(
     tx: &mut WriteTx,
     user_id: i32,
-    amount: i64,
+    paid: i64,
+    gift: i64,
     note: &str,
 ) -> Result<Option<Entry>, StoreError> {
-    if amount <= 0 {
+    if paid < 0 || gift < 0 {
+        return Err(StoreError::custom(format!(
+            "user {user_id}: an opening of {paid} paid and {gift} gift points"
+        )));
+    }
+    let amount = paid + gift;
+    if amount == 0 {
         return Ok(None);
     }
     if amount > MAX_BALANCE {
@@ -36,16 +46,29 @@ pub async fn open(
         )));
     }
     let order = format!("opening:{user_id}");
-    let batch_id = tx
-        .insert_batch(&NewBatch {
-            user_id,
-            kind: "opening",
-            amount,
-            expires_at: None,
-            order_id: &order,
-            created_at: w.now,
-        })
-        .await?;
+    let mut first = None;
+    for (funds, part, order_id) in [
+        (RechargeKind::Gift, gift, format!("{order}:gift")),
+        (RechargeKind::Paid, paid, order.clone()),
+    ] {
+        if part == 0 {
+            continue;
+        }
+        let id = tx
+            .insert_batch(&NewBatch {
+                user_id,
+                kind: "opening",
+                funds: funds.as_str(),
+                amount: part,
+                expires_at: None,
+                order_id: &order_id,
+                created_at: w.now,
+            })
+            .await?;
+        first.get_or_insert(id);
+    }
+    let batch_id =
+        first.ok_or_else(|| StoreError::custom(format!("user {user_id}: no opening batch")))?;
     let mut row = NewRow::new(
         TxType::Opening,
         amount,

@@ -80,6 +80,7 @@ pub async fn recharge_in(
         .insert_batch(&NewBatch {
             user_id: w.user_id,
             kind: req.kind.as_str(),
+            funds: req.kind.as_str(),
             amount,
             expires_at: req.expires_at,
             order_id: req.order_id.as_str(),

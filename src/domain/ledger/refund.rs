@@ -7,7 +7,7 @@ use super::rules;
 use super::writer::{NewRow, RowTime, Writer};
 use super::{Applied, Entry, RefundError};
 use crate::domain::input::{RefundRequest, MAX_BALANCE};
-use crate::domain::source::{describe, SourceType, TxType, REFUND_LABEL};
+use crate::domain::source::{describe, RechargeKind, SourceType, TxType, REFUND_LABEL};
 use crate::store::ledger::{LedgerKey, NewBatch, UserKey};
 use crate::store::{Store, StoreError, WriteTx};
 
@@ -108,6 +108,9 @@ pub async fn refund_in(
             .insert_batch(&NewBatch {
                 user_id: w.user_id,
                 kind: "restored",
+                // What the old code charged is not known to have been
+                // gift or paid: given back as paid points.
+                funds: RechargeKind::Paid.as_str(),
                 amount: requested,
                 expires_at: None,
                 order_id: &order,

@@ -47,6 +47,16 @@ impl User {
             .gql()?;
         int(self.0.balance - due.unwrap_or(0) - self.0.held)
     }
+    /// The part of `balance` bought with money (the ts platform's 充值积分,
+    /// `ts_users.money`): what live paid batches hold, reserved included.
+    async fn paid(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        self.funds(ctx, RechargeKind::Paid).await
+    }
+    /// The part of `balance` that was given (赠送积分, `gift_money`);
+    /// `paid + gift = balance`.
+    async fn gift(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        self.funds(ctx, RechargeKind::Gift).await
+    }
     /// Batches that still hold points, in the order consumes draw them.
     async fn batches(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PointBatch>> {
         let mut rows = loader::<LiveBatchesLoader>(ctx)?
@@ -60,6 +70,23 @@ impl User {
     }
 }
 
+impl User {
+    /// What the user's live batches of `funds` hold, reserved included.
+    async fn funds(&self, ctx: &Context<'_>, funds: RechargeKind) -> async_graphql::Result<i32> {
+        let rows = loader::<LiveBatchesLoader>(ctx)?
+            .load_one(self.0.id)
+            .await
+            .map_err(|e| StoreError::custom(e.to_string()))
+            .gql()?
+            .unwrap_or_default();
+        int(rows
+            .iter()
+            .filter(|b| b.funds == funds.as_str())
+            .map(|b| b.remaining + b.reserved)
+            .sum())
+    }
+}
+
 pub struct PointBatch(pub point_batch::Model);
 
 #[Object]
@@ -70,6 +97,13 @@ impl PointBatch {
     async fn kind(&self) -> RechargeKindGql {
         RechargeKind::parse(&self.0.kind)
             .unwrap_or(RechargeKind::Gift)
+            .into()
+    }
+    /// Whose money the points are: `PAID` or `GIFT` (an opening balance is
+    /// split in one batch of each).
+    async fn funds(&self) -> RechargeKindGql {
+        RechargeKind::parse(&self.0.funds)
+            .unwrap_or(RechargeKind::Paid)
             .into()
     }
     async fn amount(&self) -> async_graphql::Result<i32> {

@@ -27,6 +27,7 @@ pub struct Metrics {
     ledger: IntCounterVec,
     fal: IntCounterVec,
     websocket_connections: IntGauge,
+    websocket_unauthenticated: IntGauge,
     subscriptions: IntGauge,
     db_pool: IntGaugeVec,
     sql_statements: IntCounter,
@@ -36,6 +37,8 @@ pub struct Metrics {
 /// Gauges read at scrape time.
 pub struct Gauges {
     pub websocket_connections: usize,
+    /// Of those, the ones that have not authenticated yet.
+    pub websocket_unauthenticated: usize,
     pub subscriptions: usize,
     pub db_pool_size: u32,
     pub db_pool_idle: usize,
@@ -79,6 +82,10 @@ impl Metrics {
             "gateway_websocket_connections",
             "Open WebSocket (subscription) connections.",
         )?;
+        let websocket_unauthenticated = IntGauge::new(
+            "gateway_websocket_unauthenticated",
+            "Open WebSockets that have not authenticated yet (their own budget).",
+        )?;
         let subscriptions = IntGauge::new(
             "gateway_subscriptions",
             "Open balanceChanged subscriptions.",
@@ -107,6 +114,7 @@ impl Metrics {
         registry.register(Box::new(ledger.clone()))?;
         registry.register(Box::new(fal.clone()))?;
         registry.register(Box::new(websocket_connections.clone()))?;
+        registry.register(Box::new(websocket_unauthenticated.clone()))?;
         registry.register(Box::new(subscriptions.clone()))?;
         registry.register(Box::new(db_pool.clone()))?;
         registry.register(Box::new(sql_statements.clone()))?;
@@ -121,6 +129,7 @@ impl Metrics {
             ledger,
             fal,
             websocket_connections,
+            websocket_unauthenticated,
             subscriptions,
             db_pool,
             sql_statements,
@@ -188,6 +197,8 @@ impl Metrics {
         let as_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.websocket_connections
             .set(as_i64(g.websocket_connections));
+        self.websocket_unauthenticated
+            .set(as_i64(g.websocket_unauthenticated));
         self.subscriptions.set(as_i64(g.subscriptions));
         let in_use = (g.db_pool_size as usize).saturating_sub(g.db_pool_idle);
         self.db_pool
@@ -215,6 +226,7 @@ mod tests {
     fn gauges() -> Gauges {
         Gauges {
             websocket_connections: 0,
+            websocket_unauthenticated: 0,
             subscriptions: 0,
             db_pool_size: 4,
             db_pool_idle: 3,

@@ -24,7 +24,7 @@ pub struct Application {
     /// `METRICS_BIND`'s listener, when configured.
     metrics_listener: Option<TcpListener>,
     http: HttpState,
-    /// The PostgreSQL notification listener; stops with `shutdown`.
+    /// The PostgreSQL event tail (`gw_events`); stops with `shutdown`.
     notifications: Option<tokio::task::JoinHandle<()>>,
 }
 

@@ -199,6 +199,7 @@ fn metrics_text(s: &HttpState) -> Response {
     let (size, idle) = s.app.store.pool_usage();
     let text = s.app.metrics.render(&Gauges {
         websocket_connections: s.connections.len(),
+        websocket_unauthenticated: s.ws_anonymous.taken(),
         subscriptions: s.app.broker.subscribers(),
         db_pool_size: size,
         db_pool_idle: idle,

@@ -19,6 +19,22 @@ async fn gateway(env: &[(&str, &str)]) -> (Gateway, tempfile::TempDir) {
     (Gateway::start(&url, env, Stdio::null()), dir)
 }
 
+/// A figure of the gateway's `/metrics` (admin token).
+async fn metric_of(gw: &Gateway, name: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", gw.url))
+        .bearer_auth(token(Role::Admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 fn open_fds(gw: &Gateway) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", gw.child.id()))
         .map(|d| d.count())
@@ -75,6 +91,7 @@ async fn sockets_that_never_authenticate_cannot_keep_a_partner_out() {
         }
     }
     let during = open_fds(&gw);
+    let anonymous = metric_of(&gw, "gateway_websocket_unauthenticated").await;
     stop.cancel();
     while attackers.join_next().await.is_some() {}
     assert_eq!(
@@ -88,6 +105,10 @@ async fn sockets_that_never_authenticate_cannot_keep_a_partner_out() {
     assert!(
         during <= before + 32 + 64 + 20 + 8,
         "descriptors {before} -> {during} during the attack"
+    );
+    assert!(
+        (1.0..=32.0).contains(&anonymous),
+        "unauthenticated sockets during the attack: {anonymous}"
     );
 }
 

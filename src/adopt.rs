@@ -175,7 +175,31 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             opened += 1;
         }
     }
-    sa::record(&tx, &inv, plan.policy.as_str(), plan.users.len(), &report).await?;
+    // Under `platform` every ts user opened with exactly what ts_users
+    // held: from here on ts_users follows every change of their points.
+    let followed = match (plan.policy, &inv.ts_balance_columns) {
+        (OpeningBalance::Platform, Some(c)) => {
+            sa::ts_users::follow(&tx, c).await?;
+            Some(format!(
+                "{}{}",
+                c.paid,
+                c.gift
+                    .as_deref()
+                    .map(|g| format!(",{g}"))
+                    .unwrap_or_default()
+            ))
+        }
+        _ => None,
+    };
+    sa::record(
+        &tx,
+        &inv,
+        plan.policy.as_str(),
+        plan.users.len(),
+        &report,
+        followed,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Outcome::done(
         format!(

@@ -6,6 +6,9 @@
 //! is paid, a gift is gift, an opening balance is split into a gift batch
 //! and a paid batch as `ts_users` held them. Batches written before this
 //! migration are `paid` unless their kind is `gift`.
+//!
+//! `gw_adoption.ts_columns` records the `ts_users` balance columns an
+//! adoption keeps in step with the batches (`PAID,GIFT`; NULL: none).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DatabaseBackend;
@@ -23,6 +26,7 @@ const ADD_SQLITE: &str = "ALTER TABLE gw_point_batches ADD COLUMN funds VARCHAR(
 const ADD_POSTGRES: &str = "ALTER TABLE gw_point_batches ADD COLUMN funds VARCHAR(8) NOT NULL \
      DEFAULT 'paid', ADD CONSTRAINT ck_batches_funds CHECK (funds IN ('paid', 'gift'))";
 const BACKFILL: &str = "UPDATE gw_point_batches SET funds = 'gift' WHERE kind = 'gift'";
+const ADOPTION: &str = "ALTER TABLE gw_adoption ADD COLUMN ts_columns VARCHAR(200) NULL";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -34,13 +38,15 @@ impl MigrationTrait for Migration {
         };
         db.execute_unprepared(add).await?;
         db.execute_unprepared(BACKFILL).await?;
+        db.execute_unprepared(ADOPTION).await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("ALTER TABLE gw_point_batches DROP COLUMN funds")
+        let db = manager.get_connection();
+        db.execute_unprepared("ALTER TABLE gw_adoption DROP COLUMN ts_columns")
+            .await?;
+        db.execute_unprepared("ALTER TABLE gw_point_batches DROP COLUMN funds")
             .await?;
         Ok(())
     }

@@ -9,13 +9,16 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::ledger::rules::{draw_key, DrawKey};
 use crate::domain::source::TxType;
+use crate::store::adopt::ts_users;
 use crate::store::{audit, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// Which rule: `chain`, `time_order`, `balance`, `batch`, `allocation`,
     /// `draw_order`, `refund_cap`, `mirror`, `fal_refund`, `hold`, `key` (a
-    /// job key owned by a hold and a consume at once), `foreign`
+    /// job key owned by a hold and a consume at once), `legacy_view`
+    /// (`ts_users` out of step with the batches where an adoption keeps it
+    /// so), `foreign`
     /// (a ledger row after the cutover that the gateway did not write).
     pub rule: &'static str,
     pub detail: String,
@@ -215,6 +218,21 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
     // 3c. One owner per job key: a hold's key holds no other consume row.
     for detail in audit::shared_job_keys(store).await? {
         push(&mut v, "key", detail);
+    }
+
+    // 3d. Legacy view: where an adoption keeps ts_users in step, its
+    // columns hold what the user's batches hold of each funds.
+    if let Some(columns) = ts_users::followed(store).await? {
+        for (id, paid, gift, ts_paid, ts_gift) in ts_users::drift(store, &columns).await? {
+            push(
+                &mut v,
+                "legacy_view",
+                format!(
+                    "ts user {id}: batches hold {paid} paid + {gift} gift, \
+                     ts_users {ts_paid} + {ts_gift}"
+                ),
+            );
+        }
     }
 
     // 4. Allocations sum to every consume and refund.

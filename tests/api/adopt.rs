@@ -114,6 +114,54 @@ fn adopt_in_steps(url: &str, legacy_url: &str, dry: &[&str], apply: &[&str], exp
     );
 }
 
+/// What the ts platform's own code reads as `user`'s balance (peewee,
+/// `get_user_total_money()`), against the gateway's `paid`, `gift` and
+/// `balance`: equal after every commit where the adoption keeps ts_users.
+async fn assert_ts_users_follow(app: &TestApp, peewee: &str, user: i32) {
+    let out = ok(
+        py(&["ts_platform.py", peewee, "money", &user.to_string()])
+            .output()
+            .unwrap(),
+        "ts money",
+    );
+    let old: Value = serde_json::from_str(out.trim()).unwrap();
+    let r = app
+        .gql(
+            &app.admin,
+            "query($u: Int!) { user(id: $u) { balance paid gift } }",
+            json!({ "u": user }),
+        )
+        .await;
+    let u = data(&r, "user");
+    assert_eq!(
+        (&old["total"], &old["money"], &old["gift_money"]),
+        (&u["balance"], &u["paid"], &u["gift"]),
+        "the old code's view of user {user} against the gateway's"
+    );
+}
+
+/// Refunds 2 points of the consume `(source, key)`, then holds 9 points and
+/// captures 6, checking the old code's view after each settled step.
+async fn refund_and_capture(
+    app: &TestApp,
+    peewee: &str,
+    user: i32,
+    source: &str,
+    key: &str,
+    tag: &str,
+) {
+    let r = app.refund(source, key, &format!("{tag}-r"), Some(2)).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let hold = format!("mutation {{ hold(input: {{userId: {user}, amount: 9, sourceType: SCRIPT, sourceId: \"{tag}-h\"}}) {{ id }} }}");
+    let r = app.gql(&app.service, &hold, json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_ts_users_follow(app, peewee, user).await;
+    let capture = format!("mutation {{ captureHold(input: {{sourceType: SCRIPT, sourceId: \"{tag}-h\", amount: 6}}) {{ status }} }}");
+    let r = app.gql(&app.service, &capture, json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_ts_users_follow(app, peewee, user).await;
+}
+
 async fn usage(app: &TestApp, user: i32) -> Vec<Value> {
     let r = app
         .gql(
@@ -580,6 +628,14 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
     let r = app.recharge(2, 100, "sqlite-after-o1", None).await;
     assert!(r["errors"].is_null(), "{r}");
     assert_eq!(app.balance(2).await, platform_last as i64 + 30 - 7 + 100);
+    assert_ts_users_follow(&app, &peewee, 2).await;
+    // A refund, and a hold captured for less: every path keeps ts_users.
+    refund_and_capture(&app, &peewee, 2, "TTS", "sqlite-after-1", "sqlite").await;
+    assert_eq!(
+        app.balance(2).await,
+        platform_last as i64 + 30 - 7 + 100 + 2 - 6
+    );
+    assert_ts_users_follow(&app, &peewee, 2).await;
     let r = app.gql(&app.admin, split, json!({})).await;
     let u = data(&r, "user");
     assert_eq!(
@@ -646,6 +702,21 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
     let r = app.recharge(41, 50, "ts41-first", None).await;
     assert!(r["errors"].is_null(), "{r}");
     app.assert_verify_clean().await;
+    // An admin tool that still edits ts_users after the cutover: verify
+    // names the user whose legacy view no longer matches.
+    ok(
+        py(&["ts_platform.py", &peewee, "edit", "2", "5"])
+            .output()
+            .unwrap(),
+        "admin edit after the cutover",
+    );
+    let (_, v) = points_gateway::domain::verify::verify(&app.store)
+        .await
+        .unwrap();
+    let rules: Vec<_> = v.iter().map(|x| (x.rule, x.detail.clone())).collect();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].0, "legacy_view");
+    assert!(rules[0].1.starts_with("ts user 2:"), "{rules:?}");
 }
 
 /// An adopter who widened the seeds' types (`bigint` amounts, `timestamptz`
@@ -737,5 +808,54 @@ async fn wider_types_an_adopter_has_are_read_the_same() {
         naive,
         "a timestamptz column reads as the same instant"
     );
+    app.assert_verify_clean().await;
+}
+
+/// PostgreSQL, `--opening-balance platform`: ts_users follows every path
+/// that moves points — the one-call `gw_consume`, the general path, gift
+/// recharges, refunds, a hold captured for less, and twenty consumes at
+/// once — so the old code's `get_user_total_money()` reads the gateway's
+/// balance after every commit.
+#[tokio::test]
+async fn a_platform_adoption_keeps_ts_users_true_on_postgres() {
+    let (url, pg, _) = legacy_postgres().await;
+    let (success, out) = gateway(&url, &["adopt", "--apply", "--opening-balance", "platform"]);
+    assert!(success, "{out}");
+    assert!(out.contains("kept in step"), "{out}");
+    let user: i32 = one(
+        &url,
+        "SELECT id FROM ts_users ORDER BY money + gift_money DESC, id LIMIT 1",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_on(url.clone(), dir).await;
+    assert_ts_users_follow(&app, &pg, user).await;
+    let r = app.consume(user, 5, "SCRIPT", "pg-follow-1", None).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let r = app
+        .gql(
+            &app.service,
+            "mutation($u: Int!) { recharge(input: {userId: $u, amount: 40, orderId: \"pg-follow-g\", kind: GIFT}) { id } }",
+            json!({ "u": user }),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    refund_and_capture(&app, &pg, user, "SCRIPT", "pg-follow-1", "pg-follow").await;
+    assert_ts_users_follow(&app, &pg, user).await;
+    let app = std::sync::Arc::new(app);
+    let racing: Vec<_> = (0..20)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.consume(user, 1, "SCRIPT", &format!("pg-follow-race-{i}"), None)
+                    .await
+            })
+        })
+        .collect();
+    for t in racing {
+        let r = t.await.unwrap();
+        assert!(r["errors"].is_null(), "{r}");
+    }
+    assert_ts_users_follow(&app, &pg, user).await;
     app.assert_verify_clean().await;
 }

@@ -3,6 +3,8 @@ peewee models. usage:
   ts_platform.py URL task TASK_ID API_KEY USER_ID   -> a fal task created now (naive local time)
   ts_platform.py URL edit USER_ID POINTS [GIFT]      -> an admin tool adds POINTS to ts_users.money
                                                      (and GIFT to gift_money), writing no statement row
+  ts_platform.py URL money USER_ID                   -> the user's balance as the old code reads it:
+                                                     {"money", "gift_money", "total"}
   ts_platform.py URL read                            -> loads the statement and money rows the
                                                      way the old pages do, with their naive
                                                      date comparisons
@@ -27,6 +29,10 @@ elif cmd == "edit":
         .where(T.User.id == user_id).execute()
     u = T.User.get_by_id(user_id)
     print("edited", user_id, u.money, u.gift_money)
+elif cmd == "money":
+    u = T.User.get_by_id(int(sys.argv[3]))
+    print(json.dumps({"money": u.money, "gift_money": u.gift_money,
+                      "total": T.get_user_total_money(u.id)}))
 elif cmd == "read":
     week_ago = T.now_cst() - datetime.timedelta(days=7)
     details = list(T.PointsDetail.select().order_by(T.PointsDetail.id))

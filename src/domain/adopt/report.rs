@@ -157,6 +157,18 @@ pub fn render(
                 .iter()
                 .map(|(id, u, l, pl)| format!("ts {id} / mjk {u}: ledger {l}, platform {pl}")),
         );
+        if let Some(c) = &inv.ts_balance_columns {
+            let _ = writeln!(
+                s,
+                "  ts_users `{}`{}: kept in step with every change under --opening-balance platform \
+                 (each ts user opens with what it holds); left as it is under ledger and sum",
+                c.paid,
+                c.gift
+                    .as_deref()
+                    .map(|g| format!(" + `{g}`"))
+                    .unwrap_or_default()
+            );
+        }
         examples(
             &mut s,
             "ts users whose ts_users balance differs from their statement (the platform opens with ts_users)",

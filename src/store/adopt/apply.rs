@@ -121,13 +121,14 @@ pub async fn record(
     opening: &str,
     users: usize,
     report: &str,
+    ts_columns: Option<String>,
 ) -> Result<(), StoreError> {
     let backend = tx.txn().get_database_backend();
     tx.txn()
         .execute_raw(Statement::from_sql_and_values(
             backend,
             "INSERT INTO gw_adoption (kind, cutover_at, ledger_cutover_id, detail_cutover_id, \
-               opening_balance, users, report) VALUES ('adopted', $1, $2, $3, $4, $5, $6)",
+               opening_balance, users, report, ts_columns) VALUES ('adopted', $1, $2, $3, $4, $5, $6, $7)",
             vec![
                 chrono::Utc::now().into(),
                 inv.ledger_max_id.into(),
@@ -135,6 +136,7 @@ pub async fn record(
                 opening.into(),
                 i32::try_from(users).unwrap_or(i32::MAX).into(),
                 report.into(),
+                ts_columns.into(),
             ],
         ))
         .await?;

@@ -5,6 +5,8 @@
 mod apply;
 mod inventory;
 
+pub mod ts_users;
+
 pub use apply::{begin, insert_users, install, inventory_in, record, standing_in};
 pub use inventory::{history_anomalies, inventory};
 

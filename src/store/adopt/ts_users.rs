@@ -1,0 +1,151 @@
+//! Keeping `ts_users` true: after an adoption under the `platform` policy
+//! (each ts user opened with exactly what `ts_users` held), every change of
+//! a batch's points moves the user's `ts_users` balance column of the
+//! batch's funds by the same amount, in the same transaction, by a trigger
+//! on `gw_point_batches`. So `get_user_total_money()` and every old page
+//! that reads `ts_users` show the gateway's balance after every commit,
+//! whichever path wrote (the general path, `gw_consume`, the sweeps). A
+//! hold moves points from `remaining` to `reserved`: no change, as the
+//! settled balance does not move either.
+
+use sea_orm::{ConnectionTrait, Statement};
+
+use super::TsBalanceColumns;
+use crate::store::{Engine, Store, StoreError, WriteTx};
+
+/// `name` quoted as an SQL identifier (validated by
+/// [`TsBalanceColumns::parse`] or read from the catalog).
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Installs the trigger that keeps `columns` in step; run by `adopt
+/// --apply` after the opening batches, so they do not count twice.
+pub async fn follow(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), StoreError> {
+    let paid = quoted(&columns.paid);
+    let gift = columns.gift.as_deref().map_or(paid.clone(), quoted);
+    match tx.engine() {
+        Engine::Postgres => {
+            let schema: String = tx
+                .txn()
+                .query_one_raw(Statement::from_string(
+                    tx.txn().get_database_backend(),
+                    "SELECT current_schema() AS s",
+                ))
+                .await?
+                .ok_or_else(|| StoreError::custom("no current schema"))?
+                .try_get("", "s")?;
+            let s = quoted(&schema);
+            tx.txn()
+                .execute_unprepared(&format!(
+                    "CREATE OR REPLACE FUNCTION {s}.gw_ts_users_follow() RETURNS trigger \
+                     LANGUAGE plpgsql AS $$ \
+                     DECLARE d bigint := NEW.remaining + NEW.reserved; \
+                     BEGIN \
+                       IF TG_OP = 'UPDATE' THEN d := d - OLD.remaining - OLD.reserved; END IF; \
+                       IF d <> 0 AND NEW.funds = 'gift' THEN \
+                         UPDATE {s}.ts_users SET {gift} = {gift} + d WHERE id = NEW.user_id; \
+                       ELSIF d <> 0 THEN \
+                         UPDATE {s}.ts_users SET {paid} = {paid} + d WHERE id = NEW.user_id; \
+                       END IF; \
+                       RETURN NULL; \
+                     END $$; \
+                     DROP TRIGGER IF EXISTS gw_ts_users_follow ON {s}.gw_point_batches; \
+                     CREATE TRIGGER gw_ts_users_follow AFTER INSERT OR UPDATE OF remaining, reserved \
+                       ON {s}.gw_point_batches FOR EACH ROW EXECUTE FUNCTION {s}.gw_ts_users_follow();"
+                ))
+                .await?;
+        }
+        Engine::Sqlite => {
+            for (name, event, delta) in [
+                (
+                    "gw_ts_users_follow_insert",
+                    "INSERT",
+                    "NEW.remaining + NEW.reserved",
+                ),
+                (
+                    "gw_ts_users_follow_update",
+                    "UPDATE OF remaining, reserved",
+                    "(NEW.remaining + NEW.reserved) - (OLD.remaining + OLD.reserved)",
+                ),
+            ] {
+                tx.txn()
+                    .execute_unprepared(&format!(
+                        "CREATE TRIGGER {name} AFTER {event} ON gw_point_batches BEGIN \
+                           UPDATE ts_users SET {gift} = {gift} + ({delta}) \
+                             WHERE id = NEW.user_id AND NEW.funds = 'gift'; \
+                           UPDATE ts_users SET {paid} = {paid} + ({delta}) \
+                             WHERE id = NEW.user_id AND NEW.funds <> 'gift'; \
+                         END"
+                    ))
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The columns an adoption keeps in step, from its record (`None`: none).
+pub async fn followed(store: &Store) -> Result<Option<TsBalanceColumns>, StoreError> {
+    let rows = store
+        .all(
+            "SELECT ts_columns FROM gw_adoption WHERE ts_columns IS NOT NULL ORDER BY id DESC",
+            Vec::new(),
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let text: String = row.try_get("", "ts_columns")?;
+    TsBalanceColumns::parse(&text)
+        .map(Some)
+        .map_err(StoreError::custom)
+}
+
+/// ts users whose `ts_users` columns differ from what their live batches
+/// hold of each funds: `(id, paid, gift, ts paid, ts gift)`. Points past
+/// their expiry not swept yet count on both sides (the sweep moves both).
+pub async fn drift(
+    store: &Store,
+    columns: &TsBalanceColumns,
+) -> Result<Vec<(i32, i64, i64, i64, i64)>, StoreError> {
+    let paid = quoted(&columns.paid);
+    let gift = columns.gift.as_deref().map(quoted);
+    let (ts_paid, ts_gift) = match &gift {
+        Some(g) => (
+            format!("COALESCE(t.{paid}, 0)"),
+            format!("COALESCE(t.{g}, 0)"),
+        ),
+        None => (format!("COALESCE(t.{paid}, 0)"), "0".to_owned()),
+    };
+    // Without a gift column every point is counted in the paid one.
+    let (our_paid, our_gift) = if gift.is_some() {
+        ("COALESCE(b.paid, 0)", "COALESCE(b.gift, 0)")
+    } else {
+        ("COALESCE(b.paid, 0) + COALESCE(b.gift, 0)", "0")
+    };
+    store
+        .rows(
+            format!(
+                "SELECT u.id AS id, CAST({our_paid} AS BIGINT) AS paid, CAST({our_gift} AS BIGINT) AS gift, \
+                   CAST({ts_paid} AS BIGINT) AS ts_paid, CAST({ts_gift} AS BIGINT) AS ts_gift \
+                 FROM gw_users u JOIN ts_users t ON t.id = u.id \
+                 LEFT JOIN (SELECT user_id, \
+                         SUM(CASE WHEN funds = 'gift' THEN 0 ELSE remaining + reserved END) AS paid, \
+                         SUM(CASE WHEN funds = 'gift' THEN remaining + reserved ELSE 0 END) AS gift \
+                       FROM gw_point_batches GROUP BY user_id) b ON b.user_id = u.id \
+                 WHERE {our_paid} <> {ts_paid} OR {our_gift} <> {ts_gift} ORDER BY u.id"
+            ),
+            Vec::new(),
+            |r| {
+                Ok((
+                    r.try_get("", "id")?,
+                    r.try_get("", "paid")?,
+                    r.try_get("", "gift")?,
+                    r.try_get("", "ts_paid")?,
+                    r.try_get("", "ts_gift")?,
+                ))
+            },
+        )
+        .await
+}

@@ -229,3 +229,84 @@ async fn a_full_disk_never_turns_an_acknowledged_write_into_a_lost_one() {
     let (clean, report) = verify(&url);
     assert!(clean, "verify: {report}");
 }
+
+/// PostgreSQL: the gateway's connection is killed while a consume waits
+/// inside its transaction (the user's row held by another session). The
+/// client gets an error and must not assume either outcome; the pool
+/// recovers; a retry with the same key applies the consume once, and a
+/// second retry replays it (docs/DESIGN.md section 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consume_cut_off_by_a_dropped_connection_is_settled_by_its_retry() {
+    use sea_orm::{ConnectionTrait, Database, Statement, TransactionTrait};
+    let app = crate::helpers::spawn_app(crate::helpers::Engine::Postgres).await;
+    let u = app.create_user("cut-off").await;
+    app.recharge(u, 100, "cut-o1", None).await;
+    let other = Database::connect(app.database_url.as_str()).await.unwrap();
+    let backend = other.get_database_backend();
+    let blocker = other.begin().await.unwrap();
+    blocker
+        .execute_raw(Statement::from_string(
+            backend,
+            format!("SELECT id FROM gw_users WHERE id = {u} FOR UPDATE"),
+        ))
+        .await
+        .unwrap();
+    let pending = {
+        let (url, service) = (app.url.clone(), app.service.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/graphql"))
+                .bearer_auth(service)
+                .json(&json!({ "query": format!("mutation {{ consume(input: {{userId: {u}, amount: 10, sourceType: SCRIPT, sourceId: \"cut-1\"}}) {{ id balanceAfter }} }}") }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    // The gateway's session waiting for the user's lock, killed.
+    let mut killed = false;
+    for _ in 0..100 {
+        let rows = other
+            .query_all_raw(Statement::from_string(
+                backend,
+                "SELECT pg_terminate_backend(pid) AS t FROM pg_stat_activity \
+                 WHERE application_name = 'points-gateway' AND wait_event_type = 'Lock' \
+                   AND datname = current_database()",
+            ))
+            .await
+            .unwrap();
+        if !rows.is_empty() {
+            killed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(killed, "the consume never waited for the lock");
+    let answer = pending.await.unwrap();
+    assert_eq!(code(&answer), Some("INTERNAL"), "{answer}");
+    blocker.rollback().await.unwrap();
+    // The retry applies it once; the next retry replays the same row.
+    let first = app.consume(u, 10, "SCRIPT", "cut-1", None).await;
+    assert!(first["errors"].is_null(), "{first}");
+    let again = app.consume(u, 10, "SCRIPT", "cut-1", None).await;
+    assert_eq!(
+        again["data"]["consume"]["id"],
+        first["data"]["consume"]["id"]
+    );
+    assert_eq!(app.balance(u).await, 90);
+    let rows: i64 = other
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COUNT(*) AS n FROM mjk_point_transactions WHERE source_id = 'cut-1'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert_eq!(rows, 1);
+    app.assert_verify_clean().await;
+}

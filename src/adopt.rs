@@ -180,14 +180,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
     let followed = match (plan.policy, &inv.ts_balance_columns) {
         (OpeningBalance::Platform, Some(c)) => {
             sa::ts_users::follow(&tx, c).await?;
-            Some(format!(
-                "{}{}",
-                c.paid,
-                c.gift
-                    .as_deref()
-                    .map(|g| format!(",{g}"))
-                    .unwrap_or_default()
-            ))
+            Some(c.text())
         }
         _ => None,
     };

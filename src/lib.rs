@@ -11,6 +11,7 @@ pub mod fal;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod places;
 pub mod seed;
 pub mod startup;
 pub mod state;

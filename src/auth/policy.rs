@@ -19,7 +19,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// What per-caller limits count by: role and subject together.
+    /// What per-caller limits count by (rate, sockets, subscriptions): the
+    /// token's subject, per role.
     pub fn subject_key(&self) -> String {
         format!("{:?}:{}", self.role, self.subject)
     }

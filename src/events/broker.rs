@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use crate::places::{Place, Places};
 use crate::store::feed::{Change, Entry, HoldNote, LedgerSink};
 
 /// One change of one user's balance, as delivered to subscribers.
@@ -78,16 +79,14 @@ pub struct Broker {
     all: Mutex<AllLog>,
     /// Wakes all-users subscribers waiting at the log's end.
     all_wake: Notify,
-    /// Open subscriptions per token subject, and the cap (0: none).
-    subjects: Mutex<HashMap<String, usize>>,
-    per_subject: usize,
+    /// Open subscriptions per token subject, with the cap (all of them:
+    /// [`Broker::subscribers`]).
+    subjects: Places<String>,
 }
 
 #[derive(Default)]
 struct Registry {
     by_user: HashMap<i32, Vec<Arc<Slot>>>,
-    /// All-users subscribers open (they have no slot).
-    all: usize,
 }
 
 /// One entry of the all-users log.
@@ -200,8 +199,7 @@ impl Broker {
                 evicted: HashMap::new(),
             }),
             all_wake: Notify::new(),
-            subjects: Mutex::default(),
-            per_subject,
+            subjects: Places::new(per_subject, 0),
         })
     }
 
@@ -212,14 +210,10 @@ impl Broker {
         filter: Filter,
         subject: &str,
     ) -> Result<Subscription, TooManySubscriptions> {
-        {
-            let mut subjects = lock(&self.subjects);
-            let n = subjects.entry(subject.to_owned()).or_default();
-            if self.per_subject > 0 && *n >= self.per_subject {
-                return Err(TooManySubscriptions(self.per_subject));
-            }
-            *n += 1;
-        }
+        let place = self
+            .subjects
+            .take(subject.to_owned())
+            .map_err(|_| TooManySubscriptions(self.subjects.per_key()))?;
         let reader = match filter {
             Filter::User(u) => {
                 let slot = Arc::new(Slot {
@@ -235,12 +229,9 @@ impl Broker {
                 Reader::User(slot)
             }
             Filter::All => {
-                // Registered and positioned under the log's lock, so no
-                // event is both before the cursor and unannounced.
-                let log = lock(&self.all);
-                lock(&self.registry).all += 1;
+                // Positioned at the log's end: every later event is read.
                 Reader::All {
-                    cursor: log.end(),
+                    cursor: lock(&self.all).end(),
                     missed: BTreeSet::new(),
                 }
             }
@@ -248,7 +239,7 @@ impl Broker {
         Ok(Subscription {
             broker: self.clone(),
             filter,
-            subject: subject.to_owned(),
+            _place: place,
             reader,
             watermarks: HashMap::new(),
         })
@@ -256,8 +247,7 @@ impl Broker {
 
     /// Open subscriptions, for `/metrics`.
     pub fn subscribers(&self) -> usize {
-        let reg = lock(&self.registry);
-        reg.all + reg.by_user.values().map(Vec::len).sum::<usize>()
+        self.subjects.taken()
     }
 
     /// Hands one committed change to every matching subscriber; never
@@ -293,26 +283,13 @@ impl Broker {
         self.all_wake.notify_waiters();
     }
 
-    fn remove(&self, filter: Filter, subject: &str, slot_id: Option<u64>) {
-        {
-            let mut reg = lock(&self.registry);
-            match (filter, slot_id) {
-                (Filter::User(u), Some(id)) => {
-                    if let Some(v) = reg.by_user.get_mut(&u) {
-                        v.retain(|s| s.id != id);
-                        if v.is_empty() {
-                            reg.by_user.remove(&u);
-                        }
-                    }
-                }
-                _ => reg.all = reg.all.saturating_sub(1),
-            }
-        }
-        let mut subjects = lock(&self.subjects);
-        if let Some(n) = subjects.get_mut(subject) {
-            *n -= 1;
-            if *n == 0 {
-                subjects.remove(subject);
+    /// Unregisters a single-user subscriber's queue.
+    fn remove(&self, user: i32, slot_id: u64) {
+        let mut reg = lock(&self.registry);
+        if let Some(v) = reg.by_user.get_mut(&user) {
+            v.retain(|s| s.id != slot_id);
+            if v.is_empty() {
+                reg.by_user.remove(&user);
             }
         }
     }
@@ -354,7 +331,8 @@ impl LedgerSink for Broker {
 pub struct Subscription {
     broker: Arc<Broker>,
     filter: Filter,
-    subject: String,
+    /// The subscription's place among its subject's; given back on drop.
+    _place: Place<String>,
     reader: Reader,
     /// Per resynced user, what the resync covered.
     watermarks: HashMap<i32, Mark>,
@@ -491,11 +469,9 @@ fn is_stale(watermarks: &mut HashMap<i32, Mark>, event: &BalanceEvent) -> bool {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let slot = match &self.reader {
-            Reader::User(slot) => Some(slot.id),
-            Reader::All { .. } => None,
-        };
-        self.broker.remove(self.filter, &self.subject, slot);
+        if let (Filter::User(user), Reader::User(slot)) = (self.filter, &self.reader) {
+            self.broker.remove(user, slot.id);
+        }
     }
 }
 

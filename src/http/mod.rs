@@ -6,7 +6,6 @@ mod graphiql;
 mod graphql;
 pub mod media;
 mod operation;
-pub mod places;
 pub mod rate_limit;
 pub mod serve;
 mod ws;
@@ -26,9 +25,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::graphql::AppSchema;
 use crate::metrics::Gauges;
+use crate::places::Places;
 use crate::state::AppState;
 use documents::Documents;
-use places::Places;
 use rate_limit::RateLimiter;
 
 /// Largest request body accepted.

@@ -9,7 +9,6 @@ use super::HttpState;
 use crate::auth::{Caller, Role};
 use crate::errors::{assign_code, to_server_error, Code, Coded, Refusal};
 
-/// Whose rate limit a caller spends: their token's subject, per role.
 /// `{"errors": [...]}` with one coded error.
 pub(super) fn error_body<E: Coded>(e: &E) -> Value {
     serde_json::json!({ "errors": [{ "message": e.to_string(), "extensions": { "code": e.code().as_str() } }] })

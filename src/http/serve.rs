@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use super::places::Places;
+use crate::places::Places;
 
 /// Unsent bytes a socket may hold before writes to it wait.
 pub const UNSENT_BYTES: u32 = 16 * 1024;

@@ -46,12 +46,8 @@ pub fn render(
         "ts_users",
         match (&inv.ts_users_table, &inv.ts_balance_columns) {
             (true, Some(c)) => format!(
-                "found (`id` and the balance in `{}`{} are read; never written)",
-                c.paid,
-                c.gift
-                    .as_deref()
-                    .map(|g| format!(" + `{g}`"))
-                    .unwrap_or_default()
+                "found (`id` and the balance in {} are read; never written)",
+                c.describe()
             ),
             (true, None) =>
                 "found (only `id` is read: no balance column known; never written)".to_owned(),
@@ -160,13 +156,9 @@ pub fn render(
         if let Some(c) = &inv.ts_balance_columns {
             let _ = writeln!(
                 s,
-                "  ts_users `{}`{}: kept in step with every change under --opening-balance platform \
+                "  ts_users {}: kept in step with every change under --opening-balance platform \
                  (each ts user opens with what it holds); left as it is under ledger and sum",
-                c.paid,
-                c.gift
-                    .as_deref()
-                    .map(|g| format!(" + `{g}`"))
-                    .unwrap_or_default()
+                c.describe()
             );
         }
         examples(

@@ -59,26 +59,30 @@ impl User {
     }
     /// Batches that still hold points, in the order consumes draw them.
     async fn batches(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PointBatch>> {
-        let mut rows = loader::<LiveBatchesLoader>(ctx)?
-            .load_one(self.0.id)
-            .await
-            .map_err(|e| StoreError::custom(e.to_string()))
-            .gql()?
-            .unwrap_or_default();
+        let mut rows = self.live_batches(ctx).await?;
         rows.sort_by_key(|b| draw_key(b.expires_at, b.id));
         Ok(rows.into_iter().map(PointBatch).collect())
     }
 }
 
 impl User {
-    /// What the user's live batches of `funds` hold, reserved included.
-    async fn funds(&self, ctx: &Context<'_>, funds: RechargeKind) -> async_graphql::Result<i32> {
-        let rows = loader::<LiveBatchesLoader>(ctx)?
+    /// The user's batches that hold points and have not expired (one
+    /// statement for every user of the response, by the loader).
+    async fn live_batches(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<point_batch::Model>> {
+        Ok(loader::<LiveBatchesLoader>(ctx)?
             .load_one(self.0.id)
             .await
             .map_err(|e| StoreError::custom(e.to_string()))
             .gql()?
-            .unwrap_or_default();
+            .unwrap_or_default())
+    }
+
+    /// What the user's live batches of `funds` hold, reserved included.
+    async fn funds(&self, ctx: &Context<'_>, funds: RechargeKind) -> async_graphql::Result<i32> {
+        let rows = self.live_batches(ctx).await?;
         int(rows
             .iter()
             .filter(|b| b.funds == funds.as_str())

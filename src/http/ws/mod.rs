@@ -26,11 +26,11 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::operation::{assign_codes, error_body, prepare, well_formed};
-use super::places::Place;
 use super::rate_limit::Bucket;
 use super::HttpState;
 use crate::auth::{AuthError, Caller};
 use crate::errors::Refusal;
+use crate::places::Place;
 use protocol::{ClientMessage, Close, Protocol};
 
 /// Largest client message accepted (the HTTP body limit).

@@ -416,13 +416,12 @@ async fn ts_balances<C: ConnectionTrait>(
         }
     };
     let gift = chosen
-        .gift
-        .as_deref()
-        .map_or("0".to_owned(), |g| format!("COALESCE(\"{g}\", 0)"));
+        .gift_sql()
+        .map_or("0".to_owned(), |g| format!("COALESCE({g}, 0)"));
     let sql = format!(
-        "SELECT CAST(id AS INTEGER) AS id, CAST(COALESCE(\"{}\", 0) AS BIGINT) AS paid, \
+        "SELECT CAST(id AS INTEGER) AS id, CAST(COALESCE({}, 0) AS BIGINT) AS paid, \
            CAST({gift} AS BIGINT) AS gift FROM ts_users ORDER BY id",
-        chosen.paid
+        chosen.paid_sql()
     );
     inv.ts_user_balances = all(conn, &sql, |r| {
         Ok((

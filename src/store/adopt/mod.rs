@@ -110,6 +110,39 @@ impl TsBalanceColumns {
         }
         Ok(TsBalanceColumns { paid, gift })
     }
+
+    /// `PAID` or `PAID,GIFT`, as [`TsBalanceColumns::parse`] reads it (the
+    /// adoption record).
+    pub fn text(&self) -> String {
+        match &self.gift {
+            Some(g) => format!("{},{g}", self.paid),
+            None => self.paid.clone(),
+        }
+    }
+
+    /// `` `money` + `gift_money` ``, for reports.
+    pub fn describe(&self) -> String {
+        match &self.gift {
+            Some(g) => format!("`{}` + `{g}`", self.paid),
+            None => format!("`{}`", self.paid),
+        }
+    }
+
+    /// The paid column, quoted as an SQL identifier.
+    pub(crate) fn paid_sql(&self) -> String {
+        quoted(&self.paid)
+    }
+
+    /// The gift column, quoted as an SQL identifier, if any.
+    pub(crate) fn gift_sql(&self) -> Option<String> {
+        self.gift.as_deref().map(quoted)
+    }
+}
+
+/// `name` quoted as an SQL identifier (validated by
+/// [`TsBalanceColumns::parse`] or read from the catalog).
+pub(crate) fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A user `adopt` creates.
@@ -283,4 +316,23 @@ pub async fn record_fresh<C: ConnectionTrait>(conn: &C) -> Result<(), StoreError
     ))
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TsBalanceColumns;
+
+    #[test]
+    fn columns_are_written_as_they_are_read() {
+        for text in ["money,gift_money", "points"] {
+            let c = TsBalanceColumns::parse(text).expect("valid");
+            assert_eq!(c.text(), text);
+        }
+        assert_eq!(
+            TsBalanceColumns::platform().describe(),
+            "`money` + `gift_money`"
+        );
+        assert!(TsBalanceColumns::parse("money; DROP TABLE x").is_err());
+        assert!(TsBalanceColumns::parse("a,b,c").is_err());
+    }
 }

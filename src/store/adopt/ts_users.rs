@@ -10,20 +10,14 @@
 
 use sea_orm::{ConnectionTrait, Statement};
 
-use super::TsBalanceColumns;
+use super::{quoted, TsBalanceColumns};
 use crate::store::{Engine, Store, StoreError, WriteTx};
-
-/// `name` quoted as an SQL identifier (validated by
-/// [`TsBalanceColumns::parse`] or read from the catalog).
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 /// Installs the trigger that keeps `columns` in step; run by `adopt
 /// --apply` after the opening batches, so they do not count twice.
 pub async fn follow(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), StoreError> {
-    let paid = quoted(&columns.paid);
-    let gift = columns.gift.as_deref().map_or(paid.clone(), quoted);
+    let paid = columns.paid_sql();
+    let gift = columns.gift_sql().unwrap_or_else(|| paid.clone());
     match tx.engine() {
         Engine::Postgres => {
             let schema: String = tx
@@ -109,8 +103,8 @@ pub async fn drift(
     store: &Store,
     columns: &TsBalanceColumns,
 ) -> Result<Vec<(i32, i64, i64, i64, i64)>, StoreError> {
-    let paid = quoted(&columns.paid);
-    let gift = columns.gift.as_deref().map(quoted);
+    let paid = columns.paid_sql();
+    let gift = columns.gift_sql();
     let (ts_paid, ts_gift) = match &gift {
         Some(g) => (
             format!("COALESCE(t.{paid}, 0)"),

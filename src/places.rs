@@ -1,5 +1,5 @@
-//! Counted places: how many connections one key (a client address, a
-//! token subject) holds, with a cap per key and one in all. A place is a
+//! Counted places: how many connections or subscriptions one key (a client
+//! address, a token subject) holds, with a cap per key and one in all. A place is a
 //! guard that gives itself back when dropped, so no path can leak one.
 
 use std::collections::HashMap;
@@ -59,6 +59,11 @@ impl<K: Hash + Eq + Clone> Places<K> {
             state: self.state.clone(),
             key,
         })
+    }
+
+    /// The cap per key (0: none).
+    pub fn per_key(&self) -> usize {
+        self.per_key
     }
 
     /// Places taken now.

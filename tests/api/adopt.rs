@@ -10,6 +10,7 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{json, Value};
 
 use crate::helpers::{code, data, spawn_on, TestApp};
+use crate::process::cli;
 
 fn python() -> PathBuf {
     PathBuf::from(std::env::var("LEGACY_PYTHON").expect(
@@ -44,23 +45,6 @@ fn checksum(url: &str) -> String {
         .to_owned()
 }
 
-fn gateway(url: &str, args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_points-gateway"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("GATEWAY_JWT_SECRET", "x".repeat(32))
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
-
 async fn one<T: sea_orm::TryGetable>(url: &str, sql: &str) -> T {
     let db = Database::connect(url).await.unwrap();
     let r = db
@@ -80,7 +64,7 @@ fn adopt_in_steps(url: &str, legacy_url: &str, dry: &[&str], apply: &[&str], exp
     let before = checksum(legacy_url);
     let mut args = vec!["adopt"];
     args.extend_from_slice(dry);
-    let (success, report) = gateway(url, &args);
+    let (success, report) = cli(url, &args);
     assert!(success, "{report}");
     for e in expect {
         assert!(report.contains(e), "dry run lacks {e:?}:\n{report}");
@@ -92,20 +76,20 @@ fn adopt_in_steps(url: &str, legacy_url: &str, dry: &[&str], apply: &[&str], exp
         "the dry run changed the database"
     );
     // `serve`/`migrate` refuse until it is adopted, and change nothing.
-    let (success, out) = gateway(url, &["migrate"]);
+    let (success, out) = cli(url, &["migrate"]);
     assert!(!success && out.contains("adopt"), "{out}");
-    let (success, out) = gateway(url, &["adopt", "--apply"]);
+    let (success, out) = cli(url, &["adopt", "--apply"]);
     assert!(!success && out.contains("--opening-balance"), "{out}");
     assert_eq!(checksum(legacy_url), before);
 
     let mut args = vec!["adopt", "--apply"];
     args.extend_from_slice(apply);
-    let (success, out) = gateway(url, &args);
+    let (success, out) = cli(url, &args);
     assert!(success, "{out}");
     assert!(out.contains("Adopted:"), "{out}");
     let after = checksum(legacy_url);
     assert_ne!(after, before);
-    let (success, out) = gateway(url, &args);
+    let (success, out) = cli(url, &args);
     assert!(success && out.contains("nothing to do"), "{out}");
     assert_eq!(
         checksum(legacy_url),
@@ -498,7 +482,7 @@ async fn a_postgres_database_of_both_legacy_systems_is_adopted_and_lives_on() {
         "{seen}"
     );
     assert!(seen["recent_fal_tasks"].as_i64().unwrap() >= 1, "{seen}");
-    let (success, out) = gateway(&url, &["verify"]);
+    let (success, out) = cli(&url, &["verify"]);
     assert!(success, "{out}");
     assert!(out.contains("before the gateway took over"), "{out}");
 }
@@ -537,14 +521,14 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
     );
     assert_eq!(money + gift_money, platform_last);
     assert!(gift_money >= 200 && money >= 1000);
-    let (_, report) = gateway(&url, &["adopt"]);
+    let (_, report) = cli(&url, &["adopt"]);
     assert!(
         report.contains(&format!(
             "ts 2: statement {statement_last}, ts_users {platform_last} (+1200)"
         )),
         "{report}"
     );
-    let (success, report) = gateway(
+    let (success, report) = cli(
         &url,
         &["adopt", "--ts-balance-columns", "points,gift_money"],
     );
@@ -554,7 +538,7 @@ async fn a_sqlite_database_of_the_ts_platform_is_adopted_and_lives_on() {
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "999,0b9c4a52-8f59-4c4a-9d0c-5d1c1f3e9a01\n").unwrap();
     let before = checksum(&peewee);
-    let (success, out) = gateway(
+    let (success, out) = cli(
         &url,
         &[
             "adopt",
@@ -754,7 +738,7 @@ async fn wider_types_an_adopter_has_are_read_the_same() {
         .await
         .unwrap();
     }
-    let (success, report) = gateway(&url, &["adopt"]);
+    let (success, report) = cli(&url, &["adopt"]);
     assert!(success, "{report}");
     assert!(
         report.contains("mjk_point_transactions.amount: bigint"),
@@ -762,7 +746,7 @@ async fn wider_types_an_adopter_has_are_read_the_same() {
     );
     assert!(report.contains("wider: read the same"), "{report}");
     assert!(report.contains("time zone aware"), "{report}");
-    let (success, out) = gateway(&url, &["adopt", "--apply", "--opening-balance", "ledger"]);
+    let (success, out) = cli(&url, &["adopt", "--apply", "--opening-balance", "ledger"]);
     assert!(success, "{out}");
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_on(url.clone(), dir).await;
@@ -819,7 +803,7 @@ async fn wider_types_an_adopter_has_are_read_the_same() {
 #[tokio::test]
 async fn a_platform_adoption_keeps_ts_users_true_on_postgres() {
     let (url, pg, _) = legacy_postgres().await;
-    let (success, out) = gateway(&url, &["adopt", "--apply", "--opening-balance", "platform"]);
+    let (success, out) = cli(&url, &["adopt", "--apply", "--opening-balance", "platform"]);
     assert!(success, "{out}");
     assert!(out.contains("kept in step"), "{out}");
     let user: i32 = one(

@@ -3,7 +3,6 @@
 //! connections matter the gateway runs as its own process and is measured
 //! from `/proc`.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use points_gateway::auth::Role;
@@ -11,7 +10,7 @@ use points_gateway::domain::ledger::{self, RowTime};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{code, data, database_url, gift, spawn_with, Engine, TestApp};
+use crate::helpers::{code, data, gift, spawn_with, Engine, TestApp};
 use crate::process::{token, Gateway};
 use crate::ws_client::{Got, WsClient};
 
@@ -37,15 +36,9 @@ fn fan_out(depth: usize) -> String {
     q
 }
 
-async fn sqlite_gateway(env: &[(&str, &str)]) -> (Gateway, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = database_url(Engine::Sqlite, &dir).await;
-    (Gateway::start(&url, env, Stdio::null()), dir)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fragment_fan_out_is_refused_at_once_in_bounded_memory() {
-    let (gw, _dir) = sqlite_gateway(&[]).await;
+    let (gw, _dir) = Gateway::on_sqlite(&[]).await;
     let client = reqwest::Client::new();
     let ok = client
         .get(format!("{}/healthz", gw.url))
@@ -105,7 +98,7 @@ async fn flood(ws: &mut WsClient, from: usize, to: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_subscribe_complete_flood_leaves_memory_flat() {
-    let (gw, _dir) = sqlite_gateway(&[("WS_MESSAGE_RATE", "0")]).await;
+    let (gw, _dir) = Gateway::on_sqlite(&[("WS_MESSAGE_RATE", "0")]).await;
     let partner = token(Role::Partner);
     let mut ws = WsClient::connect_url(&gw.url, "graphql-transport-ws").await;
     assert!(matches!(ws.init(&partner).await, Got::Msg(m) if m["type"] == "connection_ack"));
@@ -122,7 +115,7 @@ async fn a_websocket_subscribe_complete_flood_leaves_memory_flat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_are_closed_while_a_request_is_answered() {
-    let (gw, _dir) = sqlite_gateway(&[
+    let (gw, _dir) = Gateway::on_sqlite(&[
         ("HTTP_HEADER_TIMEOUT_MS", "500"),
         ("MAX_CONNECTIONS", "8"),
         ("RATE_LIMIT_ANONYMOUS", "0"),
@@ -495,7 +488,7 @@ async fn metrics_need_an_admin_token_or_their_own_address() {
     let addr = free.local_addr().unwrap();
     drop(free);
     let bind = addr.to_string();
-    let (gw, _dir) = sqlite_gateway(&[("METRICS_BIND", &bind)]).await;
+    let (gw, _dir) = Gateway::on_sqlite(&[("METRICS_BIND", &bind)]).await;
     let open = reqwest::get(format!("http://{bind}/metrics"))
         .await
         .unwrap();

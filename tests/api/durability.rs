@@ -56,17 +56,11 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A service's request; a transport failure becomes `{"transport": …}`.
 async fn post(client: &reqwest::Client, url: &str, query: &str, variables: Value) -> Value {
-    match client
-        .post(format!("{url}/graphql"))
-        .bearer_auth(token(Role::Service))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
+    crate::process::post(client, url, &token(Role::Service), query, variables)
         .await
-    {
-        Ok(r) => r.json().await.unwrap_or(json!({"transport": "bad body"})),
-        Err(e) => json!({ "transport": e.to_string() }),
-    }
+        .unwrap_or_else(|e| json!({ "transport": e.to_string() }))
 }
 
 const CONSUME: &str = "mutation($k: String!, $n: String) { consume(input: {userId: 1, amount: 1, \
@@ -92,19 +86,6 @@ fn stop(mut gw: Gateway) {
         .arg(gw.child.id().to_string())
         .status();
     let _ = gw.child.wait();
-}
-
-fn verify(url: &str) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_points-gateway"))
-        .arg("verify")
-        .env("DATABASE_URL", url)
-        .env("GATEWAY_JWT_SECRET", "x".repeat(32))
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into(),
-    )
 }
 
 /// SQLite on a full disk: every acknowledged consume is on disk after a
@@ -226,7 +207,7 @@ async fn a_full_disk_never_turns_an_acknowledged_write_into_a_lost_one() {
         "{r}"
     );
     stop(gw);
-    let (clean, report) = verify(&url);
+    let (clean, report) = crate::process::cli(&url, &["verify"]);
     assert!(clean, "verify: {report}");
 }
 
@@ -251,20 +232,10 @@ async fn a_consume_cut_off_by_a_dropped_connection_is_settled_by_its_retry() {
         ))
         .await
         .unwrap();
+    let app = std::sync::Arc::new(app);
     let pending = {
-        let (url, service) = (app.url.clone(), app.service.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{url}/graphql"))
-                .bearer_auth(service)
-                .json(&json!({ "query": format!("mutation {{ consume(input: {{userId: {u}, amount: 10, sourceType: SCRIPT, sourceId: \"cut-1\"}}) {{ id balanceAfter }} }}") }))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
+        let app = app.clone();
+        tokio::spawn(async move { app.consume(u, 10, "SCRIPT", "cut-1", None).await })
     };
     // The gateway's session waiting for the user's lock, killed.
     let mut killed = false;

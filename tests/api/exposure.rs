@@ -3,21 +3,14 @@
 //! in. Clients bind distinct loopback addresses (127.0.0.2, .3, …) so one
 //! machine plays an attacker and its victims.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use points_gateway::auth::Role;
 use tokio::io::AsyncReadExt;
 
-use crate::helpers::{database_url, spawn_with, Engine};
+use crate::helpers::{spawn_with, Engine};
 use crate::process::{token, Gateway};
 use crate::ws_client::{tcp_from, Got, WsClient, BALANCE_CHANGED};
-
-async fn gateway(env: &[(&str, &str)]) -> (Gateway, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = database_url(Engine::Sqlite, &dir).await;
-    (Gateway::start(&url, env, Stdio::null()), dir)
-}
 
 /// A figure of the gateway's `/metrics` (admin token).
 async fn metric_of(gw: &Gateway, name: &str) -> f64 {
@@ -48,7 +41,7 @@ fn open_fds(gw: &Gateway) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sockets_that_never_authenticate_cannot_keep_a_partner_out() {
     let cap = 100;
-    let (gw, _dir) = gateway(&[
+    let (gw, _dir) = Gateway::on_sqlite(&[
         ("WS_MAX_CONNECTIONS", "100"),
         ("WS_ANONYMOUS_PER_ADDRESS", "32"),
         ("WS_ANONYMOUS_MAX", "64"),
@@ -117,7 +110,7 @@ async fn sockets_that_never_authenticate_cannot_keep_a_partner_out() {
 /// are closed by the first-byte timeout, well before the header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_connections_from_one_address_cannot_fill_the_connection_cap() {
-    let (gw, _dir) = gateway(&[
+    let (gw, _dir) = Gateway::on_sqlite(&[
         ("MAX_CONNECTIONS", "64"),
         ("MAX_CONNECTIONS_PER_ADDRESS", "16"),
         ("HTTP_HEADER_TIMEOUT_MS", "10000"),

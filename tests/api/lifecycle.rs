@@ -7,24 +7,7 @@ use points_gateway::auth::Role;
 use serde_json::{json, Value};
 
 use crate::helpers::{code, fresh_postgres_url, spawn_stoppable, Engine};
-use crate::process::{token, Gateway, SECRET};
-
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    query: &str,
-    vars: Value,
-) -> Result<Value, reqwest::Error> {
-    client
-        .post(format!("{url}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": vars }))
-        .send()
-        .await?
-        .json()
-        .await
-}
+use crate::process::{post, token, Gateway, SECRET};
 
 const CONSUME: &str = "mutation($u: Int!, $id: String!) { consume(input: {userId: $u, amount: 3, sourceType: SCRIPT, sourceId: $id}) { id } }";
 

@@ -50,6 +50,53 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The binary on a fresh SQLite file (kept until the directory drops),
+    /// logging nowhere.
+    pub async fn on_sqlite(env: &[(&str, &str)]) -> (Gateway, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::helpers::database_url(crate::helpers::Engine::Sqlite, &dir).await;
+        (Gateway::start(&url, env, Stdio::null()), dir)
+    }
+}
+
+/// One GraphQL request to a gateway at `url` (`http://host:port`).
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    vars: serde_json::Value,
+) -> Result<serde_json::Value, reqwest::Error> {
+    client
+        .post(format!("{url}/graphql"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "query": query, "variables": vars }))
+        .send()
+        .await?
+        .json()
+        .await
+}
+
+/// A subcommand of the binary on `url` (`adopt`, `verify`, …): whether it
+/// succeeded, and what it printed.
+pub fn cli(url: &str, args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_points-gateway"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("GATEWAY_JWT_SECRET", "x".repeat(32))
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
 pub fn token(role: Role) -> String {
     TokenKeys::new(&JwtSecret::new(SECRET.as_bytes().to_vec()).unwrap())
         .mint(role, None, chrono::Duration::hours(1))

@@ -53,6 +53,32 @@ pub const NEEDS_OPENING: &str = "--apply needs --opening-balance ledger|platform
     balance each user keeps is a decision about money, not a default (the dry run shows each \
     choice's total); nothing was changed";
 
+/// What the legacy systems may keep doing after this cutover.
+fn coexistence_note(coexist: bool, followed: Option<&sa::TsBalanceColumns>) -> String {
+    if !coexist {
+        return "Coexistence: none on SQLite. A SQLite trigger cannot take the gateway's lock, so \
+                the legacy applications must stop writing balances now; `verify` reports any \
+                ledger row they still write.\n"
+            .to_owned();
+    }
+    let ts = match followed {
+        Some(c) => format!(
+            "; changes of ts_users {} (with or without a ts_points_detail row) are absorbed when \
+             their transaction commits, and the columns show the gateway's paid and gift points \
+             after every commit",
+            c.describe()
+        ),
+        None => String::new(),
+    };
+    format!(
+        "Coexistence: the legacy applications may keep writing while their services move over. \
+         Rows they insert into mjk_point_transactions are absorbed in their own transaction{ts}. \
+         A legacy write that would spend points not free, refund more than a job took or charge \
+         a job twice fails with a constraint error. `points-gateway release` hands the database \
+         back.\n"
+    )
+}
+
 pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome> {
     let map = match &opts.user_map {
         None => UserMap::default(),
@@ -177,10 +203,19 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
     }
     // Under `platform` every ts user opened with exactly what ts_users
     // held: from here on ts_users follows every change of their points.
-    let followed = match (plan.policy, &inv.ts_balance_columns) {
-        (OpeningBalance::Platform, Some(c)) => {
+    // On PostgreSQL the legacy writes are absorbed from here on, so the
+    // old code must read the gateway's figures under every policy: the
+    // columns are set to each user's opening split first.
+    let coexist = store.engine() == Engine::Postgres;
+    let followed = match (plan.policy, &inv.ts_balance_columns, coexist) {
+        (OpeningBalance::Platform, Some(c), _) => {
             sa::ts_users::follow(&tx, c).await?;
-            Some(c.text())
+            Some(c.clone())
+        }
+        (_, Some(c), true) => {
+            sa::ts_users::align(&tx, c).await?;
+            sa::ts_users::follow(&tx, c).await?;
+            Some(c.clone())
         }
         _ => None,
     };
@@ -190,17 +225,22 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
         plan.policy.as_str(),
         plan.users.len(),
         &report,
-        followed,
+        followed.as_ref().map(sa::TsBalanceColumns::text),
     )
     .await?;
+    // After the record: the triggers and the gateway's lock read it.
+    if coexist {
+        sa::absorb::install(&tx, followed.as_ref(), store.legacy_zone().name()).await?;
+    }
     tx.commit().await?;
     Ok(Outcome::done(
         format!(
             "{report}\nAdopted: {} users, {opened} opening rows, {} points; history up to ledger row {} \
-             is kept as it was. `points-gateway verify` checks everything from here on.\n",
+             is kept as it was. `points-gateway verify` checks everything from here on.\n{}",
             plan.users.len(),
             plan.total_opening,
-            inv.ledger_max_id
+            inv.ledger_max_id,
+            coexistence_note(coexist, followed.as_ref())
         ),
         false,
     ))

@@ -1,5 +1,5 @@
 //! The `points-gateway` command line: `serve` (default), `migrate`, `token`,
-//! `schema`, `verify`, `adopt`, `seed-demo`.
+//! `schema`, `verify`, `adopt`, `release`, `seed-demo`.
 
 use std::process::ExitCode;
 
@@ -62,6 +62,16 @@ pub enum Command {
         /// where they exist.
         #[arg(long, value_name = "PAID[,GIFT]")]
         ts_balance_columns: Option<String>,
+    },
+    /// Hand an adopted database back to the legacy systems (the way back):
+    /// by default a dry run that reports what it would do.
+    Release {
+        /// Carry it out, in one transaction.
+        #[arg(long)]
+        apply: bool,
+        /// Which system keeps the points of users both know.
+        #[arg(long, default_value = "ts", value_parser = clap::builder::PossibleValuesParser::new(["ts", "mjk"]))]
+        joined_to: String,
     },
     /// Fill the database with realistic demo data (applies migrations).
     SeedDemo {
@@ -233,6 +243,24 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             } else {
                 check
             };
+            print!("{}", outcome.text);
+            Ok(if outcome.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Release { apply, joined_to } => {
+            let joined_to = match joined_to.as_str() {
+                "mjk" => crate::store::adopt::release::JoinedTo::Mjk,
+                _ => crate::store::adopt::release::JoinedTo::Ts,
+            };
+            let store = connect_as(&settings, 2, Access::Adopting).await?;
+            let outcome = crate::release::release(
+                &store,
+                &crate::release::ReleaseOptions { apply, joined_to },
+            )
+            .await?;
             print!("{}", outcome.text);
             Ok(if outcome.ok {
                 ExitCode::SUCCESS

@@ -12,6 +12,7 @@ pub mod graphql;
 pub mod http;
 pub mod metrics;
 pub mod places;
+pub mod release;
 pub mod seed;
 pub mod startup;
 pub mod state;

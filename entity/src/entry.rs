@@ -1,8 +1,11 @@
 //! `gw_entries` (the gateway's own): one row per ledger row the gateway
 //! wrote. Its idempotency keys (unique here, whatever duplicates legacy
 //! history holds), the consume a refund belongs to, the hash of the request
-//! that wrote it, and its `ts_points_detail` mirror. A ledger row after the
-//! cutover without one was written by something else.
+//! that wrote it, and its `ts_points_detail` mirror (or the ts platform's
+//! own statement row, for a movement absorbed from it). `origin` is NULL
+//! for the gateway's own rows, `mjk` or `ts` for a legacy write absorbed
+//! after the cutover. A ledger row after the cutover without one was
+//! written by something else and not absorbed.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -19,6 +22,7 @@ pub struct Model {
     pub refund_of: Option<i64>,
     pub request_hash: Option<String>,
     pub detail_id: Option<i32>,
+    pub origin: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,6 +17,7 @@ mod m20261126_000006_event_log;
 mod m20261126_000007_consume_call;
 mod m20261202_000008_key_claim;
 mod m20261202_000009_batch_funds;
+mod m20261202_000010_absorb;
 mod pg;
 
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000007_consume_call::Migration),
             Box::new(m20261202_000008_key_claim::Migration),
             Box::new(m20261202_000009_batch_funds::Migration),
+            Box::new(m20261202_000010_absorb::Migration),
         ]
     }
 }

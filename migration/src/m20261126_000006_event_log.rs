@@ -58,7 +58,7 @@ fn events() -> TableCreateStatement {
         .to_owned()
 }
 
-const LEDGER_FUNCTION: &str = r#"
+pub(crate) const LEDGER_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION {s}.points_ledger_notify() RETURNS trigger AS $$
 BEGIN
   IF current_setting('points_gateway.notify', true) = 'off' THEN

@@ -29,7 +29,7 @@ impl MigrationName for Migration {
 const FIRST: &str = "  o_outcome := 'other';\n";
 
 /// `gw_consume` with the key claimed first.
-fn claiming() -> Result<String, DbErr> {
+pub(crate) fn claiming() -> Result<String, DbErr> {
     if !FUNCTION.contains(FIRST) {
         return Err(DbErr::Migration(
             "gw_consume changed shape: no place for the key claim".into(),

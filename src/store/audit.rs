@@ -121,13 +121,15 @@ pub async fn batches(store: &Store) -> Result<Vec<BatchFigures>, StoreError> {
             // the ledger's size (there is no index on the ledger's batch_id).
             // A `restored` batch is created holding what the refund of a
             // consume from before the cutover returned: that refund's
-            // allocation is its amount, not a movement on top of it.
+            // allocation is its amount, not a movement on top of it. An
+            // `expire` row the gateway wrote names its one batch; one
+            // absorbed from the legacy ledger drew like a consume.
             "SELECT b.id AS id, b.amount AS amount, b.remaining AS remaining, b.reserved AS reserved, \
              CAST(COALESCE(p.held, 0) AS BIGINT) AS held_parts, \
              CAST(COALESCE(m.moved, 0) AS BIGINT) AS moved, CAST(COALESCE(x.expired, 0) AS BIGINT) AS expired \
              FROM gw_point_batches b \
              LEFT JOIN (SELECT a.batch_id AS batch_id, \
-                               SUM(CASE WHEN t.type = 'consume' THEN -a.amount ELSE a.amount END) AS moved \
+                               SUM(CASE WHEN t.type IN ('consume', 'expire') THEN -a.amount ELSE a.amount END) AS moved \
                         FROM gw_point_allocations a JOIN gw_entries t ON t.ledger_id = a.entry_id \
                         JOIN gw_point_batches ab ON ab.id = a.batch_id \
                         WHERE NOT (ab.kind = 'restored' AND t.type = 'refund' \
@@ -135,7 +137,7 @@ pub async fn batches(store: &Store) -> Result<Vec<BatchFigures>, StoreError> {
                         GROUP BY a.batch_id) m ON m.batch_id = b.id \
              LEFT JOIN (SELECT t.batch_id AS batch_id, SUM(t.amount) AS expired \
                         FROM mjk_point_transactions t JOIN gw_entries g ON g.ledger_id = t.id \
-                        WHERE g.type = 'expire' GROUP BY t.batch_id) x ON x.batch_id = b.id \
+                        WHERE g.type = 'expire' AND g.origin IS NULL GROUP BY t.batch_id) x ON x.batch_id = b.id \
              LEFT JOIN (SELECT hp.batch_id AS batch_id, SUM(hp.amount) AS held \
                         FROM gw_hold_parts hp JOIN gw_holds h ON h.id = hp.hold_id \
                         WHERE h.status = 'held' GROUP BY hp.batch_id) p ON p.batch_id = b.id \

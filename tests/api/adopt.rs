@@ -12,18 +12,18 @@ use serde_json::{json, Value};
 use crate::helpers::{code, data, spawn_on, TestApp};
 use crate::process::cli;
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     PathBuf::from(std::env::var("LEGACY_PYTHON").expect(
         "LEGACY_PYTHON must name a python with sqlalchemy, alembic, psycopg2 and peewee \
          (scripts/test.sh makes .venv-legacy)",
     ))
 }
 
-fn legacy_dir() -> PathBuf {
+pub(crate) fn legacy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/legacy")
 }
 
-fn ok(o: Output, what: &str) -> String {
+pub(crate) fn ok(o: Output, what: &str) -> String {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -33,7 +33,7 @@ fn ok(o: Output, what: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn py(args: &[&str]) -> Command {
+pub(crate) fn py(args: &[&str]) -> Command {
     let mut c = Command::new(python());
     c.args(args).current_dir(legacy_dir());
     c
@@ -45,7 +45,7 @@ fn checksum(url: &str) -> String {
         .to_owned()
 }
 
-async fn one<T: sea_orm::TryGetable>(url: &str, sql: &str) -> T {
+pub(crate) async fn one<T: sea_orm::TryGetable>(url: &str, sql: &str) -> T {
     let db = Database::connect(url).await.unwrap();
     let r = db
         .query_one_raw(Statement::from_string(
@@ -101,7 +101,7 @@ fn adopt_in_steps(url: &str, legacy_url: &str, dry: &[&str], apply: &[&str], exp
 /// What the ts platform's own code reads as `user`'s balance (peewee,
 /// `get_user_total_money()`), against the gateway's `paid`, `gift` and
 /// `balance`: equal after every commit where the adoption keeps ts_users.
-async fn assert_ts_users_follow(app: &TestApp, peewee: &str, user: i32) {
+pub(crate) async fn assert_ts_users_follow(app: &TestApp, peewee: &str, user: i32) {
     let out = ok(
         py(&["ts_platform.py", peewee, "money", &user.to_string()])
             .output()
@@ -165,7 +165,7 @@ async fn usage(app: &TestApp, user: i32) -> Vec<Value> {
 /// Alembic's history for the mjk ledger, then `fill.py`'s data through
 /// SQLAlchemy and peewee. Its URL as the gateway, peewee and SQLAlchemy
 /// spell it.
-async fn legacy_postgres() -> (String, String, String) {
+pub(crate) async fn legacy_postgres() -> (String, String, String) {
     let url = crate::helpers::fresh_postgres_url().await;
     let pg = url.replacen("postgres://", "postgresql://", 1);
     let psycopg = url.replacen("postgres://", "postgresql+psycopg2://", 1);

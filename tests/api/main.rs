@@ -5,6 +5,7 @@
 #[macro_use]
 mod helpers;
 
+mod absorb;
 mod adopt;
 mod auth;
 mod availability;

@@ -88,7 +88,10 @@ pub async fn refund_in(
     let returned = tx.refunded_per_batch(consume.id).await?;
     // A consume the gateway wrote has a request hash; one of the history
     // before the cutover has none, and drew from no batch of the gateway's.
-    let history = consume.request_hash.is_none();
+    // A legacy consume absorbed after the cutover has no hash either, but
+    // drew from batches like the gateway's own: refunded like them.
+    let drawn = tx.allocations(consume.id).await?;
+    let history = consume.request_hash.is_none() && drawn.is_empty();
     let parts = if history {
         // Up to what it took (every legacy consume under its key: the old
         // system charged some twice) minus every refund of it so far; the
@@ -119,7 +122,6 @@ pub async fn refund_in(
             .await?;
         vec![(batch, requested)]
     } else {
-        let drawn = tx.allocations(consume.id).await?;
         rules::refund_plan(&drawn, &returned, req.amount.map(|a| a.get())).map_err(|e| {
             RefundError::ExceedsConsumed {
                 refundable: e.refundable,

@@ -2,8 +2,10 @@
 //! the platforms' tables without an adoption), and the SQL of `adopt`: what
 //! it reads ([`inventory`]) and what it writes ([`apply`]).
 
+pub mod absorb;
 mod apply;
 mod inventory;
+pub mod release;
 
 pub mod ts_users;
 

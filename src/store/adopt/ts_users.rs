@@ -8,9 +8,9 @@
 //! hold moves points from `remaining` to `reserved`: no change, as the
 //! settled balance does not move either.
 
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::ConnectionTrait;
 
-use super::{quoted, TsBalanceColumns};
+use super::TsBalanceColumns;
 use crate::store::{Engine, Store, StoreError, WriteTx};
 
 /// Installs the trigger that keeps `columns` in step; run by `adopt
@@ -20,16 +20,7 @@ pub async fn follow(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), Stor
     let gift = columns.gift_sql().unwrap_or_else(|| paid.clone());
     match tx.engine() {
         Engine::Postgres => {
-            let schema: String = tx
-                .txn()
-                .query_one_raw(Statement::from_string(
-                    tx.txn().get_database_backend(),
-                    "SELECT current_schema() AS s",
-                ))
-                .await?
-                .ok_or_else(|| StoreError::custom("no current schema"))?
-                .try_get("", "s")?;
-            let s = quoted(&schema);
+            let s = super::absorb::schema(tx).await?;
             tx.txn()
                 .execute_unprepared(&format!(
                     "CREATE OR REPLACE FUNCTION {s}.gw_ts_users_follow() RETURNS trigger \
@@ -76,6 +67,34 @@ pub async fn follow(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), Stor
             }
         }
     }
+    Ok(())
+}
+
+/// Sets every adopted ts user's columns to what their batches hold of
+/// each funds (the opening split): under the `ledger` and `sum` policies
+/// the old code must read the gateway's figures from the cutover on.
+/// Without a gift column every point is paid.
+pub async fn align(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), StoreError> {
+    let paid = columns.paid_sql();
+    let sum = |funds: &str| {
+        format!(
+            "COALESCE((SELECT SUM(b.remaining + b.reserved) FROM gw_point_batches b \
+               WHERE b.user_id = ts_users.id{funds}), 0)"
+        )
+    };
+    let set = match columns.gift_sql() {
+        Some(g) => format!(
+            "{paid} = {}, {g} = {}",
+            sum(" AND b.funds <> 'gift'"),
+            sum(" AND b.funds = 'gift'")
+        ),
+        None => format!("{paid} = {}", sum("")),
+    };
+    tx.txn()
+        .execute_unprepared(&format!(
+            "UPDATE ts_users SET {set} WHERE EXISTS (SELECT 1 FROM gw_users u WHERE u.id = ts_users.id)"
+        ))
+        .await?;
     Ok(())
 }
 

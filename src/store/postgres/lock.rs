@@ -19,11 +19,18 @@ use crate::store::StoreError;
 /// transaction committed after the snapshot and none is still running.
 /// Otherwise (a writer of the same user got there first) the batches are
 /// read again, after the lock.
+///
+/// While the legacy systems' writes are absorbed, the user's `ts_users` row
+/// is locked first (`gw_lock_ts`, a no-op otherwise; evaluated before the
+/// user row is locked, as the user row's filter depends on it): the ts
+/// platform's code holds that row when its trigger reaches the user lock.
 pub(crate) fn user_sql(filter: &str, probe_sql: &str) -> String {
     let last_at = LAST_AT_SQL.replace("{uuid}", "l.uuid");
     format!(
-        "WITH s AS (SELECT ctid AS c FROM gw_users WHERE {filter}), \
-         l AS (SELECT ctid AS c, id, uuid, balance, held, hold_seq FROM gw_users WHERE {filter} FOR UPDATE) \
+        "WITH t AS MATERIALIZED (SELECT gw_lock_ts((SELECT id FROM gw_users WHERE {filter})) AS ok), \
+         s AS (SELECT ctid AS c FROM gw_users WHERE {filter}), \
+         l AS (SELECT ctid AS c, id, uuid, balance, held, hold_seq FROM gw_users \
+               WHERE {filter} AND (SELECT ok FROM t) FOR UPDATE) \
          SELECT l.id, l.uuid, l.balance, l.held, l.hold_seq, l.c = s.c AS fresh, \
            (SELECT json_agg(json_build_array(b.id, b.remaining, \
                 (extract(epoch FROM b.expires_at) * 1000000)::bigint))::text \

@@ -191,16 +191,19 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
         })
         .collect();
     sa::insert_users(&tx, &users, FIRST_GATEWAY_ID).await?;
-    let mut opened = 0usize;
-    for u in &plan.users {
-        let (paid, gift) = (u.opening - u.opening_gift, u.opening_gift);
-        if opening::open(&mut tx, u.id, paid, gift, &u.note)
-            .await?
-            .is_some()
-        {
-            opened += 1;
-        }
-    }
+    let openings: Vec<(i32, i64, i64, &str)> = plan
+        .users
+        .iter()
+        .map(|u| {
+            (
+                u.id,
+                u.opening - u.opening_gift,
+                u.opening_gift,
+                u.note.as_str(),
+            )
+        })
+        .collect();
+    let opened = opening::open_all(&mut tx, &openings).await?;
     // Under `platform` every ts user opened with exactly what ts_users
     // held: from here on ts_users follows every change of their points.
     // On PostgreSQL the legacy writes are absorbed from here on, so the

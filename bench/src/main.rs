@@ -15,6 +15,11 @@
 //!   6,400 all-users subscriptions never read against none (`stuck`, at
 //!   the highest concurrency given); prints a table
 //!   and writes `bench-results/<engine>-<unix time>.json`.
+//! - `bench cutover --database-url URL [--users 100000 --rows 1000000
+//!   --writers 4 --writes 500]`: on an empty PostgreSQL database, lays out
+//!   the legacy systems' tables at that scale and runs `adopt --apply`
+//!   while legacy writers keep writing; the adoption's time, the longest
+//!   legacy write, and legacy write latency before and after (absorbed).
 //! - `bench subscribe --database-url URL [--subscribers 5000 --all-users 10
 //!   --users 1000 --rate 200 --seconds 30]`: WebSocket subscribers of
 //!   `balanceChanged` while consumes arrive at a steady rate; delivery
@@ -22,6 +27,7 @@
 
 mod baseline;
 mod cpu;
+mod cutover;
 mod gateway;
 mod gen;
 mod load;
@@ -83,6 +89,24 @@ enum Command {
         )]
         scenarios: Vec<String>,
     },
+    /// Adopt a legacy database at scale while its writers keep writing
+    /// (an empty PostgreSQL database: the legacy tables are laid out first).
+    Cutover {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Users per side (ts and mjk).
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Ledger rows, and as many statement rows.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Legacy writer connections.
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        /// Legacy writes per writer measured before and after the cutover.
+        #[arg(long, default_value_t = 500)]
+        writes: usize,
+    },
     /// Balance subscribers under a steady stream of changes.
     Subscribe {
         #[arg(long, env = "DATABASE_URL")]
@@ -128,6 +152,22 @@ async fn main() -> anyhow::Result<()> {
                 tasks,
             };
             gen::generate(&store, &scale, seed).await?;
+        }
+        Command::Cutover {
+            database_url,
+            users,
+            rows,
+            writers,
+            writes,
+        } => {
+            cutover::run(cutover::Options {
+                database_url,
+                users: users.max(1),
+                rows,
+                writers: writers.max(1),
+                writes,
+            })
+            .await?;
         }
         Command::Run {
             database_url,

@@ -237,6 +237,11 @@ impl WriteTx {
         self.engine
     }
 
+    /// The ts platform's zone, by name (its tables hold naive local time).
+    pub(super) fn zone_name(&self) -> &'static str {
+        self.zone.name()
+    }
+
     /// Locks the user row for the rest of the transaction and, in the same
     /// round trip, looks `probe` up; `None` when the user does not exist.
     pub async fn lock_user(

@@ -5,6 +5,7 @@ use super::writer::{NewRow, RowTime, Writer};
 use super::Entry;
 use crate::domain::input::MAX_BALANCE;
 use crate::domain::source::{describe, RechargeKind, TxType, OPENING_LABEL};
+use crate::store::adopt::{open_many, Opening};
 use crate::store::ledger::{NewBatch, UserKey};
 use crate::store::{StoreError, WriteTx};
 
@@ -15,6 +16,59 @@ use crate::store::{StoreError, WriteTx};
 /// spends gift points before paid ones), then the paid part; nothing for a
 /// zero balance. `note` says where the figure came from (shown after the
 /// label).
+/// The openings of every adopted user, `(id, paid, gift, note)`: each as
+/// [`open`] writes it, in bulk where the engine has a bulk path. Returns
+/// the opening rows written (users with a zero balance get none).
+pub async fn open_all(
+    tx: &mut WriteTx,
+    users: &[(i32, i64, i64, &str)],
+) -> Result<usize, StoreError> {
+    let mut openings = Vec::with_capacity(users.len());
+    for &(user_id, paid, gift, note) in users {
+        check(user_id, paid, gift)?;
+        if paid + gift > 0 {
+            openings.push(Opening {
+                user_id,
+                paid,
+                gift,
+                description: describe(OPENING_LABEL, Some(note)),
+            });
+        }
+    }
+    if let Some(n) = open_many(tx, &openings).await? {
+        if n != openings.len() {
+            return Err(StoreError::custom(format!(
+                "{} openings asked, {n} written",
+                openings.len()
+            )));
+        }
+        return Ok(n);
+    }
+    let mut n = 0;
+    for &(user_id, paid, gift, note) in users {
+        if open(tx, user_id, paid, gift, note).await?.is_some() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// An opening is of points that exist and fit a balance.
+fn check(user_id: i32, paid: i64, gift: i64) -> Result<(), StoreError> {
+    if paid < 0 || gift < 0 {
+        return Err(StoreError::custom(format!(
+            "user {user_id}: an opening of {paid} paid and {gift} gift points"
+        )));
+    }
+    if paid + gift > MAX_BALANCE {
+        return Err(StoreError::custom(format!(
+            "user {user_id}: an opening balance of {} is above the cap of {MAX_BALANCE}",
+            paid + gift
+        )));
+    }
+    Ok(())
+}
+
 pub async fn open(
     tx: &mut WriteTx,
     user_id: i32,
@@ -22,19 +76,10 @@ pub async fn open(
     gift: i64,
     note: &str,
 ) -> Result<Option<Entry>, StoreError> {
-    if paid < 0 || gift < 0 {
-        return Err(StoreError::custom(format!(
-            "user {user_id}: an opening of {paid} paid and {gift} gift points"
-        )));
-    }
+    check(user_id, paid, gift)?;
     let amount = paid + gift;
     if amount == 0 {
         return Ok(None);
-    }
-    if amount > MAX_BALANCE {
-        return Err(StoreError::custom(format!(
-            "user {user_id}: an opening balance of {amount} is above the cap of {MAX_BALANCE}"
-        )));
     }
     let (mut w, _) = Writer::lock(tx, UserKey::Id(user_id), RowTime::Now, None)
         .await?

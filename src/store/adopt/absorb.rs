@@ -311,17 +311,26 @@ DECLARE
 BEGIN
   -- Fired by a change of the user's columns, or by a statement row of
   -- theirs (which may leave the columns as they were: a stale write).
+  v_pending := COALESCE(string_to_array(trim(both ',' FROM
+    COALESCE(current_setting('points_gateway.statements', true), '')), ',')::integer[], '{}');
   IF TG_TABLE_NAME = 'ts_points_detail' THEN
+    -- Only the legacy code's own rows (not a mirror an absorption wrote).
+    IF NOT (NEW.id = ANY(v_pending)) THEN
+      RETURN NULL;
+    END IF;
     v_user := NEW.user_id;
   ELSE
     v_user := NEW.id;
   END IF;
   PERFORM gw_absorb_user(NULL, v_user);
-  SELECT t.{paid}, {gift_read} INTO v_ts_paid, v_ts_gift FROM ts_users t WHERE t.id = v_user;
   SELECT o_paid, o_gift INTO v_paid, v_gift FROM gw_absorb_split(v_user);
+  SELECT t.{paid}, {gift_read} INTO v_ts_paid, v_ts_gift FROM ts_users t WHERE t.id = v_user;
+  IF NOT FOUND THEN
+    -- No ts_users row (a user of the mjk side): only its statement rows move.
+    v_ts_paid := v_paid;
+    v_ts_gift := v_gift;
+  END IF;
   v_delta := (COALESCE(v_ts_paid, 0) + COALESCE(v_ts_gift, 0)) - (v_paid + v_gift);
-  v_pending := COALESCE(string_to_array(trim(both ',' FROM
-    COALESCE(current_setting('points_gateway.statements', true), '')), ',')::integer[], '{}');
   IF v_delta = 0 AND ({same})
      AND NOT EXISTS (SELECT 1 FROM ts_points_detail x WHERE x.id = ANY(v_pending) AND x.user_id = v_user) THEN
     RETURN NULL;

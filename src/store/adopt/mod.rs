@@ -9,7 +9,9 @@ pub mod release;
 
 pub mod ts_users;
 
-pub use apply::{begin, insert_users, install, inventory_in, record, standing_in};
+pub use apply::{
+    begin, insert_users, install, inventory_in, open_many, record, standing_in, Opening,
+};
 pub use inventory::{history_anomalies, inventory};
 
 /// The `ts_users` balance columns `adopt` was asked for (`None`: the

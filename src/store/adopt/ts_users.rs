@@ -76,23 +76,18 @@ pub async fn follow(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), Stor
 /// Without a gift column every point is paid.
 pub async fn align(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), StoreError> {
     let paid = columns.paid_sql();
-    let sum = |funds: &str| {
-        format!(
-            "COALESCE((SELECT SUM(b.remaining + b.reserved) FROM gw_point_batches b \
-               WHERE b.user_id = ts_users.id{funds}), 0)"
-        )
-    };
     let set = match columns.gift_sql() {
-        Some(g) => format!(
-            "{paid} = {}, {g} = {}",
-            sum(" AND b.funds <> 'gift'"),
-            sum(" AND b.funds = 'gift'")
-        ),
-        None => format!("{paid} = {}", sum("")),
+        Some(g) => format!("{paid} = COALESCE(s.paid, 0), {g} = COALESCE(s.gift, 0)"),
+        None => format!("{paid} = COALESCE(s.paid, 0) + COALESCE(s.gift, 0)"),
     };
+    // One grouped pass over the batches, joined (not a subquery per user).
     tx.txn()
         .execute_unprepared(&format!(
-            "UPDATE ts_users SET {set} WHERE EXISTS (SELECT 1 FROM gw_users u WHERE u.id = ts_users.id)"
+            "UPDATE ts_users SET {set} FROM gw_users u LEFT JOIN (SELECT b.user_id, \
+               SUM(CASE WHEN b.funds = 'gift' THEN 0 ELSE b.remaining + b.reserved END) AS paid, \
+               SUM(CASE WHEN b.funds = 'gift' THEN b.remaining + b.reserved ELSE 0 END) AS gift \
+             FROM gw_point_batches b GROUP BY b.user_id) s ON s.user_id = u.id \
+             WHERE u.id = ts_users.id"
         ))
         .await?;
     Ok(())

@@ -146,7 +146,10 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
         trigger: match store.engine() {
             Engine::Postgres => Some(
                 "points_ledger_notify on mjk_point_transactions and points_hold_notify on gw_holds \
-                 (balance events across instances); function gw_consume (a consume in one round trip)",
+                 (balance events across instances); function gw_consume (a consume in one round trip); \
+                 gw_absorb_* on mjk_point_transactions, ts_points_detail and ts_users (the legacy \
+                 systems' writes absorbed from the cutover on) and gw_ts_users_follow on \
+                 gw_point_batches (ts_users shows the gateway's paid and gift points)",
             ),
             Engine::Sqlite => None,
         },

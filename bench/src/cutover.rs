@@ -230,7 +230,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     );
     let after = measure(&dbs, o.users, o.writes, 1u64 << 40).await?;
     println!(
-        "adopt --apply (with its dry-run check): {:.1} s; legacy writes during it: {during}, the longest waited {:.2} s",
+        "adopt --apply: {:.1} s; legacy writes during it: {during}, the longest waited {:.2} s",
         adopt.as_secs_f64(),
         worst.as_secs_f64()
     );

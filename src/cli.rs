@@ -232,12 +232,7 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             {
                 let store = connect_as(&settings, 2, Access::Adopting).await?;
                 let outcome = crate::adopt::adopt(&store, &opts).await?;
-                print!("{}", outcome.text);
-                return Ok(if outcome.ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
+                return Ok(printed(&outcome.text, outcome.ok));
             }
             // First through a read-only connection (the engine itself
             // guarantees the dry run changes nothing, not even SQLite's
@@ -259,12 +254,7 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             } else {
                 check
             };
-            print!("{}", outcome.text);
-            Ok(if outcome.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(printed(&outcome.text, outcome.ok))
         }
         Command::Release { apply, joined_to } => {
             let joined_to = match joined_to.as_str() {
@@ -277,12 +267,7 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
                 &crate::release::ReleaseOptions { apply, joined_to },
             )
             .await?;
-            print!("{}", outcome.text);
-            Ok(if outcome.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(printed(&outcome.text, outcome.ok))
         }
         Command::SeedDemo { users, seed } => {
             let store = connect(&settings, 4).await?;
@@ -302,6 +287,16 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Prints a command's report; its exit code says whether it succeeded.
+fn printed(text: &str, ok: bool) -> ExitCode {
+    print!("{text}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

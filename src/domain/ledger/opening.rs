@@ -9,13 +9,6 @@ use crate::store::adopt::{open_many, Opening};
 use crate::store::ledger::{NewBatch, UserKey};
 use crate::store::{StoreError, WriteTx};
 
-/// Writes user `user_id`'s opening row (`balance_before` 0, amount and
-/// `balance_after` the opening balance, `paid + gift`) and the
-/// never-expiring batches that hold those points: the gift part first (of
-/// two never-expiring batches the older is drawn first, as the ts platform
-/// spends gift points before paid ones), then the paid part; nothing for a
-/// zero balance. `note` says where the figure came from (shown after the
-/// label).
 /// The openings of every adopted user, `(id, paid, gift, note)`: each as
 /// [`open`] writes it, in bulk where the engine has a bulk path. Returns
 /// the opening rows written (users with a zero balance get none).
@@ -69,6 +62,13 @@ fn check(user_id: i32, paid: i64, gift: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Writes user `user_id`'s opening row (`balance_before` 0, amount and
+/// `balance_after` the opening balance, `paid + gift`) and the
+/// never-expiring batches that hold those points: the gift part first (of
+/// two never-expiring batches the older is drawn first, as the ts platform
+/// spends gift points before paid ones), then the paid part; nothing for a
+/// zero balance. `note` says where the figure came from (shown after the
+/// label).
 pub async fn open(
     tx: &mut WriteTx,
     user_id: i32,

@@ -812,7 +812,7 @@ impl KeyedRow {
 
 /// The last ledger id of the history before the cutover (a scalar
 /// subquery; 0 on a database the gateway made).
-const HISTORY_END: &str = "(SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a)";
+pub(crate) const HISTORY_END: &str = "(SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a)";
 
 /// A query selecting `columns` of the row under `key`, with its values
 /// (placeholders from `$1`); usable as a scalar subquery when `columns` is

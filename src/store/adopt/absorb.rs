@@ -42,6 +42,7 @@
 use sea_orm::{ConnectionTrait, Statement};
 
 use super::{quoted, TsBalanceColumns};
+use crate::store::ledger::HISTORY_END;
 use crate::store::{Engine, StoreError, WriteTx};
 
 /// The ledger side: functions shared by both systems' triggers, and the
@@ -89,7 +90,7 @@ CREATE OR REPLACE FUNCTION {s}.gw_absorb_charged(p_type text, p_id text) RETURNS
   SELECT p_id IS NOT NULL AND EXISTS (
     SELECT 1 FROM mjk_point_transactions t LEFT JOIN gw_entries g ON g.ledger_id = t.id
      WHERE t.source_id = p_id AND t.type = 'consume' AND t.source_type = p_type
-       AND (g.ledger_id IS NOT NULL OR t.id <= (SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a)))
+       AND (g.ledger_id IS NOT NULL OR t.id <= {history_end}))
 $$ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = {s}, pg_temp;
 
 -- The books of one absorbed ledger row `p_ledger` (already inserted, its
@@ -114,7 +115,7 @@ BEGIN
   IF p_type = 'refund' THEN
     SELECT t.id INTO v_consume FROM mjk_point_transactions t LEFT JOIN gw_entries g ON g.ledger_id = t.id
      WHERE t.source_id = p_source_id AND t.type = 'consume' AND t.source_type = p_source_type
-       AND (g.ledger_id IS NOT NULL OR t.id <= (SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a))
+       AND (g.ledger_id IS NOT NULL OR t.id <= {history_end})
      ORDER BY g.ledger_id IS NULL, t.id LIMIT 1;
     IF v_consume IS NULL THEN
       RAISE EXCEPTION 'points-gateway: a refund of job % % that was never charged', p_source_type, p_source_id
@@ -125,7 +126,7 @@ BEGIN
       FROM mjk_point_transactions t LEFT JOIN gw_entries g ON g.ledger_id = t.id
      WHERE t.source_id = p_source_id AND t.type IN ('consume', 'refund') AND t.source_type = p_source_type
        AND t.id <> p_ledger
-       AND (g.ledger_id IS NOT NULL OR t.id <= (SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a));
+       AND (g.ledger_id IS NOT NULL OR t.id <= {history_end});
     IF p_amount > v_left THEN
       RAISE EXCEPTION 'points-gateway: a refund of % points for job % %, which has % left to refund',
         p_amount, p_source_type, p_source_id, greatest(v_left, 0) USING ERRCODE = 'check_violation';
@@ -375,7 +376,7 @@ BEGIN
       SELECT t.source_type INTO v_source FROM mjk_point_transactions t
         LEFT JOIN gw_entries g ON g.ledger_id = t.id
        WHERE t.source_id = v_order AND t.type = 'consume' AND t.user_id = v_uuid
-         AND (g.ledger_id IS NOT NULL OR t.id <= (SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a))
+         AND (g.ledger_id IS NOT NULL OR t.id <= {history_end})
        ORDER BY g.ledger_id IS NULL, t.id LIMIT 1;
     ELSE
       v_type := 'recharge';
@@ -459,7 +460,9 @@ const FUNCTIONS: [&str; 10] = [
 /// `ts_users` is kept in step.
 fn install_sql(schema: &str, columns: Option<&TsBalanceColumns>, zone: &str) -> String {
     let zone = format!("'{}'", zone.replace('\'', "''"));
-    let mut sql = LEDGER.replace("{zone}", &zone);
+    let mut sql = LEDGER
+        .replace("{zone}", &zone)
+        .replace("{history_end}", HISTORY_END);
     if let Some(c) = columns {
         let paid = c.paid_sql();
         let (gift_read, gift_set, changed, same) = match c.gift_sql() {
@@ -485,7 +488,8 @@ fn install_sql(schema: &str, columns: Option<&TsBalanceColumns>, zone: &str) -> 
             format!("{paid} = v_paid + v_gift")
         };
         sql.push_str(
-            &TS.replace("{gift_read}", &gift_read)
+            &TS.replace("{history_end}", HISTORY_END)
+                .replace("{gift_read}", &gift_read)
                 .replace("{paid_set}", &paid_set)
                 .replace("{gift_set}", &gift_set)
                 .replace("{changed}", &changed)
@@ -578,6 +582,7 @@ mod tests {
                 "{gift_set}",
                 "{changed}",
                 "{same}",
+                "{history_end}",
             ] {
                 assert!(!sql.contains(p), "{p} left in {cols:?}");
             }

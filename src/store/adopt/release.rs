@@ -15,6 +15,7 @@
 use sea_orm::{ConnectionTrait, Statement};
 
 use super::existing_tables;
+use crate::store::ledger::HISTORY_END;
 use crate::store::{Store, StoreError, WriteTx};
 
 /// Which system keeps a joined user's points after the release.
@@ -59,7 +60,7 @@ async fn joined_sql(tx: &WriteTx) -> Result<Option<String>, StoreError> {
     Ok(Some(format!(
         "SELECT u.id, u.uuid, u.balance FROM gw_users u JOIN ts_users ts ON ts.id = u.id \
          WHERE EXISTS (SELECT 1 FROM mjk_point_transactions m WHERE m.user_id = u.uuid \
-                         AND m.id <= (SELECT MAX(a.ledger_cutover_id) FROM gw_adoption a)){mjk_users}"
+                         AND m.id <= {HISTORY_END}){mjk_users}"
     )))
 }
 

@@ -70,6 +70,15 @@ pub async fn follow(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), Stor
     Ok(())
 }
 
+/// Each user's points held in batches by funds, `(user_id, paid, gift)`,
+/// as a derived table: what `ts_users` shows of them. Held points count:
+/// a hold moves them from `remaining` to `reserved`, not out of the
+/// balance.
+const SPLIT: &str = "(SELECT user_id, \
+    SUM(CASE WHEN funds = 'gift' THEN 0 ELSE remaining + reserved END) AS paid, \
+    SUM(CASE WHEN funds = 'gift' THEN remaining + reserved ELSE 0 END) AS gift \
+  FROM gw_point_batches GROUP BY user_id)";
+
 /// Sets every adopted ts user's columns to what their batches hold of
 /// each funds (the opening split): under the `ledger` and `sum` policies
 /// the old code must read the gateway's figures from the cutover on.
@@ -83,10 +92,7 @@ pub async fn align(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), Store
     // One grouped pass over the batches, joined (not a subquery per user).
     tx.txn()
         .execute_unprepared(&format!(
-            "UPDATE ts_users SET {set} FROM gw_users u LEFT JOIN (SELECT b.user_id, \
-               SUM(CASE WHEN b.funds = 'gift' THEN 0 ELSE b.remaining + b.reserved END) AS paid, \
-               SUM(CASE WHEN b.funds = 'gift' THEN b.remaining + b.reserved ELSE 0 END) AS gift \
-             FROM gw_point_batches b GROUP BY b.user_id) s ON s.user_id = u.id \
+            "UPDATE ts_users SET {set} FROM gw_users u LEFT JOIN {SPLIT} s ON s.user_id = u.id \
              WHERE u.id = ts_users.id"
         ))
         .await?;
@@ -138,10 +144,7 @@ pub async fn drift(
                 "SELECT u.id AS id, CAST({our_paid} AS BIGINT) AS paid, CAST({our_gift} AS BIGINT) AS gift, \
                    CAST({ts_paid} AS BIGINT) AS ts_paid, CAST({ts_gift} AS BIGINT) AS ts_gift \
                  FROM gw_users u JOIN ts_users t ON t.id = u.id \
-                 LEFT JOIN (SELECT user_id, \
-                         SUM(CASE WHEN funds = 'gift' THEN 0 ELSE remaining + reserved END) AS paid, \
-                         SUM(CASE WHEN funds = 'gift' THEN remaining + reserved ELSE 0 END) AS gift \
-                       FROM gw_point_batches GROUP BY user_id) b ON b.user_id = u.id \
+                 LEFT JOIN {SPLIT} b ON b.user_id = u.id \
                  WHERE {our_paid} <> {ts_paid} OR {our_gift} <> {ts_gift} ORDER BY u.id"
             ),
             Vec::new(),

@@ -44,6 +44,18 @@ fn refused(r: &Value) -> String {
     r["error"].as_str().unwrap().to_owned()
 }
 
+/// Every row `sql` selects on the PostgreSQL database at `url`.
+async fn pg_rows(url: &str, sql: &str) -> Vec<sea_orm::QueryResult> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    db.query_all_raw(Statement::from_string(
+        sea_orm::DbBackend::Postgres,
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap()
+}
+
 /// The cutover's last history ids: `(ledger, statement)`.
 async fn cutover(url: &str) -> (i64, i64) {
     (
@@ -61,25 +73,15 @@ async fn cutover(url: &str) -> (i64, i64) {
 /// paid and gift points. Returns the number of users checked.
 async fn assert_views_true(app: &TestApp, url: &str) -> usize {
     let (ledger_from, detail_from) = cutover(url).await;
-    let db = sea_orm::Database::connect(url).await.unwrap();
-    use sea_orm::{ConnectionTrait, Statement};
-    let rows = |sql: String| {
-        let db = db.clone();
-        async move {
-            db.query_all_raw(Statement::from_string(sea_orm::DbBackend::Postgres, sql))
-                .await
-                .unwrap()
-        }
-    };
-    let users = rows(
+    let users = pg_rows(
+        url,
         "SELECT u.id, u.uuid, u.balance, \
            CAST(COALESCE((SELECT SUM(b.remaining + b.reserved) FROM gw_point_batches b \
              WHERE b.user_id = u.id AND b.funds = 'paid'), 0) AS BIGINT) AS paid, \
            CAST(COALESCE((SELECT SUM(b.remaining + b.reserved) FROM gw_point_batches b \
              WHERE b.user_id = u.id AND b.funds = 'gift'), 0) AS BIGINT) AS gift, \
            CAST(t.money AS BIGINT) AS ts_money, CAST(t.gift_money AS BIGINT) AS ts_gift \
-         FROM gw_users u LEFT JOIN ts_users t ON t.id = u.id ORDER BY u.id"
-            .to_owned(),
+         FROM gw_users u LEFT JOIN ts_users t ON t.id = u.id ORDER BY u.id",
     )
     .await;
     for u in &users {
@@ -113,7 +115,7 @@ async fn assert_views_true(app: &TestApp, url: &str) -> usize {
                 ),
             ),
         ] {
-            let chain = rows(sql).await;
+            let chain = pg_rows(url, &sql).await;
             let mut last: Option<i64> = None;
             for r in &chain {
                 let (c, b, a): (i64, i64, i64) = (
@@ -169,18 +171,14 @@ fn adopt_sum(url: &str, mjk: &[uuid::Uuid]) -> tempfile::TempDir {
 /// mjk users; `(url, peewee url, the joined mjk uuids, app)`.
 async fn adopted(joined: usize) -> (String, String, Vec<uuid::Uuid>, TestApp) {
     let (url, pg, _) = legacy_postgres().await;
-    let db = sea_orm::Database::connect(&url).await.unwrap();
-    use sea_orm::{ConnectionTrait, Statement};
-    let uuids: Vec<uuid::Uuid> = db
-        .query_all_raw(Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            "SELECT user_id FROM mjk_point_transactions GROUP BY user_id ORDER BY MIN(id)",
-        ))
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.try_get("", "user_id").unwrap())
-        .collect();
+    let uuids: Vec<uuid::Uuid> = pg_rows(
+        &url,
+        "SELECT user_id FROM mjk_point_transactions GROUP BY user_id ORDER BY MIN(id)",
+    )
+    .await
+    .iter()
+    .map(|r| r.try_get("", "user_id").unwrap())
+    .collect();
     assert!(uuids.len() > joined + 1);
     let dir = adopt_sum(&url, &uuids[..joined]);
     let app = spawn_on(url.clone(), dir).await;
@@ -281,35 +279,31 @@ async fn legacy_writes_after_the_cutover_are_absorbed_exactly_once() {
     // Every movement announced once, the absorbed ones included.
     let seen = drain(&mut ws, Duration::from_millis(800)).await;
     let (ledger_from, _) = cutover(&url).await;
-    let db = sea_orm::Database::connect(&url).await.unwrap();
-    use sea_orm::{ConnectionTrait, Statement};
-    let written: Vec<i64> = db
-        .query_all_raw(Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            format!("SELECT id FROM mjk_point_transactions WHERE id > {ledger_from} AND type <> 'opening' ORDER BY id"),
-        ))
-        .await
-        .unwrap()
-        .iter()
+    let written: Vec<i64> = pg_rows(
+        &url,
+        &format!(
+            "SELECT id FROM mjk_point_transactions WHERE id > {ledger_from} AND type <> 'opening' ORDER BY id"
+        ),
+    )
+    .await
+    .iter()
         .map(|r| r.try_get("", "id").unwrap())
         .collect();
     assert_eq!(written.len(), 7, "one ledger row per legacy movement");
     assert_eq!(seen, written, "announced once each, in commit order");
-    let origins: BTreeMap<String, i64> = db
-        .query_all_raw(Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            "SELECT origin, COUNT(*) AS n FROM gw_entries WHERE origin IS NOT NULL GROUP BY origin",
-        ))
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r.try_get("", "origin").unwrap(),
-                r.try_get("", "n").unwrap(),
-            )
-        })
-        .collect();
+    let origins: BTreeMap<String, i64> = pg_rows(
+        &url,
+        "SELECT origin, COUNT(*) AS n FROM gw_entries WHERE origin IS NOT NULL GROUP BY origin",
+    )
+    .await
+    .iter()
+    .map(|r| {
+        (
+            r.try_get("", "origin").unwrap(),
+            r.try_get("", "n").unwrap(),
+        )
+    })
+    .collect();
     assert_eq!(
         origins,
         BTreeMap::from([("mjk".into(), 3), ("ts".into(), 4)])

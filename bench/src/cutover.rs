@@ -37,6 +37,8 @@ pub struct Options {
     pub rows: usize,
     pub writers: usize,
     pub writes: usize,
+    /// Writes a second per writer during the apply (0: unpaced).
+    pub rate: u32,
 }
 
 fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
@@ -187,18 +189,24 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut loops = Vec::new();
     for (w, db) in dbs.iter().enumerate() {
-        let (db, stop, users) = (db.clone(), stop.clone(), o.users);
+        let (db, stop, users, rate) = (db.clone(), stop.clone(), o.users, o.rate);
         loops.push(tokio::spawn(async move {
-            let (mut worst, mut n, mut k) =
-                (Duration::ZERO, 0u64, 1_000_000_000u64 * (w as u64 + 1));
+            let (mut took, mut k) = (Vec::new(), 1_000_000_000u64 * (w as u64 + 1));
+            let mut pace = (rate > 0).then(|| {
+                let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
             while !stop.load(Ordering::Relaxed) {
+                if let Some(p) = pace.as_mut() {
+                    p.tick().await;
+                }
                 let t = Instant::now();
                 legacy_write(&db, users, k).await?;
-                worst = worst.max(t.elapsed());
-                n += 1;
+                took.push(t.elapsed());
                 k += 1;
             }
-            anyhow::Ok((worst, n))
+            anyhow::Ok(took)
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -216,12 +224,11 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let adopt = t.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    let (mut worst, mut during) = (Duration::ZERO, 0u64);
+    let mut during = Vec::new();
     for l in loops {
-        let (w, n) = l.await??;
-        worst = worst.max(w);
-        during += n;
+        during.extend(l.await??);
     }
+    during.sort();
     anyhow::ensure!(
         out.status.success(),
         "adopt failed: {}{}",
@@ -230,10 +237,25 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     );
     let after = measure(&dbs, o.users, o.writes, 1u64 << 40).await?;
     println!(
-        "adopt --apply: {:.1} s; legacy writes during it: {during}, the longest waited {:.2} s",
+        "adopt --apply: {:.1} s; legacy writes during it ({}): {}, p50 {:.1} ms, p99 {:.1} ms, \
+         the longest waited {:.2} s",
         adopt.as_secs_f64(),
-        worst.as_secs_f64()
+        match o.rate {
+            0 => "unpaced".to_owned(),
+            r => format!("{} writers x {r}/s", o.writers),
+        },
+        during.len(),
+        pct(&during, 0.50),
+        pct(&during, 0.99),
+        during.last().copied().unwrap_or_default().as_secs_f64()
     );
+    // What the apply says of its window (the locks' lengths, the drains).
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("Legacy writes made while it ran") || l.starts_with("Adopted:"))
+    {
+        println!("  adopt: {line}");
+    }
     let gateway = |args: &[&str]| {
         Command::new(std::env::current_exe()?.with_file_name("points-gateway"))
             .args(args)

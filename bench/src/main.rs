@@ -106,6 +106,10 @@ enum Command {
         /// Legacy writes per writer measured before and after the cutover.
         #[arg(long, default_value_t = 500)]
         writes: usize,
+        /// Writes a second per writer while `adopt` runs (0: as fast as
+        /// they go, which on a small machine leaves little for the drain).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
     /// Balance subscribers under a steady stream of changes.
     Subscribe {
@@ -159,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
             rows,
             writers,
             writes,
+            rate,
         } => {
             cutover::run(cutover::Options {
                 database_url,
@@ -166,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
                 rows,
                 writers: writers.max(1),
                 writes,
+                rate,
             })
             .await?;
         }

@@ -18,6 +18,7 @@ mod m20261126_000007_consume_call;
 mod m20261202_000008_key_claim;
 mod m20261202_000009_batch_funds;
 mod m20261202_000010_absorb;
+mod m20261202_000011_adoption_window;
 mod pg;
 
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_key_claim::Migration),
             Box::new(m20261202_000009_batch_funds::Migration),
             Box::new(m20261202_000010_absorb::Migration),
+            Box::new(m20261202_000011_adoption_window::Migration),
         ]
     }
 }
@@ -51,15 +53,25 @@ pub fn key_claim_sql(source_type: &str, source_id: &str) -> String {
     )
 }
 
+/// The statements (`CREATE INDEX IF NOT EXISTS …`) of the non-unique
+/// indexes the migrations add to the seed tables: `adopt` builds them
+/// concurrently before it locks anything, so the migrations find them.
+pub fn seed_index_statements() -> Vec<&'static str> {
+    m20261122_000001_initial::SEED_INDEXES
+        .iter()
+        .copied()
+        .chain([
+            m20261122_000002_fal_refund_index::INDEX,
+            m20261122_000003_fal_cost_cover::INDEX,
+        ])
+        .collect()
+}
+
 /// The names of the (non-unique) indexes the migrations add to the seed
 /// tables, read from their own statements, for `adopt`'s report.
 pub fn seed_index_names() -> Vec<&'static str> {
-    m20261122_000001_initial::SEED_INDEXES
-        .iter()
-        .chain([
-            &m20261122_000002_fal_refund_index::INDEX,
-            &m20261122_000003_fal_cost_cover::INDEX,
-        ])
+    seed_index_statements()
+        .into_iter()
         .filter_map(|sql| {
             sql.strip_prefix("CREATE INDEX IF NOT EXISTS ")?
                 .split_whitespace()

@@ -25,6 +25,14 @@ impl StoreError {
         StoreError(DbErr::Custom(message))
     }
 
+    /// PostgreSQL gave up waiting for a lock (`lock_timeout`, SQLSTATE
+    /// 55P03). Read from the message: sea-orm classifies only constraint
+    /// violations, and the driver's code is not reachable through it
+    /// without depending on sqlx here.
+    pub(crate) fn is_lock_timeout(e: &DbErr) -> bool {
+        e.to_string().contains("lock timeout")
+    }
+
     /// A unique index refused the row: the idempotency race was lost.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self.0.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))

@@ -167,18 +167,23 @@ fn adopt_sum(url: &str, mjk: &[uuid::Uuid]) -> tempfile::TempDir {
     dir
 }
 
-/// Adopts a database the legacy ORMs built, with ts users 1..=n joined to
-/// mjk users; `(url, peewee url, the joined mjk uuids, app)`.
-async fn adopted(joined: usize) -> (String, String, Vec<uuid::Uuid>, TestApp) {
-    let (url, pg, _) = legacy_postgres().await;
-    let uuids: Vec<uuid::Uuid> = pg_rows(
-        &url,
+/// The mjk ledger's users, in order of their first row.
+async fn mjk_users(url: &str) -> Vec<uuid::Uuid> {
+    pg_rows(
+        url,
         "SELECT user_id FROM mjk_point_transactions GROUP BY user_id ORDER BY MIN(id)",
     )
     .await
     .iter()
     .map(|r| r.try_get("", "user_id").unwrap())
-    .collect();
+    .collect()
+}
+
+/// Adopts a database the legacy ORMs built, with ts users 1..=n joined to
+/// mjk users; `(url, peewee url, the joined mjk uuids, app)`.
+async fn adopted(joined: usize) -> (String, String, Vec<uuid::Uuid>, TestApp) {
+    let (url, pg, _) = legacy_postgres().await;
+    let uuids = mjk_users(&url).await;
     assert!(uuids.len() > joined + 1);
     let dir = adopt_sum(&url, &uuids[..joined]);
     let app = spawn_on(url.clone(), dir).await;
@@ -752,4 +757,169 @@ async fn legacy_and_gateway_writes_racing_on_one_user_stay_exact() {
     }
     assert_eq!(app.balance(1).await, expected);
     assert_views_true(&app, &url).await;
+}
+
+/// What a legacy op moved of the user's points, from its result.
+fn moved(op: &Value, r: &Value) -> i64 {
+    assert!(succeeded(r), "a legacy write failed: {op} {r}");
+    match op["op"].as_str().unwrap() {
+        "mjk_consume" if r["value"].is_null() => 0,
+        "mjk_consume" => -op["amount"].as_i64().unwrap(),
+        "ts_deduct" if r["value"] == json!(false) => 0,
+        "ts_deduct" => -op["money"].as_i64().unwrap(),
+        "ts_add" => op["points"].as_i64().unwrap(),
+        "mjk_recharge" => op["amount"].as_i64().unwrap(),
+        "ts_edit" => op["money"].as_i64().unwrap() + op["gift"].as_i64().unwrap(),
+        other => panic!("{other}"),
+    }
+}
+
+/// `adopt --apply` holds the legacy tables only while it arms and closes
+/// its window: the legacy code keeps writing while the openings are made,
+/// and those writes are absorbed after them, each once, in both systems'
+/// tables, with the views true and `verify` clean at the end.
+#[tokio::test]
+async fn legacy_writes_made_while_adopt_applies_are_absorbed_after_it() {
+    let (url, pg, _) = legacy_postgres().await;
+    let uuids = mjk_users(&url).await;
+    let (joined, mjk_only) = (uuids[0].to_string(), uuids[1].to_string());
+    // What each user holds before, as the old code reads it (under `sum`
+    // the joined user holds both sides).
+    let before = legacy(
+        &pg,
+        &[
+            json!({"op": "mjk_balance", "user": joined}),
+            json!({"op": "ts_money", "user": 1}),
+            json!({"op": "ts_money", "user": 2}),
+            json!({"op": "mjk_balance", "user": mjk_only}),
+        ],
+    );
+    let total = |r: &Value| r["value"]["total"].as_i64().unwrap();
+    let mut expected = [
+        before[0]["value"].as_i64().unwrap() + total(&before[1]),
+        total(&before[2]),
+        before[3]["value"].as_i64().unwrap(),
+    ];
+    let rows_before: i64 = one(&url, "SELECT COUNT(*) FROM mjk_point_transactions").await;
+
+    let lanes: Vec<Vec<Value>> = (0..3usize)
+        .map(|lane| {
+            (0..250usize)
+                .map(|k| {
+                    let key = format!("window-{lane}-{k}");
+                    let n = 1 + (k % 7) as i64;
+                    match (lane, k % 5) {
+                        (0, 0) => json!({"op": "mjk_consume", "user": joined, "amount": n, "source_type": "polish", "source_id": key}),
+                        (0, 1) => json!({"op": "ts_deduct", "user": 1, "money": n, "title": "window", "order_id": key}),
+                        (0, 2) => json!({"op": "mjk_recharge", "user": joined, "amount": n + 3, "order_id": key}),
+                        (0, 3) => json!({"op": "ts_add", "user": 1, "points": n, "title": "window", "order_id": key, "source_type": "gift"}),
+                        (0, _) => json!({"op": "ts_edit", "user": 1, "money": 2, "gift": -1}),
+                        (1, 0 | 1) => json!({"op": "ts_deduct", "user": 2, "money": n, "title": "window", "order_id": key}),
+                        (1, 2 | 3) => json!({"op": "ts_add", "user": 2, "points": n + 2, "title": "window", "order_id": key, "source_type": "recharge"}),
+                        (1, _) => json!({"op": "ts_edit", "user": 2, "money": 1, "gift": 1}),
+                        (_, 0..=2) => json!({"op": "mjk_consume", "user": mjk_only, "amount": n, "source_type": "tts", "source_id": key}),
+                        (_, _) => json!({"op": "mjk_recharge", "user": mjk_only, "amount": n + 4, "order_id": key}),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut writers = Vec::new();
+    for ops in lanes {
+        let pg = pg.clone();
+        writers.push(tokio::task::spawn_blocking(move || {
+            let results = legacy(&pg, &ops);
+            ops.iter()
+                .zip(&results)
+                .map(|(op, r)| moved(op, r))
+                .sum::<i64>()
+        }));
+    }
+    // The apply starts once the writers are writing, and ends before them.
+    let started = std::time::Instant::now();
+    while one::<i64>(&url, "SELECT COUNT(*) FROM mjk_point_transactions").await < rows_before + 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the writers never wrote"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let adopt_url = url.clone();
+    let map_uuid = uuids[0];
+    let (dir, out) = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let map = dir.path().join("users.csv");
+        std::fs::write(&map, format!("ts_user_id,mjk_user_uuid\n1,{map_uuid}\n")).unwrap();
+        let (success, out) = cli(
+            &adopt_url,
+            &[
+                "adopt",
+                "--apply",
+                "--opening-balance",
+                "sum",
+                "--user-map",
+                map.to_str().unwrap(),
+            ],
+        );
+        assert!(success && out.contains("Adopted:"), "{out}");
+        (dir, out)
+    })
+    .await
+    .unwrap();
+    let moved_by: Vec<i64> = {
+        let mut v = Vec::new();
+        for w in writers {
+            v.push(w.await.unwrap());
+        }
+        v
+    };
+    let window = out
+        .lines()
+        .find(|l| l.starts_with("Legacy writes made while it ran:"))
+        .unwrap_or_else(|| panic!("no window line: {out}"));
+    let absorbed: i64 = window
+        .split_whitespace()
+        .nth(6)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{window}"));
+    assert!(absorbed > 0, "no write fell in the window: {window}");
+    assert!(window.contains(", 0 refused."), "{window}");
+    for (e, m) in expected.iter_mut().zip(&moved_by) {
+        *e += m;
+    }
+    let app = spawn_on(url.clone(), dir).await;
+    let mjk_id = gw_id(&url, uuids[1]).await;
+    assert_eq!(
+        [
+            app.balance(1).await,
+            app.balance(2).await,
+            app.balance(mjk_id).await
+        ],
+        expected,
+        "{window}"
+    );
+    // Nothing is left recorded, and the recording triggers are gone.
+    assert_eq!(
+        one::<i64>(&url, "SELECT COUNT(*) FROM gw_absorb_queue").await,
+        0
+    );
+    assert_eq!(
+        one::<i64>(
+            &url,
+            "SELECT COUNT(*) FROM pg_trigger WHERE tgname = 'gw_absorb_record'"
+        )
+        .await,
+        0
+    );
+    assert_views_true(&app, &url).await;
+    // The legacy code reads the same figures back.
+    let after = legacy(
+        &pg,
+        &[
+            json!({"op": "ts_money", "user": 2}),
+            json!({"op": "mjk_balance", "user": mjk_only}),
+        ],
+    );
+    assert_eq!(total(&after[0]), expected[1]);
+    assert_eq!(after[1]["value"].as_i64().unwrap(), expected[2]);
 }

@@ -48,6 +48,53 @@ use crate::store::{Engine, StoreError, WriteTx};
 /// The ledger side: functions shared by both systems' triggers, and the
 /// mjk ledger's triggers.
 const LEDGER: &str = r#"
+-- Whether legacy writes are absorbed now: from the end of `adopt --apply`
+-- on (`gw_adoption.absorbing`), or in the session draining the writes made
+-- while it ran (`points_gateway.drain`). Before, they are only recorded.
+CREATE OR REPLACE FUNCTION {s}.gw_absorb_on() RETURNS boolean AS $$
+  SELECT COALESCE(current_setting('points_gateway.drain', true) = 'on', false)
+      OR EXISTS (SELECT 1 FROM gw_adoption a WHERE a.absorbing)
+$$ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = {s}, pg_temp;
+
+-- Whether the user (an mjk uuid or a ts id, either side of a joined user)
+-- has legacy writes recorded in the adoption window and not absorbed yet.
+-- Index probes only (the queue's partial indexes, gw_users' keys): every
+-- legacy write asks, and the queue can hold tens of thousands of rows.
+CREATE OR REPLACE FUNCTION {s}.gw_absorb_pending(p_uuid uuid, p_ts integer) RETURNS boolean AS $$
+DECLARE v_uuid uuid := p_uuid; v_ts integer := p_ts;
+BEGIN
+  IF v_uuid IS NULL THEN
+    SELECT u.uuid INTO v_uuid FROM gw_users u WHERE u.id = p_ts;
+  END IF;
+  IF v_ts IS NULL THEN
+    SELECT u.id INTO v_ts FROM gw_users u WHERE u.uuid = p_uuid;
+  END IF;
+  RETURN EXISTS (SELECT 1 FROM gw_absorb_queue q WHERE q.refused IS NULL AND q.uuid = v_uuid)
+      OR EXISTS (SELECT 1 FROM gw_absorb_queue q WHERE q.refused IS NULL AND q.user_id = v_ts);
+END $$ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = {s}, pg_temp;
+
+-- Whether this legacy write is absorbed now (else it is recorded, see
+-- `window.rs`): always in the drain; never before absorbing is on; after,
+-- unless the user still has recorded writes waiting (theirs are absorbed
+-- in order). Decided once per transaction: one that recorded a write
+-- records the rest (`points_gateway.recording`), so no transaction is
+-- absorbed in part live and in part from the record.
+CREATE OR REPLACE FUNCTION {s}.gw_absorb_live(p_uuid uuid, p_ts integer) RETURNS boolean AS $$
+BEGIN
+  IF COALESCE(current_setting('points_gateway.drain', true) = 'on', false) THEN
+    RETURN true;
+  END IF;
+  IF COALESCE(current_setting('points_gateway.recording', true) = 'on', false)
+     OR NOT EXISTS (SELECT 1 FROM gw_adoption a WHERE a.absorbing) THEN
+    RETURN false;
+  END IF;
+  IF gw_absorb_pending(p_uuid, p_ts) THEN
+    PERFORM set_config('points_gateway.recording', 'on', true);
+    RETURN false;
+  END IF;
+  RETURN true;
+END $$ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = {s}, pg_temp;
+
 CREATE OR REPLACE FUNCTION {s}.gw_absorb_user(p_uuid uuid, p_ts integer) RETURNS integer AS $$
 DECLARE v integer;
 BEGIN
@@ -203,7 +250,8 @@ DECLARE
   v_balance bigint;
   v_at timestamptz;
 BEGIN
-  IF current_setting('application_name') = 'points-gateway' OR pg_trigger_depth() > 1 THEN
+  IF current_setting('application_name') = 'points-gateway' OR pg_trigger_depth() > 1
+     OR NOT gw_absorb_live(NEW.user_id, NULL) THEN
     RETURN NEW;
   END IF;
   IF NEW.type IS NULL OR NEW.type NOT IN ('consume', 'recharge', 'refund', 'expire')
@@ -239,7 +287,8 @@ DECLARE
   v_user integer;
   v_batch bigint;
 BEGIN
-  IF current_setting('application_name') = 'points-gateway' OR pg_trigger_depth() > 1 THEN
+  IF current_setting('application_name') = 'points-gateway' OR pg_trigger_depth() > 1
+     OR NOT gw_absorb_live(NEW.user_id, NULL) THEN
     RETURN NULL;
   END IF;
   SELECT u.id INTO v_user FROM gw_users u WHERE u.uuid = NEW.user_id;
@@ -251,14 +300,12 @@ BEGIN
   RETURN NULL;
 END $$ LANGUAGE plpgsql SECURITY DEFINER SET search_path = {s}, pg_temp;
 
-DROP TRIGGER IF EXISTS gw_absorb_before ON {s}.mjk_point_transactions;
-CREATE TRIGGER gw_absorb_before BEFORE INSERT ON {s}.mjk_point_transactions
-  FOR EACH ROW EXECUTE FUNCTION {s}.gw_absorb_ledger_before();
+CREATE OR REPLACE TRIGGER gw_absorb_before BEFORE INSERT ON {s}.mjk_point_transactions
+  FOR EACH ROW WHEN (current_setting('application_name') <> 'points-gateway') EXECUTE FUNCTION {s}.gw_absorb_ledger_before();
 -- Named to fire before points_ledger_notify (same event, name order), so
 -- the event sees the row as absorbed.
-DROP TRIGGER IF EXISTS gw_absorb_after ON {s}.mjk_point_transactions;
-CREATE TRIGGER gw_absorb_after AFTER INSERT ON {s}.mjk_point_transactions
-  FOR EACH ROW EXECUTE FUNCTION {s}.gw_absorb_ledger_after();
+CREATE OR REPLACE TRIGGER gw_absorb_after AFTER INSERT ON {s}.mjk_point_transactions
+  FOR EACH ROW WHEN (current_setting('application_name') <> 'points-gateway') EXECUTE FUNCTION {s}.gw_absorb_ledger_after();
 "#;
 
 /// The ts side: statement rows noted as they are written, balance columns
@@ -266,7 +313,8 @@ CREATE TRIGGER gw_absorb_after AFTER INSERT ON {s}.mjk_point_transactions
 const TS: &str = r#"
 CREATE OR REPLACE FUNCTION {s}.gw_absorb_statement() RETURNS trigger AS $$
 BEGIN
-  IF current_setting('application_name') = 'points-gateway' OR pg_trigger_depth() > 1 THEN
+  IF current_setting('application_name') = 'points-gateway' OR pg_trigger_depth() > 1
+     OR NOT gw_absorb_live(NULL, NEW.user_id) THEN
     RETURN NEW;
   END IF;
   -- The user's lock from here to the commit, where the row is absorbed;
@@ -310,6 +358,11 @@ DECLARE
   v_detail integer;
   d record;
 BEGIN
+  -- Nested (the columns set below, or by the batches' follow trigger, while
+  -- the drain fires constraint triggers at once): the outer call reconciles.
+  IF pg_trigger_depth() > 1 THEN
+    RETURN NULL;
+  END IF;
   -- Fired by a change of the user's columns, or by a statement row of
   -- theirs (which may leave the columns as they were: a stale write).
   v_pending := COALESCE(string_to_array(trim(both ',' FROM
@@ -322,6 +375,9 @@ BEGIN
     v_user := NEW.user_id;
   ELSE
     v_user := NEW.id;
+  END IF;
+  IF NOT gw_absorb_live(NULL, v_user) THEN
+    RETURN NULL;
   END IF;
   PERFORM gw_absorb_user(NULL, v_user);
   SELECT o_paid, o_gift INTO v_paid, v_gift FROM gw_absorb_split(v_user);
@@ -414,20 +470,16 @@ BEGIN
   RETURN NULL;
 END $$ LANGUAGE plpgsql SECURITY DEFINER SET search_path = {s}, pg_temp;
 
-DROP TRIGGER IF EXISTS gw_absorb_statement ON {s}.ts_points_detail;
-CREATE TRIGGER gw_absorb_statement BEFORE INSERT ON {s}.ts_points_detail
-  FOR EACH ROW EXECUTE FUNCTION {s}.gw_absorb_statement();
-DROP TRIGGER IF EXISTS gw_absorb_statement_commit ON {s}.ts_points_detail;
+CREATE OR REPLACE TRIGGER gw_absorb_statement BEFORE INSERT ON {s}.ts_points_detail
+  FOR EACH ROW WHEN (current_setting('application_name') <> 'points-gateway') EXECUTE FUNCTION {s}.gw_absorb_statement();
 CREATE CONSTRAINT TRIGGER gw_absorb_statement_commit AFTER INSERT ON {s}.ts_points_detail
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
   WHEN (current_setting('application_name') <> 'points-gateway')
   EXECUTE FUNCTION {s}.gw_absorb_ts_users();
-DROP TRIGGER IF EXISTS gw_absorb_ts_users_update ON {s}.ts_users;
 CREATE CONSTRAINT TRIGGER gw_absorb_ts_users_update AFTER UPDATE ON {s}.ts_users
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
   WHEN (current_setting('application_name') <> 'points-gateway' AND ({changed}))
   EXECUTE FUNCTION {s}.gw_absorb_ts_users();
-DROP TRIGGER IF EXISTS gw_absorb_ts_users_insert ON {s}.ts_users;
 CREATE CONSTRAINT TRIGGER gw_absorb_ts_users_insert AFTER INSERT ON {s}.ts_users
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
   WHEN (current_setting('application_name') <> 'points-gateway')
@@ -443,7 +495,7 @@ const TRIGGERS: [(&str, &str); 6] = [
     ("gw_absorb_ts_users_update", "ts_users"),
     ("gw_absorb_ts_users_insert", "ts_users"),
 ];
-const FUNCTIONS: [&str; 10] = [
+const FUNCTIONS: [&str; 13] = [
     "gw_absorb_ts_users()",
     "gw_absorb_split(integer)",
     "gw_absorb_statement()",
@@ -454,6 +506,9 @@ const FUNCTIONS: [&str; 10] = [
     "gw_absorb_charged(text, text)",
     "gw_absorb_check(integer, bigint, timestamptz)",
     "gw_absorb_user(uuid, integer)",
+    "gw_absorb_on()",
+    "gw_absorb_live(uuid, integer)",
+    "gw_absorb_pending(uuid, integer)",
 ];
 
 /// The SQL of [`install`]: `schema` quoted, the ts part only where
@@ -514,10 +569,9 @@ pub(super) async fn schema(tx: &WriteTx) -> Result<String, StoreError> {
     Ok(quoted(&name))
 }
 
-/// Installs the absorbing triggers (PostgreSQL) and marks the adoption
-/// absorbing; `columns`: the `ts_users` columns kept in step, if any.
-/// Run by `adopt --apply` after the opening balances and `ts_users`
-/// follow are in place.
+/// Installs the absorbing triggers (PostgreSQL), idle until [`start`] (or
+/// a drain session) turns them on; `columns`: the `ts_users` columns kept
+/// in step, if any.
 pub async fn install(
     tx: &WriteTx,
     columns: Option<&TsBalanceColumns>,
@@ -529,15 +583,21 @@ pub async fn install(
             tx.txn()
                 .execute_unprepared(&install_sql(&s, columns, zone))
                 .await?;
-            tx.txn()
-                .execute_unprepared("UPDATE gw_adoption SET absorbing = TRUE")
-                .await?;
             Ok(())
         }
         Engine::Sqlite => Err(StoreError::custom(
             "absorbing legacy writes needs PostgreSQL",
         )),
     }
+}
+
+/// From this commit on every legacy write is absorbed in its own
+/// transaction (the end of `adopt --apply`).
+pub async fn start(tx: &WriteTx) -> Result<(), StoreError> {
+    tx.txn()
+        .execute_unprepared("UPDATE gw_adoption SET absorbing = TRUE")
+        .await?;
+    Ok(())
 }
 
 /// Removes every absorbing trigger and function (the way back).
@@ -600,7 +660,7 @@ mod tests {
             assert!(sql.contains(&format!("FUNCTION s.{name}(")), "{name}");
         }
         assert_eq!(
-            sql.matches("CREATE TRIGGER").count()
+            sql.matches("CREATE OR REPLACE TRIGGER").count()
                 + sql.matches("CREATE CONSTRAINT TRIGGER").count(),
             TRIGGERS.len()
         );

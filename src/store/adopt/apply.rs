@@ -20,14 +20,41 @@ pub async fn begin(store: &Store) -> Result<WriteTx, StoreError> {
     ))
 }
 
+/// PostgreSQL: a repeatable-read transaction whose snapshot is taken at
+/// once, for the openings of the adoption window: begun while the arming
+/// transaction holds the legacy tables, it sees every legacy write before
+/// the arming and none after (those are recorded, see [`super::window`]).
+pub async fn begin_snapshot(store: &Store) -> Result<WriteTx, StoreError> {
+    use sea_orm::{IsolationLevel, TransactionTrait};
+    let txn = store
+        .conn()
+        .begin_with_config(Some(IsolationLevel::RepeatableRead), None)
+        .await?;
+    txn.execute_unprepared("SELECT 1").await?;
+    Ok(WriteTx::new(
+        txn,
+        store.engine,
+        store.zone,
+        crate::store::Feed::silent(),
+    ))
+}
+
+/// [`super::ts_columns`] inside `tx`.
+pub async fn ts_columns_in(
+    tx: &WriteTx,
+    wanted: &BalanceColumnsWanted,
+) -> Result<Result<Option<super::TsBalanceColumns>, String>, StoreError> {
+    super::ts_columns(tx.txn(), wanted).await
+}
+
 /// [`standing`] inside `tx`.
 pub async fn standing_in(tx: &WriteTx) -> Result<Standing, StoreError> {
     standing(tx.txn()).await
 }
 
-/// [`inventory`] inside `tx`. Applying, the seed tables are locked first
-/// (PostgreSQL, `SHARE`: the platforms' writers wait until the adoption
-/// commits), so the history, the balances and the cutover are one moment.
+/// [`inventory`] inside `tx`; `lock`: the legacy tables are locked first
+/// ([`lock_legacy`]; on SQLite the transaction holds the file), so the
+/// history, the balances and the cutover are one moment.
 pub async fn inventory_in(
     tx: &WriteTx,
     lock: bool,
@@ -59,10 +86,10 @@ const LOCK_ORDER: [&str; 7] = [
 /// Locks every legacy table against writes without ever waiting while
 /// holding some: a writer holding one table and waiting for another would
 /// deadlock with a lock taken table by table. Each attempt waits at most
-/// 300 ms (below PostgreSQL's deadlock check) and is undone when it times
+/// 100 ms (below PostgreSQL's deadlock check) and is undone when it times
 /// out; writers' transactions are short, so an attempt soon finds them
 /// all free (a waiting lock request also stops new writers queueing ahead).
-async fn lock_legacy(tx: &WriteTx) -> Result<(), StoreError> {
+pub async fn lock_legacy(tx: &WriteTx) -> Result<(), StoreError> {
     debug_assert!(SEED_TABLES.iter().all(|t| LOCK_ORDER.contains(t)));
     let found = existing_tables(tx.txn(), &LOCK_ORDER).await?;
     if found.is_empty() {
@@ -73,27 +100,26 @@ async fn lock_legacy(tx: &WriteTx) -> Result<(), StoreError> {
         .copied()
         .filter(|t| found.iter().any(|f| f == t))
         .collect();
-    // `ts_users` in EXCLUSIVE mode: its writers first lock a row `FOR
-    // UPDATE` (allowed under SHARE), and `adopt` rewrites every row's
-    // balance columns, which would wait for that row lock while the writer
+    // EXCLUSIVE mode (plain reads go on): the legacy writers lock a row
+    // `FOR UPDATE` first (allowed under SHARE: the ts code its `ts_users`
+    // row, the mjk code its newest ledger row), and the adoption rewrites
+    // `ts_users` rows and takes the window's ledger and statement rows out
+    // to absorb them, which would wait for that row lock while the writer
     // waits for the table.
     let lock = ordered
         .iter()
-        .map(|t| match *t {
-            "ts_users" => "LOCK TABLE ts_users IN EXCLUSIVE MODE".to_owned(),
-            t => format!("LOCK TABLE {t} IN SHARE MODE"),
-        })
+        .map(|t| format!("LOCK TABLE {t} IN EXCLUSIVE MODE"))
         .collect::<Vec<_>>()
         .join("; ");
     let c = tx.txn();
-    c.execute_unprepared("SET LOCAL lock_timeout = '300ms'")
+    c.execute_unprepared("SET LOCAL lock_timeout = '100ms'")
         .await?;
     let mut attempts = 0u32;
     loop {
         c.execute_unprepared("SAVEPOINT gw_adopt_lock").await?;
         match c.execute_unprepared(&lock).await {
             Ok(_) => break,
-            Err(e) if attempts < 600 && format!("{e}").contains("lock timeout") => {
+            Err(e) if attempts < 1800 && StoreError::is_lock_timeout(&e) => {
                 attempts += 1;
                 c.execute_unprepared("ROLLBACK TO SAVEPOINT gw_adopt_lock")
                     .await?;
@@ -175,13 +201,14 @@ pub async fn record(
     users: usize,
     report: &str,
     ts_columns: Option<String>,
+    kind: &str,
 ) -> Result<(), StoreError> {
     let backend = tx.txn().get_database_backend();
     tx.txn()
         .execute_raw(Statement::from_sql_and_values(
             backend,
             "INSERT INTO gw_adoption (kind, cutover_at, ledger_cutover_id, detail_cutover_id, \
-               opening_balance, users, report, ts_columns) VALUES ('adopted', $1, $2, $3, $4, $5, $6, $7)",
+               opening_balance, users, report, ts_columns) VALUES ($8, $1, $2, $3, $4, $5, $6, $7)",
             vec![
                 chrono::Utc::now().into(),
                 inv.ledger_max_id.into(),
@@ -190,6 +217,7 @@ pub async fn record(
                 i32::try_from(users).unwrap_or(i32::MAX).into(),
                 report.into(),
                 ts_columns.into(),
+                kind.into(),
             ],
         ))
         .await?;

@@ -375,6 +375,48 @@ pub async fn inventory<C: ConnectionTrait>(
     Ok(inv)
 }
 
+/// The `ts_users` balance columns to read: the ones asked for, or the
+/// platform's own (`money`, `gift_money`) where they exist. `Ok(None)`:
+/// no `ts_users` table or no balance column (the statement's balance
+/// stands); `Err`: a column asked for is missing (blocks `--apply`).
+pub async fn ts_columns<C: ConnectionTrait>(
+    conn: &C,
+    wanted: &BalanceColumnsWanted,
+) -> Result<Result<Option<TsBalanceColumns>, String>, StoreError> {
+    if existing_tables(conn, &["ts_users"]).await?.is_empty() {
+        return Ok(Ok(None));
+    }
+    let found: Vec<String> = columns(conn, "ts_users")
+        .await?
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    let has = |c: &str| found.iter().any(|f| f == c);
+    Ok(match wanted {
+        Some(w) => {
+            let missing: Vec<&str> = std::iter::once(w.paid.as_str())
+                .chain(w.gift.as_deref())
+                .filter(|c| !has(c))
+                .collect();
+            if missing.is_empty() {
+                Ok(Some(w.clone()))
+            } else {
+                Err(format!(
+                    "ts_users has no column {} (--ts-balance-columns)",
+                    missing.join(", ")
+                ))
+            }
+        }
+        None => {
+            let own = TsBalanceColumns::platform();
+            Ok(has(&own.paid).then(|| TsBalanceColumns {
+                gift: own.gift.clone().filter(|g| has(g)),
+                ..own
+            }))
+        }
+    })
+}
+
 /// What `ts_users` holds per user, from the balance columns asked for (or
 /// the platform's own, `money` and `gift_money`, where they exist).
 async fn ts_balances<C: ConnectionTrait>(
@@ -382,37 +424,12 @@ async fn ts_balances<C: ConnectionTrait>(
     wanted: &BalanceColumnsWanted,
     inv: &mut Inventory,
 ) -> Result<(), StoreError> {
-    let found: Vec<String> = columns(conn, "ts_users")
-        .await?
-        .into_iter()
-        .map(|c| c.0)
-        .collect();
-    let has = |c: &str| found.iter().any(|f| f == c);
-    let chosen = match wanted {
-        Some(w) => {
-            let missing: Vec<&str> = std::iter::once(w.paid.as_str())
-                .chain(w.gift.as_deref())
-                .filter(|c| !has(c))
-                .collect();
-            if !missing.is_empty() {
-                inv.ts_balance_problem = Some(format!(
-                    "ts_users has no column {} (--ts-balance-columns)",
-                    missing.join(", ")
-                ));
-                return Ok(());
-            }
-            w.clone()
-        }
-        None => {
-            let own = TsBalanceColumns::platform();
-            if !has(&own.paid) {
-                // No balance column known: the statement's balance stands.
-                return Ok(());
-            }
-            TsBalanceColumns {
-                gift: own.gift.filter(|g| has(g)),
-                ..own
-            }
+    let chosen = match ts_columns(conn, wanted).await? {
+        Ok(Some(c)) => c,
+        Ok(None) => return Ok(()),
+        Err(problem) => {
+            inv.ts_balance_problem = Some(problem);
+            return Ok(());
         }
     };
     let gift = chosen

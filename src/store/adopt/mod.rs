@@ -6,13 +6,15 @@ pub mod absorb;
 mod apply;
 mod inventory;
 pub mod release;
+pub mod window;
 
 pub mod ts_users;
 
 pub use apply::{
-    begin, insert_users, install, inventory_in, open_many, record, standing_in, Opening,
+    begin, begin_snapshot, insert_users, install, inventory_in, lock_legacy, open_many, record,
+    standing_in, ts_columns_in, Opening,
 };
-pub use inventory::{history_anomalies, inventory};
+pub use inventory::{history_anomalies, inventory, ts_columns};
 
 /// The `ts_users` balance columns `adopt` was asked for (`None`: the
 /// platform's own, where they exist).
@@ -187,6 +189,10 @@ pub enum Standing {
     Adopted,
     /// Seed tables (`found`) but no adoption record: `adopt` first.
     Unadopted { found: Vec<String> },
+    /// An `adopt --apply` on PostgreSQL under way or interrupted
+    /// ([`window`]): the legacy writes are being recorded; `openings`:
+    /// whether the opening balances are written (else nothing is yet).
+    Adopting { openings: bool },
     /// A table the gateway wants exists and is not the gateway's.
     Collision { tables: Vec<String> },
 }
@@ -209,6 +215,12 @@ impl Standing {
                  `points-gateway adopt --apply`",
                 found.join(", ")
             )),
+            Standing::Adopting { .. } => Some(
+                "an `adopt --apply` is under way on this database, or was interrupted: run \
+                 `points-gateway adopt --apply` again to finish it (the legacy systems' writes \
+                 since it began are recorded and will be absorbed)"
+                    .to_owned(),
+            ),
             Standing::Collision { tables } => Some(format!(
                 "table(s) {} already exist but were not made by the gateway (no adoption \
                  record): the gateway will not write into tables it does not know",
@@ -250,10 +262,19 @@ pub async fn existing_tables<C: ConnectionTrait>(
 /// Where the database stands.
 pub async fn standing<C: ConnectionTrait>(conn: &C) -> Result<Standing, StoreError> {
     let own = existing_tables(conn, &OWN_TABLES).await?;
-    if own.iter().any(|t| t == "gw_adoption") && adoption_row(conn).await?.is_some() {
-        return Ok(Standing::Adopted);
+    if own.iter().any(|t| t == "gw_adoption") {
+        match adoption_row(conn).await? {
+            Some(a) if a.kind == window::OPENING => {
+                return Ok(Standing::Adopting { openings: true })
+            }
+            Some(_) => return Ok(Standing::Adopted),
+            None => {}
+        }
     }
     if !own.is_empty() {
+        if !existing_tables(conn, &[window::QUEUE]).await?.is_empty() {
+            return Ok(Standing::Adopting { openings: false });
+        }
         return Ok(Standing::Collision { tables: own });
     }
     let seed = existing_tables(conn, &SEED_TABLES).await?;

@@ -194,12 +194,7 @@ pub async fn hand_back(
     let archive = super::quoted(archive);
     tx.txn()
         .execute_unprepared(&format!(
-            "DO $$ DECLARE f record; t record; c record; BEGIN \
-               FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_proc p \
-                         WHERE p.pronamespace = current_schema()::regnamespace \
-                           AND (p.proname LIKE 'gw\\_%' OR p.proname IN ('points_ledger_notify', 'points_hold_notify')) LOOP \
-                 EXECUTE 'DROP FUNCTION ' || f.sig || ' CASCADE'; \
-               END LOOP; \
+            "DO $$ DECLARE f record; t record; c record; BEGIN {DROP_FUNCTIONS} \
                FOR c IN SELECT con.conname, cl.relname FROM pg_constraint con \
                           JOIN pg_class cl ON cl.oid = con.conrelid \
                           JOIN pg_class rf ON rf.oid = con.confrelid \
@@ -217,6 +212,16 @@ pub async fn hand_back(
         .await?;
     Ok(())
 }
+
+/// The body of a `DO` block (declaring `f record`) that drops every
+/// function of the gateway's in the current schema, and with them
+/// (`CASCADE`) every trigger that calls one, legacy tables' included.
+pub(super) const DROP_FUNCTIONS: &str = "\
+    FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_proc p \
+              WHERE p.pronamespace = current_schema()::regnamespace \
+                AND (p.proname LIKE 'gw\\_%' OR p.proname IN ('points_ledger_notify', 'points_hold_notify')) LOOP \
+      EXECUTE 'DROP FUNCTION ' || f.sig || ' CASCADE'; \
+    END LOOP;";
 
 /// Schemas of earlier releases (`gw_released_…`), newest last.
 pub async fn archives(store: &Store) -> Result<Vec<String>, StoreError> {

@@ -14,7 +14,8 @@ use super::TsBalanceColumns;
 use crate::store::{Engine, Store, StoreError, WriteTx};
 
 /// Installs the trigger that keeps `columns` in step; run by `adopt
-/// --apply` after the opening batches, so they do not count twice.
+/// --apply` after the opening batches, so they do not count twice (on
+/// PostgreSQL when it turns absorbing on).
 pub async fn follow(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), StoreError> {
     let paid = columns.paid_sql();
     let gift = columns.gift_sql().unwrap_or_else(|| paid.clone());
@@ -82,18 +83,36 @@ const SPLIT: &str = "(SELECT user_id, \
 /// Sets every adopted ts user's columns to what their batches hold of
 /// each funds (the opening split): under the `ledger` and `sum` policies
 /// the old code must read the gateway's figures from the cutover on.
-/// Without a gift column every point is paid.
+/// Without a gift column every point is paid. PostgreSQL, at the switch of
+/// the adoption window: users with legacy writes still waiting there are
+/// left to the drain, which sets theirs once it has absorbed them.
 pub async fn align(tx: &WriteTx, columns: &TsBalanceColumns) -> Result<(), StoreError> {
     let paid = columns.paid_sql();
     let set = match columns.gift_sql() {
         Some(g) => format!("{paid} = COALESCE(s.paid, 0), {g} = COALESCE(s.gift, 0)"),
         None => format!("{paid} = COALESCE(s.paid, 0) + COALESCE(s.gift, 0)"),
     };
-    // One grouped pass over the batches, joined (not a subquery per user).
+    let differs = match columns.gift_sql() {
+        Some(g) => format!(
+            "ts_users.{paid} IS DISTINCT FROM COALESCE(s.paid, 0) \
+             OR ts_users.{g} IS DISTINCT FROM COALESCE(s.gift, 0)"
+        ),
+        None => {
+            format!("ts_users.{paid} IS DISTINCT FROM COALESCE(s.paid, 0) + COALESCE(s.gift, 0)")
+        }
+    };
+    // One grouped pass over the batches, joined (not a subquery per user);
+    // rows already equal are not rewritten (the legacy tables are locked
+    // meanwhile).
+    // The rows that differ first (materialized), then only those asked
+    // whether they wait: the ask is a function call per row.
     tx.txn()
         .execute_unprepared(&format!(
-            "UPDATE ts_users SET {set} FROM gw_users u LEFT JOIN {SPLIT} s ON s.user_id = u.id \
-             WHERE u.id = ts_users.id"
+            "WITH d AS MATERIALIZED (SELECT u.id, u.uuid, s.paid, s.gift FROM gw_users u \
+               JOIN ts_users ON ts_users.id = u.id LEFT JOIN {SPLIT} s ON s.user_id = u.id \
+               WHERE {differs}) \
+             UPDATE ts_users SET {set} FROM d s \
+             WHERE s.id = ts_users.id AND NOT gw_absorb_pending(s.uuid, s.id)"
         ))
         .await?;
     Ok(())
@@ -114,6 +133,23 @@ pub async fn followed(store: &Store) -> Result<Option<TsBalanceColumns>, StoreEr
     TsBalanceColumns::parse(&text)
         .map(Some)
         .map_err(StoreError::custom)
+}
+
+/// [`followed`], inside `tx`.
+pub async fn followed_in(tx: &WriteTx) -> Result<Option<TsBalanceColumns>, StoreError> {
+    let row = tx
+        .txn()
+        .query_one_raw(sea_orm::Statement::from_string(
+            tx.txn().get_database_backend(),
+            "SELECT ts_columns FROM gw_adoption WHERE ts_columns IS NOT NULL ORDER BY id DESC LIMIT 1",
+        ))
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => TsBalanceColumns::parse(&r.try_get::<String>("", "ts_columns")?)
+            .map(Some)
+            .map_err(StoreError::custom),
+    }
 }
 
 /// ts users whose `ts_users` columns differ from what their live batches

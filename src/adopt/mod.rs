@@ -1,15 +1,19 @@
 //! `points-gateway adopt`: the dry run's report, and `--apply`, which
-//! carries the plan out in one transaction. The decisions are the domain's
+//! carries the plan out: in one transaction on SQLite, in the phases of
+//! the adoption window on PostgreSQL ([`window`]), where the legacy
+//! systems keep writing meanwhile. The decisions are the domain's
 //! ([`crate::domain::adopt`]); the reads and writes the store's.
+
+mod window;
 
 use std::path::PathBuf;
 
 use crate::domain::adopt::plan::FIRST_GATEWAY_ID;
 use crate::domain::adopt::report::{render, Additions};
-use crate::domain::adopt::{OpeningBalance, UserMap};
+use crate::domain::adopt::{OpeningBalance, Plan, UserMap};
 use crate::domain::ledger::opening;
 use crate::store::adopt::{self as sa, Standing, OWN_TABLES, SEED_TABLES};
-use crate::store::{Engine, Store};
+use crate::store::{Engine, Store, WriteTx};
 
 #[derive(Debug, Clone)]
 pub struct AdoptOptions {
@@ -53,14 +57,13 @@ pub const NEEDS_OPENING: &str = "--apply needs --opening-balance ledger|platform
     balance each user keeps is a decision about money, not a default (the dry run shows each \
     choice's total); nothing was changed";
 
-/// What the legacy systems may keep doing after this cutover.
-fn coexistence_note(coexist: bool, followed: Option<&sa::TsBalanceColumns>) -> String {
-    if !coexist {
-        return "Coexistence: none on SQLite. A SQLite trigger cannot take the gateway's lock, so \
-                the legacy applications must stop writing balances now; `verify` reports any \
-                ledger row they still write.\n"
-            .to_owned();
-    }
+/// What the legacy systems may keep doing after a cutover on SQLite.
+const NO_COEXISTENCE: &str = "Coexistence: none on SQLite. A SQLite trigger cannot take the \
+    gateway's lock, so the legacy applications must stop writing balances now; `verify` reports \
+    any ledger row they still write.\n";
+
+/// What the legacy systems may keep doing after a cutover on PostgreSQL.
+fn coexistence_note(followed: Option<&sa::TsBalanceColumns>) -> String {
     let ts = match followed {
         Some(c) => format!(
             "; changes of ts_users {} (with or without a ts_points_detail row) are absorbed when \
@@ -103,6 +106,22 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
     let mut tx = sa::begin(store).await?;
     match sa::standing_in(&tx).await? {
         Standing::Unadopted { .. } => {}
+        s @ Standing::Adopting { .. } if !opts.apply => {
+            tx.rollback().await?;
+            return Ok(Outcome::refused(format!(
+                "{}; nothing was changed\n",
+                s.refusal(false).unwrap_or_default()
+            )));
+        }
+        Standing::Adopting { openings: true } => {
+            tx.rollback().await?;
+            return window::finish(store).await;
+        }
+        Standing::Adopting { openings: false } => {
+            tx.rollback().await?;
+            window::disarm(store).await?;
+            return window::apply(store, opts, &map).await;
+        }
         Standing::Adopted => {
             tx.rollback().await?;
             let text = match sa::adoption_row(store.connection()).await? {
@@ -139,7 +158,67 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             )));
         }
     }
+    if opts.apply && store.engine() == Engine::Postgres {
+        tx.rollback().await?;
+        return window::apply(store, opts, &map).await;
+    }
     let inv = sa::inventory_in(&tx, opts.apply, &opts.ts_balance_columns).await?;
+    let (report, verdict) = report(store, opts, &inv, &map);
+    let plan = match verdict {
+        Ok(p) if opts.apply => p,
+        Ok(_) => {
+            tx.rollback().await?;
+            let hint =
+                "\nTo adopt: points-gateway adopt --apply --opening-balance ledger|platform|sum \
+                        [--user-map FILE]\n";
+            return Ok(Outcome::done(format!("{report}{hint}"), false));
+        }
+        Err(_) => {
+            tx.rollback().await?;
+            return Ok(Outcome::refused(report));
+        }
+    };
+    // SQLite: everything in this one transaction, which holds the file's
+    // write lock; the legacy applications must stop writing balances.
+    sa::install(&tx).await?;
+    let opened = open(&mut tx, &plan).await?;
+    // Under `platform` every ts user opened with exactly what ts_users
+    // held: from here on ts_users follows every change of their points.
+    let followed = match (plan.policy, &inv.ts_balance_columns) {
+        (OpeningBalance::Platform, Some(c)) => {
+            sa::ts_users::follow(&tx, c).await?;
+            Some(c.clone())
+        }
+        _ => None,
+    };
+    sa::record(
+        &tx,
+        &inv,
+        plan.policy.as_str(),
+        plan.users.len(),
+        &report,
+        followed.as_ref().map(sa::TsBalanceColumns::text),
+        "adopted",
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Outcome::done(
+        format!(
+            "{report}\n{}{NO_COEXISTENCE}",
+            adopted_line(&plan, opened, inv.ledger_max_id)
+        ),
+        false,
+    ))
+}
+
+/// The report of what was found and what `--apply` does (or why it
+/// cannot), with the plan when it can.
+fn report(
+    store: &Store,
+    opts: &AdoptOptions,
+    inv: &sa::Inventory,
+    map: &UserMap,
+) -> (String, Result<Plan, ()>) {
     let adds = Additions {
         tables: &OWN_TABLES,
         seed_indexes: &migration::seed_index_names(),
@@ -168,22 +247,13 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
         crate::store::describe_store(store),
         store.legacy_zone().name()
     );
-    let (report, verdict) = render(&title, &inv, &map, opts.opening, &adds);
-    let plan = match verdict {
-        Ok(p) if opts.apply => p,
-        Ok(_) => {
-            tx.rollback().await?;
-            let hint =
-                "\nTo adopt: points-gateway adopt --apply --opening-balance ledger|platform|sum \
-                        [--user-map FILE]\n";
-            return Ok(Outcome::done(format!("{report}{hint}"), false));
-        }
-        Err(_) => {
-            tx.rollback().await?;
-            return Ok(Outcome::refused(report));
-        }
-    };
-    sa::install(&tx).await?;
+    let (text, verdict) = render(&title, inv, map, opts.opening, &adds);
+    (text, verdict.map_err(|_| ()))
+}
+
+/// The adopted users and their opening balances, in `tx`. Returns the
+/// opening rows written.
+async fn open(tx: &mut WriteTx, plan: &Plan) -> anyhow::Result<usize> {
     let users: Vec<sa::AdoptedUser> = plan
         .users
         .iter()
@@ -193,7 +263,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             name: u.name.clone(),
         })
         .collect();
-    sa::insert_users(&tx, &users, FIRST_GATEWAY_ID).await?;
+    sa::insert_users(tx, &users, FIRST_GATEWAY_ID).await?;
     let openings: Vec<(i32, i64, i64, &str)> = plan
         .users
         .iter()
@@ -206,48 +276,15 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
             )
         })
         .collect();
-    let opened = opening::open_all(&mut tx, &openings).await?;
-    // Under `platform` every ts user opened with exactly what ts_users
-    // held: from here on ts_users follows every change of their points.
-    // On PostgreSQL the legacy writes are absorbed from here on, so the
-    // old code must read the gateway's figures under every policy: the
-    // columns are set to each user's opening split first.
-    let coexist = store.engine() == Engine::Postgres;
-    let followed = match (plan.policy, &inv.ts_balance_columns, coexist) {
-        (OpeningBalance::Platform, Some(c), _) => {
-            sa::ts_users::follow(&tx, c).await?;
-            Some(c.clone())
-        }
-        (_, Some(c), true) => {
-            sa::ts_users::align(&tx, c).await?;
-            sa::ts_users::follow(&tx, c).await?;
-            Some(c.clone())
-        }
-        _ => None,
-    };
-    sa::record(
-        &tx,
-        &inv,
-        plan.policy.as_str(),
+    Ok(opening::open_all(tx, &openings).await?)
+}
+
+/// The line that says what was adopted.
+fn adopted_line(plan: &Plan, opened: usize, history_end: i64) -> String {
+    format!(
+        "Adopted: {} users, {opened} opening rows, {} points; history up to ledger row \
+         {history_end} is kept as it was. `points-gateway verify` checks everything from here on.\n",
         plan.users.len(),
-        &report,
-        followed.as_ref().map(sa::TsBalanceColumns::text),
+        plan.total_opening,
     )
-    .await?;
-    // After the record: the triggers and the gateway's lock read it.
-    if coexist {
-        sa::absorb::install(&tx, followed.as_ref(), store.legacy_zone().name()).await?;
-    }
-    tx.commit().await?;
-    Ok(Outcome::done(
-        format!(
-            "{report}\nAdopted: {} users, {opened} opening rows, {} points; history up to ledger row {} \
-             is kept as it was. `points-gateway verify` checks everything from here on.\n{}",
-            plan.users.len(),
-            plan.total_opening,
-            inv.ledger_max_id,
-            coexistence_note(coexist, followed.as_ref())
-        ),
-        false,
-    ))
 }

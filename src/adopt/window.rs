@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{adopted_line, coexistence_note, open, report, AdoptOptions, Outcome};
 use crate::domain::adopt::UserMap;
 use crate::store::adopt::{self as sa, window as w};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WriteTx};
 
 /// Recorded transactions absorbed per drain transaction: small enough that
 /// a drain holds the row locks it takes for well under a second.
@@ -40,11 +40,7 @@ pub(super) async fn apply(
     w::build_seed_indexes(store).await?;
 
     // 1. Arm, under the lock.
-    let asked = Instant::now();
-    let arming = sa::begin(store).await?;
-    sa::lock_legacy(&arming).await?;
-    let locked = Instant::now();
-    let arm_wait = locked - asked;
+    let (arming, arm_wait, locked) = hold(store).await?;
     let columns = match sa::ts_columns_in(&arming, &opts.ts_balance_columns).await? {
         Ok(c) => c,
         Err(problem) => {
@@ -208,6 +204,16 @@ impl Closed {
     }
 }
 
+/// A transaction holding the legacy tables against writes: with how long
+/// taking them took, and when it had them (a hold is timed from there).
+async fn hold(store: &Store) -> Result<(WriteTx, Duration, Instant), StoreError> {
+    let asked = Instant::now();
+    let tx = sa::begin(store).await?;
+    sa::lock_legacy(&tx).await?;
+    let held = Instant::now();
+    Ok((tx, held - asked, held))
+}
+
 /// One drain in its own transaction.
 async fn drain_once(store: &Store) -> Result<w::Drained, StoreError> {
     let tx = sa::begin(store).await?;
@@ -237,11 +243,8 @@ async fn close(store: &Store) -> anyhow::Result<Closed> {
         .drain_until(store, LEFT_FOR_SWITCH, DRAIN_BUDGET)
         .await?;
 
-    let asked = Instant::now();
-    let tx = sa::begin(store).await?;
-    sa::lock_legacy(&tx).await?;
-    let held = Instant::now();
-    out.waited.1 = held - asked;
+    let (tx, waited, held) = hold(store).await?;
+    out.waited.1 = waited;
     let columns = sa::ts_users::followed_in(&tx).await?;
     if let Some(c) = &columns {
         sa::ts_users::align(&tx, c).await?;
@@ -254,11 +257,8 @@ async fn close(store: &Store) -> anyhow::Result<Closed> {
         .drain_until(store, LEFT_FOR_CLOSE, SETTLE_BUDGET)
         .await?;
 
-    let asked = Instant::now();
-    let tx = sa::begin(store).await?;
-    sa::lock_legacy(&tx).await?;
-    let held = Instant::now();
-    out.waited.2 = held - asked;
+    let (tx, waited, held) = hold(store).await?;
+    out.waited.2 = waited;
     loop {
         let d = w::drain(&tx, i32::MAX).await?;
         out.drains += 1;

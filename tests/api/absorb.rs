@@ -139,8 +139,8 @@ async fn assert_views_true(app: &TestApp, url: &str) -> usize {
 }
 
 /// `adopt --apply --opening-balance sum`, ts users 1, 2, … joined to
-/// `mjk` in order; the directory holding the map.
-fn adopt_sum(url: &str, mjk: &[uuid::Uuid]) -> tempfile::TempDir {
+/// `mjk` in order; the directory holding the map, and what it printed.
+fn adopt_sum(url: &str, mjk: &[uuid::Uuid]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let map = dir.path().join("users.csv");
     let mut csv = "ts_user_id,mjk_user_uuid\n".to_owned();
@@ -164,7 +164,7 @@ fn adopt_sum(url: &str, mjk: &[uuid::Uuid]) -> tempfile::TempDir {
         out.contains("Coexistence: the legacy applications may keep writing"),
         "{out}"
     );
-    dir
+    (dir, out)
 }
 
 /// The mjk ledger's users, in order of their first row.
@@ -185,7 +185,7 @@ async fn adopted(joined: usize) -> (String, String, Vec<uuid::Uuid>, TestApp) {
     let (url, pg, _) = legacy_postgres().await;
     let uuids = mjk_users(&url).await;
     assert!(uuids.len() > joined + 1);
-    let dir = adopt_sum(&url, &uuids[..joined]);
+    let (dir, _) = adopt_sum(&url, &uuids[..joined]);
     let app = spawn_on(url.clone(), dir).await;
     (url, pg, uuids, app)
 }
@@ -665,7 +665,7 @@ async fn the_way_back_hands_the_books_to_the_legacy_code_and_adopt_works_again()
     assert_eq!(triggers, 0);
 
     // Adopted again: the same people, the balances the old code left.
-    let dir = adopt_sum(&url, &[uuids[0]]);
+    let (dir, _) = adopt_sum(&url, &[uuids[0]]);
     let app = spawn_on(url.clone(), dir).await;
     assert_eq!(user_figures(&app, 1).await.0, balance - 11);
     let again = gw_id(&url, mjk_only).await;
@@ -846,26 +846,9 @@ async fn legacy_writes_made_while_adopt_applies_are_absorbed_after_it() {
     }
     let adopt_url = url.clone();
     let map_uuid = uuids[0];
-    let (dir, out) = tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let map = dir.path().join("users.csv");
-        std::fs::write(&map, format!("ts_user_id,mjk_user_uuid\n1,{map_uuid}\n")).unwrap();
-        let (success, out) = cli(
-            &adopt_url,
-            &[
-                "adopt",
-                "--apply",
-                "--opening-balance",
-                "sum",
-                "--user-map",
-                map.to_str().unwrap(),
-            ],
-        );
-        assert!(success && out.contains("Adopted:"), "{out}");
-        (dir, out)
-    })
-    .await
-    .unwrap();
+    let (dir, out) = tokio::task::spawn_blocking(move || adopt_sum(&adopt_url, &[map_uuid]))
+        .await
+        .unwrap();
     let moved_by: Vec<i64> = {
         let mut v = Vec::new();
         for w in writers {

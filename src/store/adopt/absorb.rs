@@ -48,14 +48,6 @@ use crate::store::{Engine, StoreError, WriteTx};
 /// The ledger side: functions shared by both systems' triggers, and the
 /// mjk ledger's triggers.
 const LEDGER: &str = r#"
--- Whether legacy writes are absorbed now: from the end of `adopt --apply`
--- on (`gw_adoption.absorbing`), or in the session draining the writes made
--- while it ran (`points_gateway.drain`). Before, they are only recorded.
-CREATE OR REPLACE FUNCTION {s}.gw_absorb_on() RETURNS boolean AS $$
-  SELECT COALESCE(current_setting('points_gateway.drain', true) = 'on', false)
-      OR EXISTS (SELECT 1 FROM gw_adoption a WHERE a.absorbing)
-$$ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = {s}, pg_temp;
-
 -- Whether the user (an mjk uuid or a ts id, either side of a joined user)
 -- has legacy writes recorded in the adoption window and not absorbed yet.
 -- Index probes only (the queue's partial indexes, gw_users' keys): every
@@ -495,7 +487,7 @@ const TRIGGERS: [(&str, &str); 6] = [
     ("gw_absorb_ts_users_update", "ts_users"),
     ("gw_absorb_ts_users_insert", "ts_users"),
 ];
-const FUNCTIONS: [&str; 13] = [
+const FUNCTIONS: [&str; 12] = [
     "gw_absorb_ts_users()",
     "gw_absorb_split(integer)",
     "gw_absorb_statement()",
@@ -506,7 +498,6 @@ const FUNCTIONS: [&str; 13] = [
     "gw_absorb_charged(text, text)",
     "gw_absorb_check(integer, bigint, timestamptz)",
     "gw_absorb_user(uuid, integer)",
-    "gw_absorb_on()",
     "gw_absorb_live(uuid, integer)",
     "gw_absorb_pending(uuid, integer)",
 ];

@@ -1,13 +1,14 @@
 //! The `points-gateway` command line: `serve` (default), `migrate`, `token`,
-//! `schema`, `verify`, `adopt`, `release`, `seed-demo`.
+//! `schema`, `source-types`, `verify`, `adopt`, `release`, `seed-demo`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::auth::{Role, TokenKeys};
+use crate::auth::{CallerName, Role, TokenKeys};
 use crate::config::Settings;
+use crate::domain::source::{DurationRule, SourceType};
 use crate::startup::Application;
 use crate::store::Store;
 
@@ -37,12 +38,22 @@ pub enum Command {
         /// The user id (required for `--role user`).
         #[arg(long)]
         user: Option<i32>,
+        /// The caller's name, for the other roles (`--role service --name
+        /// fal-runner`): the subject becomes `service:fal-runner`, its rate
+        /// limit its own, and the rows it writes say so (`writtenBy`).
+        #[arg(long)]
+        name: Option<String>,
         /// Lifetime in hours (at least 1).
         #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(i64).range(1..))]
         hours: i64,
     },
     /// Print the GraphQL SDL.
     Schema,
+    /// List the source types consumes and holds may name, or set one.
+    SourceTypes {
+        #[command(subcommand)]
+        action: Option<SourceTypesAction>,
+    },
     /// Check every ledger invariant; exit 1 if any is violated.
     Verify,
     /// Take over a database the platforms already run: by default a dry run
@@ -79,6 +90,25 @@ pub enum Command {
         users: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SourceTypesAction {
+    /// Print every configured source type (the default).
+    List,
+    /// Add a source type, or change its label or duration rule (new rows
+    /// only; rows written keep their descriptions). Running instances see
+    /// it within 30 s, at once for a name they did not know.
+    Set {
+        /// Stored name: lower-case letters, digits and `_` (`agent_market`).
+        name: String,
+        /// The `【…】` label descriptions start with.
+        #[arg(long)]
+        label: String,
+        /// Whether consumes and holds must, may or must not give `duration`.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["required", "optional", "refused"]))]
+        duration: String,
     },
 }
 
@@ -158,10 +188,40 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token { role, user, hours } => {
+        Command::Token {
+            role,
+            user,
+            name,
+            hours,
+        } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let name = name
+                .as_deref()
+                .map(CallerName::new)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let keys = TokenKeys::new(&settings.jwt_secret);
-            println!("{}", keys.mint(role, user, chrono::Duration::hours(hours))?);
+            let ttl = chrono::Duration::hours(hours);
+            println!("{}", keys.mint_as(role, user, name.as_ref(), ttl)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SourceTypes { action } => {
+            let store = connect(&settings, 2).await?;
+            store.migrate().await?;
+            if let Some(SourceTypesAction::Set {
+                name,
+                label,
+                duration,
+            }) = action
+            {
+                let rule = DurationRule::parse(&duration)
+                    .ok_or_else(|| anyhow::anyhow!("unknown duration rule {duration:?}"))?;
+                let t = SourceType::new(&name, &label, rule).map_err(anyhow::Error::msg)?;
+                store.set_source_type(&t).await?;
+            }
+            for t in store.source_types().await? {
+                println!("{}\t{}\t{}", t.as_str(), t.label(), t.duration().as_str());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_graphql::{ErrorExtensions, ServerError};
 
 use crate::auth::{AuthError, AuthzError};
+use crate::catalog::CatalogError;
 use crate::domain::input::InputError;
 use crate::domain::ledger::{
     CaptureError, ConsumeError, CreateUserError, ExpireError, HoldError, RechargeError,
@@ -183,6 +184,15 @@ impl Coded for ExpireError {
 impl Coded for InputError {
     fn code(&self) -> Code {
         Code::InvalidInput
+    }
+}
+
+impl Coded for CatalogError {
+    fn code(&self) -> Code {
+        match self {
+            CatalogError::Unknown(_) => Code::InvalidInput,
+            CatalogError::Store(e) => e.code(),
+        }
     }
 }
 

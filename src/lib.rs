@@ -2,6 +2,7 @@
 
 pub mod adopt;
 pub mod auth;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -17,7 +17,7 @@ use crate::domain::input::{
     ConsumeRequest, RechargeDraft, RechargeRequest, RefundRequest, UserName,
 };
 use crate::domain::ledger::{self, ConsumeError, CreateUser};
-use crate::domain::source::{RechargeKind, SourceType};
+use crate::domain::source::{DurationRule, RechargeKind, SourceType};
 use crate::store::Store;
 use entity::legacy_time::LocalTime;
 
@@ -91,6 +91,7 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
         report.accounts += 1;
     }
 
+    let types = SourceType::defaults();
     for u in 0..users {
         let user = ledger::create_user(
             store,
@@ -144,23 +145,23 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
             if t >= now {
                 break;
             }
-            let st = match rng.gen_range(0..10) {
-                0 => SourceType::Script,
-                1 => SourceType::Polish,
-                2 => SourceType::VoiceClone,
-                3 | 4 => SourceType::Tts,
-                5 => SourceType::Video,
-                _ => SourceType::Fal,
-            };
-            let duration = st
-                .billed_by_duration()
+            // The defaults in order: script, polish, voice_clone, tts,
+            // video, fal.
+            let st = types[match rng.gen_range(0..10) {
+                n @ 0..=2 => n,
+                3 | 4 => 3,
+                5 => 4,
+                _ => 5,
+            }]
+            .clone();
+            let duration = (st.duration() == DurationRule::Required)
                 .then(|| (rng.gen_range(30..1_800) as f64) / 10.0);
             let amount = match duration {
-                Some(d) => (d * if st == SourceType::Video { 10.0 } else { 2.0 }).ceil() as i64,
+                Some(d) => (d * if st.as_str() == "video" { 10.0 } else { 2.0 }).ceil() as i64,
                 None => rng.gen_range(5..300),
             };
             let source_id = format!("{st}-{run:08x}-{}-{j}", user.id);
-            let req = ConsumeRequest::new(user.id, amount, st, &source_id, duration, None)?;
+            let req = ConsumeRequest::new(user.id, amount, st.clone(), &source_id, duration, None)?;
             match ledger::consume_in(&mut txn, &req, &req.fingerprint(), ledger::RowTime::At(t))
                 .await
             {
@@ -175,7 +176,7 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
                 Err(e) => return Err(e.into()),
             }
             let failed = rng.gen_bool(0.08);
-            if st == SourceType::Fal {
+            if st.is_fal() {
                 let (app, price) = ENDPOINTS[rng.gen_range(0..ENDPOINTS.len())];
                 tasks.push(fal_task::ActiveModel {
                     id: NotSet,
@@ -209,7 +210,7 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
             }
             let partial = !failed && rng.gen_bool(0.05) && amount > 1;
             if failed || partial {
-                if st == SourceType::Fal && !tasks.is_empty() {
+                if st.is_fal() && !tasks.is_empty() {
                     // The task row must exist before its refund flags it.
                     txn.insert_fal_tasks(std::mem::take(&mut tasks)).await?;
                 }
@@ -217,7 +218,7 @@ pub async fn seed_demo(store: &Store, users: usize, seed: u64) -> anyhow::Result
                 let refund = RefundRequest::new(
                     st,
                     &source_id,
-                    &format!("refund-{source_id}"),
+                    Some(&format!("refund-{source_id}")),
                     partial.then_some(amount / 2),
                     Some(if failed {
                         "任务失败"

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
+use crate::catalog::SourceTypeCatalog;
 use crate::config::Settings;
 use crate::events::Broker;
 use crate::fal::{CachedFal, FalHttp};
@@ -76,6 +77,9 @@ impl Application {
             .feeding(broker.clone(), catch_up, shutdown.clone())
             .await
             .context("cannot listen for ledger notifications")?;
+        let source_types = SourceTypeCatalog::load(&store)
+            .await
+            .context("cannot read the source types")?;
         let state = AppState(Arc::new(App {
             store,
             settings,
@@ -84,6 +88,7 @@ impl Application {
             metrics,
             shutdown,
             broker,
+            source_types,
         }));
         let schema = build_schema(state.clone());
         let metrics_listener = match &state.settings.metrics_bind {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
+use crate::catalog::SourceTypeCatalog;
 use crate::config::Settings;
 use crate::events::Broker;
 use crate::fal::FalPlatform;
@@ -34,6 +35,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Balance events for `balanceChanged` subscribers, fed by the store.
     pub broker: Arc<Broker>,
+    /// The source types consumes and holds may name.
+    pub source_types: SourceTypeCatalog,
 }
 
 impl std::ops::Deref for AppState {

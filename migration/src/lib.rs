@@ -19,6 +19,7 @@ mod m20261202_000008_key_claim;
 mod m20261202_000009_batch_funds;
 mod m20261202_000010_absorb;
 mod m20261202_000011_adoption_window;
+mod m20261203_000012_callers;
 mod pg;
 
 pub struct Migrator;
@@ -38,9 +39,12 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_batch_funds::Migration),
             Box::new(m20261202_000010_absorb::Migration),
             Box::new(m20261202_000011_adoption_window::Migration),
+            Box::new(m20261203_000012_callers::Migration),
         ]
     }
 }
+
+pub use m20261203_000012_callers::DEFAULT_SOURCE_TYPES;
 
 /// PostgreSQL: the expression that claims a job key (`source_type`,
 /// `source_id` given as SQL expressions) until the transaction ends. Every

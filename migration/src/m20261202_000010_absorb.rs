@@ -77,7 +77,7 @@ const USER_LOCK: &str = "  SELECT u.uuid, u.balance, u.held INTO o_user, o_balan
 
 /// `gw_consume` (with the key claim of migration 8) taking the ts lock
 /// first.
-fn consume_function() -> Result<String, DbErr> {
+pub(crate) fn consume_function() -> Result<String, DbErr> {
     let f = crate::m20261202_000008_key_claim::claiming()?;
     if !f.contains(USER_LOCK) {
         return Err(DbErr::Migration(

@@ -4,4 +4,4 @@ mod policy;
 mod token;
 
 pub use policy::{AuthzError, Caller};
-pub use token::{AuthError, Role, TokenKeys};
+pub use token::{AuthError, CallerName, Role, TokenKeys};

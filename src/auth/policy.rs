@@ -26,6 +26,18 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Who this caller is on the rows it writes (`gw_entries.written_by`):
+    /// `user:ID` for a user, the token's subject otherwise (`service`,
+    /// `service:fal-runner`, `admin`).
+    pub fn writer(&self) -> String {
+        match self.role {
+            Role::User => format!("user:{}", self.subject),
+            Role::Service | Role::Admin | Role::Partner => self.subject.clone(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthzError {
     #[error("authentication required: send `Authorization: Bearer <token>`")]

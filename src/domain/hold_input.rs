@@ -3,9 +3,10 @@
 //! the job's consume row carries once captured.
 
 use super::input::{
-    billed_duration, fingerprint, invalid, opt, Amount, BilledDuration, InputError, Key, Note,
+    billed_duration, fingerprint, invalid, opt, Amount, Author, BilledDuration, InputError, Key,
+    Note,
 };
-use super::source::SourceType;
+use super::source::{DurationRule, SourceType};
 
 /// How long a hold lives when the caller does not say.
 pub const DEFAULT_HOLD_SECS: i64 = 86_400;
@@ -53,7 +54,7 @@ pub struct HoldRequest {
 }
 
 /// The fields of a hold, as the API gives them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HoldDraft<'a> {
     pub user_id: i32,
     pub amount: i64,
@@ -69,9 +70,9 @@ impl HoldRequest {
         Ok(HoldRequest {
             user_id: d.user_id,
             amount: Amount::new(d.amount)?,
+            duration: billed_duration(&d.source_type, d.duration)?,
             source_type: d.source_type,
             source_id: Key::new("sourceId", d.source_id)?,
-            duration: billed_duration(d.source_type, d.duration)?,
             note: d.note.map(Note::new).transpose()?,
             ttl: HoldTtl::new(d.expires_in_secs)?,
         })
@@ -100,6 +101,8 @@ pub struct CaptureRequest {
     pub duration: Option<BilledDuration>,
     /// Omitted: the hold's note.
     pub note: Option<Note>,
+    /// Who settles it; recorded on the consume row.
+    pub by: Option<Author>,
 }
 
 impl CaptureRequest {
@@ -111,10 +114,12 @@ impl CaptureRequest {
         note: Option<&str>,
     ) -> Result<CaptureRequest, InputError> {
         let duration = match duration {
-            Some(d) if source_type.billed_by_duration() => Some(BilledDuration::new(d)?),
+            Some(d) if source_type.duration() != DurationRule::Refused => {
+                Some(BilledDuration::new(d)?)
+            }
             Some(_) => {
                 return Err(invalid(format!(
-                    "duration is only accepted for tts and video captures, not {source_type}"
+                    "duration is not accepted for {source_type}: it is not billed by the second"
                 )))
             }
             None => None,
@@ -125,6 +130,7 @@ impl CaptureRequest {
             amount: Amount::new(amount)?,
             duration,
             note: note.map(Note::new).transpose()?,
+            by: None,
         })
     }
 
@@ -174,11 +180,15 @@ impl ReleaseRequest {
 mod tests {
     use super::*;
 
+    fn st(name: &str) -> SourceType {
+        SourceType::default_named(name).unwrap()
+    }
+
     fn draft(amount: i64, ttl: Option<i64>) -> HoldDraft<'static> {
         HoldDraft {
             user_id: 1,
             amount,
-            source_type: SourceType::Video,
+            source_type: st("video"),
             source_id: "job-1",
             duration: Some(12.0),
             note: None,
@@ -207,10 +217,10 @@ mod tests {
 
     #[test]
     fn a_capture_takes_a_duration_only_for_sources_billed_by_the_second() {
-        assert!(CaptureRequest::new(SourceType::Video, "j", 5, Some(3.0), None).is_ok());
-        assert!(CaptureRequest::new(SourceType::Video, "j", 5, None, None).is_ok());
-        assert!(CaptureRequest::new(SourceType::Script, "j", 5, Some(3.0), None).is_err());
-        assert!(CaptureRequest::new(SourceType::Video, "j", 0, None, None).is_err());
+        assert!(CaptureRequest::new(st("video"), "j", 5, Some(3.0), None).is_ok());
+        assert!(CaptureRequest::new(st("video"), "j", 5, None, None).is_ok());
+        assert!(CaptureRequest::new(st("script"), "j", 5, Some(3.0), None).is_err());
+        assert!(CaptureRequest::new(st("video"), "j", 0, None, None).is_err());
     }
 
     #[test]
@@ -218,9 +228,8 @@ mod tests {
         let h = HoldRequest::new(draft(10, None)).map(|r| r.fingerprint());
         let h2 = HoldRequest::new(draft(10, Some(60))).map(|r| r.fingerprint());
         assert_ne!(h.ok(), h2.ok());
-        let c = CaptureRequest::new(SourceType::Video, "job-1", 10, None, None)
-            .map(|r| r.fingerprint());
-        let r = ReleaseRequest::new(SourceType::Video, "job-1", None).map(|r| r.fingerprint());
+        let c = CaptureRequest::new(st("video"), "job-1", 10, None, None).map(|r| r.fingerprint());
+        let r = ReleaseRequest::new(st("video"), "job-1", None).map(|r| r.fingerprint());
         assert_ne!(c.ok(), r.ok());
     }
 }

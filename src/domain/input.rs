@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::source::{RechargeKind, SourceType};
+use super::source::{DurationRule, RechargeKind, SourceType};
 
 /// The largest balance a user may hold. The public API speaks 32-bit GraphQL
 /// `Int`, so a balance above this could not be shown; recharges that would
@@ -264,21 +264,92 @@ pub(super) fn opt<T: ToString>(v: Option<T>) -> String {
         .unwrap_or_else(|| "none".to_owned())
 }
 
-/// The billed seconds of a job: required for the sources billed by the
-/// second (tts, video), refused for the others.
+/// The billed seconds of a job, as its source type's rule says: required
+/// (tts, video), accepted, or refused.
 pub(super) fn billed_duration(
-    source_type: SourceType,
+    source_type: &SourceType,
     duration: Option<f64>,
 ) -> Result<Option<BilledDuration>, InputError> {
-    match (source_type.billed_by_duration(), duration) {
-        (true, Some(d)) => Ok(Some(BilledDuration::new(d)?)),
-        (true, None) => Err(invalid(format!(
+    match (source_type.duration(), duration) {
+        (DurationRule::Required | DurationRule::Optional, Some(d)) => {
+            Ok(Some(BilledDuration::new(d)?))
+        }
+        (DurationRule::Required, None) => Err(invalid(format!(
             "duration is required for {source_type} consumes"
         ))),
-        (false, Some(_)) => Err(invalid(format!(
-            "duration is only accepted for tts and video consumes, not {source_type}"
+        (DurationRule::Refused, Some(_)) => Err(invalid(format!(
+            "duration is not accepted for {source_type}: it is not billed by the second"
         ))),
-        (false, None) => Ok(None),
+        (DurationRule::Optional | DurationRule::Refused, None) => Ok(None),
+    }
+}
+
+/// Who wrote a row: the token subject of the caller (`service:fal-runner`,
+/// `admin`, `user:7`) or `gateway` for its own sweeps. Stored in
+/// `gw_entries.written_by`; never a secret, since it is made from a
+/// token's claims, not from the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author(String);
+
+impl Author {
+    pub const MAX_LEN: usize = 80;
+
+    pub fn new(value: &str) -> Result<Author, InputError> {
+        if value.is_empty() || value.chars().count() > Self::MAX_LEN {
+            return Err(invalid(format!(
+                "a writer is 1 to {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        if value
+            .chars()
+            .any(|c| c.is_control() || is_invisible_format(c))
+        {
+            return Err(invalid("a writer must be printable"));
+        }
+        Ok(Author(value.to_owned()))
+    }
+
+    /// The gateway itself (expiry sweeps).
+    pub fn gateway() -> Author {
+        Author("gateway".to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The title the ts platform's statement page shows for a movement
+/// (`ts_points_detail.title`, `ts_financial_transactions.title`), as the
+/// old code wrote it (`"视频生成-xxx"`); the ledger's description keeps the
+/// `【…】` label. Bounded by those 255-character columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Title(String);
+
+impl Title {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn new(value: &str) -> Result<Title, InputError> {
+        if value.trim().is_empty() || value.chars().count() > Self::MAX_LEN {
+            return Err(invalid(format!(
+                "title must be 1 to {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        if value
+            .chars()
+            .any(|c| c.is_control() || is_invisible_format(c))
+        {
+            return Err(invalid(
+                "title must not contain control, direction or zero-width characters",
+            ));
+        }
+        Ok(Title(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -290,6 +361,12 @@ pub struct ConsumeRequest {
     pub source_id: Key,
     pub duration: Option<BilledDuration>,
     pub note: Option<Note>,
+    /// The statement title, where a ts call site gives one.
+    pub title: Option<Title>,
+    /// Who asks; recorded on the row, not part of the request's identity
+    /// (a retry by another instance of the same service is the same
+    /// request).
+    pub by: Option<Author>,
 }
 
 impl ConsumeRequest {
@@ -305,7 +382,7 @@ impl ConsumeRequest {
     ) -> Result<ConsumeRequest, InputError> {
         let amount = Amount::new(amount)?;
         let source_id = Key::new("sourceId", source_id)?;
-        let duration = billed_duration(source_type, duration)?;
+        let duration = billed_duration(&source_type, duration)?;
         let note = note.map(Note::new).transpose()?;
         Ok(ConsumeRequest {
             user_id,
@@ -314,11 +391,22 @@ impl ConsumeRequest {
             source_id,
             duration,
             note,
+            title: None,
+            by: None,
         })
     }
 
+    /// The same consume with the statement title a ts call site gives.
+    pub fn titled(mut self, title: Option<&str>) -> Result<ConsumeRequest, InputError> {
+        self.title = title.map(Title::new).transpose()?;
+        Ok(self)
+    }
+
+    /// A title is part of the request only when given, so the requests
+    /// made before titles existed keep their fingerprints (a retry across
+    /// the upgrade is still the same request).
     pub fn fingerprint(&self) -> String {
-        fingerprint(&[
+        let mut parts = vec![
             "consume".into(),
             self.user_id.to_string(),
             self.amount.get().to_string(),
@@ -326,7 +414,9 @@ impl ConsumeRequest {
             self.source_id.as_str().into(),
             opt(self.duration.map(|d| d.secs().to_bits())),
             opt(self.note.as_ref().map(|n| n.as_str())),
-        ])
+        ];
+        parts.extend(self.title.as_ref().map(|t| format!("title:{}", t.as_str())));
+        fingerprint(&parts)
     }
 }
 
@@ -338,22 +428,33 @@ pub struct RefundRequest {
     /// `None` refunds whatever of the consume is not refunded yet.
     pub amount: Option<Amount>,
     pub reason: Option<Note>,
+    pub by: Option<Author>,
 }
 
 impl RefundRequest {
+    /// `refund_key` omitted: the job's one keyless refund, under a key made
+    /// from the job's (see [`keyless_refund_key`]). The old code refunded a
+    /// failed job once and had no key to give; a second keyless refund of
+    /// the same job replays the first (or conflicts, if it differs).
     pub fn new(
         source_type: SourceType,
         source_id: &str,
-        refund_key: &str,
+        refund_key: Option<&str>,
         amount: Option<i64>,
         reason: Option<&str>,
     ) -> Result<RefundRequest, InputError> {
+        let source_id = Key::new("sourceId", source_id)?;
+        let refund_key = match refund_key {
+            Some(k) => Key::new("refundKey", k)?,
+            None => keyless_refund_key(&source_type, &source_id)?,
+        };
         Ok(RefundRequest {
             source_type,
-            source_id: Key::new("sourceId", source_id)?,
-            refund_key: Key::new("refundKey", refund_key)?,
+            source_id,
+            refund_key,
             amount: amount.map(Amount::new).transpose()?,
             reason: reason.map(Note::new).transpose()?,
+            by: None,
         })
     }
 
@@ -367,6 +468,18 @@ impl RefundRequest {
             opt(self.reason.as_ref().map(|n| n.as_str())),
         ])
     }
+}
+
+/// The refund key of a job's keyless refund: `refund:` and the job's key,
+/// or, when that would pass the key column's 64 characters, `refund:` and
+/// the key's SHA-256 (the same job always gets the same key).
+pub fn keyless_refund_key(source_type: &SourceType, source_id: &Key) -> Result<Key, InputError> {
+    let plain = format!("refund:{source_type}:{}", source_id.as_str());
+    if plain.chars().count() <= Key::MAX_LEN {
+        return Key::new("refundKey", &plain);
+    }
+    let digest = fingerprint(&[source_type.as_str().into(), source_id.as_str().into()]);
+    Key::new("refundKey", &format!("refund:{}", &digest[..56]))
 }
 
 /// The largest `payType` accepted. Seed 004 names the column 支付类型
@@ -385,6 +498,9 @@ pub struct RechargeRequest {
     pub money_cents: Option<i32>,
     pub pay_type: Option<i32>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The statement title, where a ts call site gives one.
+    pub title: Option<Title>,
+    pub by: Option<Author>,
 }
 
 /// A recharge as a caller sent it, before validation.
@@ -455,11 +571,21 @@ impl RechargeRequest {
             // Stored at microsecond precision on both engines; keep the
             // fingerprint of a retry equal to the original's.
             expires_at: expires_at.map(crate::time::truncate_micros),
+            title: None,
+            by: None,
         })
     }
 
+    /// The same recharge with the statement title a ts call site gives.
+    pub fn titled(mut self, title: Option<&str>) -> Result<RechargeRequest, InputError> {
+        self.title = title.map(Title::new).transpose()?;
+        Ok(self)
+    }
+
+    /// A title is part of the request only when given (see
+    /// [`ConsumeRequest::fingerprint`]).
     pub fn fingerprint(&self) -> String {
-        fingerprint(&[
+        let mut parts = vec![
             "recharge".into(),
             self.user_id.to_string(),
             self.amount.get().to_string(),
@@ -468,12 +594,20 @@ impl RechargeRequest {
             opt(self.money_cents),
             opt(self.pay_type),
             opt(self.expires_at.map(|t| t.timestamp_micros())),
-        ])
+        ];
+        parts.extend(self.title.as_ref().map(|t| format!("title:{}", t.as_str())));
+        fingerprint(&parts)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn st(name: &str) -> SourceType {
+        SourceType::default_named(name).unwrap()
+    }
+
     #[test]
     fn filter_texts_are_bounded_and_printable() {
         use super::filter_text;
@@ -499,8 +633,6 @@ mod tests {
         assert!(UserUuid::new(uuid::Uuid::nil()).is_err());
         assert!(UserUuid::new(uuid::Uuid::from_u128(1)).is_ok());
     }
-
-    use super::*;
 
     #[test]
     fn amount_must_be_positive_and_fit_an_int() {
@@ -532,18 +664,18 @@ mod tests {
 
     #[test]
     fn duration_is_required_for_tts_and_refused_for_script() {
-        assert!(ConsumeRequest::new(1, 5, SourceType::Tts, "t", None, None).is_err());
-        assert!(ConsumeRequest::new(1, 5, SourceType::Tts, "t", Some(3.0), None).is_ok());
-        assert!(ConsumeRequest::new(1, 5, SourceType::Script, "s", Some(3.0), None).is_err());
-        assert!(ConsumeRequest::new(1, 5, SourceType::Script, "s", None, None).is_ok());
+        assert!(ConsumeRequest::new(1, 5, st("tts"), "t", None, None).is_err());
+        assert!(ConsumeRequest::new(1, 5, st("tts"), "t", Some(3.0), None).is_ok());
+        assert!(ConsumeRequest::new(1, 5, st("script"), "s", Some(3.0), None).is_err());
+        assert!(ConsumeRequest::new(1, 5, st("script"), "s", None, None).is_ok());
     }
 
     #[test]
     fn fingerprints_differ_when_any_field_differs() {
-        let a = ConsumeRequest::new(1, 5, SourceType::Tts, "t", Some(3.0), None).unwrap();
-        let b = ConsumeRequest::new(1, 5, SourceType::Tts, "t", Some(3.5), None).unwrap();
-        let c = ConsumeRequest::new(1, 6, SourceType::Tts, "t", Some(3.0), None).unwrap();
-        let a2 = ConsumeRequest::new(1, 5, SourceType::Tts, "t", Some(3.0), None).unwrap();
+        let a = ConsumeRequest::new(1, 5, st("tts"), "t", Some(3.0), None).unwrap();
+        let b = ConsumeRequest::new(1, 5, st("tts"), "t", Some(3.5), None).unwrap();
+        let c = ConsumeRequest::new(1, 6, st("tts"), "t", Some(3.0), None).unwrap();
+        let a2 = ConsumeRequest::new(1, 5, st("tts"), "t", Some(3.0), None).unwrap();
         assert_eq!(a.fingerprint(), a2.fingerprint());
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
@@ -569,5 +701,33 @@ mod tests {
         assert!(r(RechargeKind::Gift, None).is_ok());
         let past = now - chrono::Duration::seconds(1);
         assert!(RechargeRequest::new(draft(RechargeKind::Gift, None, Some(past)), now).is_err());
+    }
+
+    #[test]
+    fn optional_durations_are_accepted_either_way_and_titles_keep_old_fingerprints() {
+        let ts = SourceType::new("ts_charge", "【消费】", DurationRule::Optional).unwrap();
+        assert!(ConsumeRequest::new(1, 5, ts.clone(), "o", None, None).is_ok());
+        assert!(ConsumeRequest::new(1, 5, ts.clone(), "o", Some(2.0), None).is_ok());
+        let plain = ConsumeRequest::new(1, 5, ts.clone(), "o", None, None).unwrap();
+        let untitled = plain.clone().titled(None).unwrap();
+        let titled = plain.clone().titled(Some("视频生成-1")).unwrap();
+        assert_eq!(plain.fingerprint(), untitled.fingerprint());
+        assert_ne!(plain.fingerprint(), titled.fingerprint());
+        assert!(plain.titled(Some(&"x".repeat(256))).is_err());
+    }
+
+    #[test]
+    fn a_keyless_refund_has_one_key_per_job_within_the_column() {
+        let a = RefundRequest::new(st("tts"), "job-1", None, None, None).unwrap();
+        let b = RefundRequest::new(st("tts"), "job-1", None, Some(3), None).unwrap();
+        let c = RefundRequest::new(st("video"), "job-1", None, None, None).unwrap();
+        assert_eq!(a.refund_key, b.refund_key);
+        assert_ne!(a.refund_key, c.refund_key);
+        assert_eq!(a.refund_key.as_str(), "refund:tts:job-1");
+        let long = "j".repeat(64);
+        let l1 = RefundRequest::new(st("tts"), &long, None, None, None).unwrap();
+        let l2 = RefundRequest::new(st("tts"), &long, None, None, None).unwrap();
+        assert_eq!(l1.refund_key, l2.refund_key);
+        assert!(l1.refund_key.as_str().chars().count() <= Key::MAX_LEN);
     }
 }

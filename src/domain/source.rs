@@ -2,64 +2,145 @@
 
 use std::fmt;
 
-/// What an AI job was: decides the description label and whether a
-/// `duration` is required (billed by the second) or refused.
+/// Whether a source type's rows carry the billed seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SourceType {
-    Script,
-    Polish,
-    VoiceClone,
-    Tts,
-    Video,
-    Fal,
+pub enum DurationRule {
+    /// Billed by the second (TTS, video): a consume or hold must give it.
+    Required,
+    /// Given when the caller knows it (a ts charge that may or may not be
+    /// timed).
+    Optional,
+    /// Not billed by time: a duration is a caller's mistake.
+    Refused,
+}
+
+impl DurationRule {
+    pub const ALL: [DurationRule; 3] = [
+        DurationRule::Required,
+        DurationRule::Optional,
+        DurationRule::Refused,
+    ];
+
+    /// The value stored in `gw_source_types.duration`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DurationRule::Required => "required",
+            DurationRule::Optional => "optional",
+            DurationRule::Refused => "refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DurationRule> {
+        DurationRule::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// The source types the gateway shipped with, as a fixed list, before the
+/// list became configuration (`gw_source_types`, seeded with these by its
+/// migration): name, label, duration rule.
+pub const DEFAULT_SOURCE_TYPES: [(&str, &str, DurationRule); 6] = [
+    ("script", "【脚本生成】", DurationRule::Refused),
+    ("polish", "【脚本润色】", DurationRule::Refused),
+    ("voice_clone", "【声音克隆】", DurationRule::Refused),
+    ("tts", "【配音合成】", DurationRule::Required),
+    ("video", "【视频生成】", DurationRule::Required),
+    ("fal", "【AI生成】", DurationRule::Refused),
+];
+
+/// What an AI job was: decides the description label and whether a
+/// `duration` is required, accepted or refused. The platforms configure
+/// their own (`gw_source_types`); a value of this type is one of them,
+/// checked at construction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceType {
+    name: String,
+    label: String,
+    duration: DurationRule,
 }
 
 impl SourceType {
-    pub const ALL: [SourceType; 6] = [
-        SourceType::Script,
-        SourceType::Polish,
-        SourceType::VoiceClone,
-        SourceType::Tts,
-        SourceType::Video,
-        SourceType::Fal,
-    ];
+    /// Longest name: `mjk_point_transactions.source_type` is 32 characters.
+    pub const MAX_NAME: usize = 32;
+    /// Longest label.
+    pub const MAX_LABEL: usize = 64;
+
+    /// A source type as configured. The name is what rows store: lower-case
+    /// ASCII letters, digits and `_`, starting with a letter, so that its
+    /// GraphQL spelling (upper case) maps back to it one to one.
+    pub fn new(name: &str, label: &str, duration: DurationRule) -> Result<SourceType, String> {
+        Self::check_name(name)?;
+        let label = label.trim();
+        if label.is_empty() || label.chars().count() > Self::MAX_LABEL {
+            return Err(format!(
+                "a source type's label must be 1 to {} characters",
+                Self::MAX_LABEL
+            ));
+        }
+        if label.chars().any(|c| c.is_control()) {
+            return Err("a source type's label must not contain control characters".into());
+        }
+        Ok(SourceType {
+            name: name.to_owned(),
+            label: label.to_owned(),
+            duration,
+        })
+    }
+
+    /// Whether `name` is a well-formed source type name.
+    pub fn check_name(name: &str) -> Result<(), String> {
+        let mut chars = name.chars();
+        let well_formed = name.len() <= Self::MAX_NAME
+            && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if well_formed {
+            Ok(())
+        } else {
+            Err(format!(
+                "a source type is 1 to {} lower-case letters, digits and _, starting with a letter",
+                Self::MAX_NAME
+            ))
+        }
+    }
+
+    /// The gateway's default types, in their published order.
+    pub fn defaults() -> Vec<SourceType> {
+        DEFAULT_SOURCE_TYPES
+            .into_iter()
+            .map(|(name, label, duration)| SourceType {
+                name: name.to_owned(),
+                label: label.to_owned(),
+                duration,
+            })
+            .collect()
+    }
+
+    /// One of the defaults by name.
+    pub fn default_named(name: &str) -> Option<SourceType> {
+        SourceType::defaults().into_iter().find(|t| t.name == name)
+    }
 
     /// The value stored in `mjk_point_transactions.source_type`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceType::Script => "script",
-            SourceType::Polish => "polish",
-            SourceType::VoiceClone => "voice_clone",
-            SourceType::Tts => "tts",
-            SourceType::Video => "video",
-            SourceType::Fal => "fal",
-        }
+    pub fn as_str(&self) -> &str {
+        &self.name
     }
 
-    pub fn parse(s: &str) -> Option<SourceType> {
-        SourceType::ALL.into_iter().find(|t| t.as_str() == s)
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
-    pub fn label(self) -> &'static str {
-        match self {
-            SourceType::Script => "【脚本生成】",
-            SourceType::Polish => "【脚本润色】",
-            SourceType::VoiceClone => "【声音克隆】",
-            SourceType::Tts => "【配音合成】",
-            SourceType::Video => "【视频生成】",
-            SourceType::Fal => "【AI生成】",
-        }
+    pub fn duration(&self) -> DurationRule {
+        self.duration
     }
 
-    /// TTS and video are billed by the second, so their rows carry a duration.
-    pub fn billed_by_duration(self) -> bool {
-        matches!(self, SourceType::Tts | SourceType::Video)
+    /// Jobs run on fal: their refunds flag the `ts_fal_tasks` row.
+    pub fn is_fal(&self) -> bool {
+        self.name == "fal"
     }
 }
 
 impl fmt::Display for SourceType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.name)
     }
 }
 
@@ -159,28 +240,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_source_type_round_trips_through_its_column_value() {
-        for t in SourceType::ALL {
-            assert_eq!(SourceType::parse(t.as_str()), Some(t));
-        }
-        assert_eq!(SourceType::parse("TTS"), None);
+    fn the_defaults_are_well_formed_and_only_tts_and_video_need_a_duration() {
+        let by_duration: Vec<_> = SourceType::defaults()
+            .into_iter()
+            .filter(|t| {
+                SourceType::new(t.as_str(), t.label(), t.duration()).expect("well formed");
+                t.duration() == DurationRule::Required
+            })
+            .map(|t| t.as_str().to_owned())
+            .collect();
+        assert_eq!(by_duration, vec!["tts", "video"]);
     }
 
     #[test]
-    fn only_tts_and_video_are_billed_by_duration() {
-        let by_duration: Vec<_> = SourceType::ALL
-            .into_iter()
-            .filter(|t| t.billed_by_duration())
-            .collect();
-        assert_eq!(by_duration, vec![SourceType::Tts, SourceType::Video]);
+    fn names_are_lower_case_identifiers_and_labels_are_bounded() {
+        for bad in ["", "TTS", "1st", "a-b", "a b", &"a".repeat(33)] {
+            assert!(
+                SourceType::new(bad, "【x】", DurationRule::Optional).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(SourceType::new("agent_market", "【智能体市场】", DurationRule::Refused).is_ok());
+        assert!(SourceType::new("a", "", DurationRule::Refused).is_err());
+        assert!(SourceType::new("a", "x\u{0}", DurationRule::Refused).is_err());
+        assert!(SourceType::new("a", &"x".repeat(65), DurationRule::Refused).is_err());
+        for r in DurationRule::ALL {
+            assert_eq!(DurationRule::parse(r.as_str()), Some(r));
+        }
     }
 
     #[test]
     fn description_is_the_label_then_the_note() {
-        assert_eq!(describe(SourceType::Tts.label(), None), "【配音合成】");
-        assert_eq!(describe(SourceType::Tts.label(), Some("")), "【配音合成】");
+        let tts = SourceType::default_named("tts").unwrap();
+        assert_eq!(describe(tts.label(), None), "【配音合成】");
+        assert_eq!(describe(tts.label(), Some("")), "【配音合成】");
         assert_eq!(
-            describe(SourceType::Fal.label(), Some("flux")),
+            describe(
+                SourceType::default_named("fal").unwrap().label(),
+                Some("flux")
+            ),
             "【AI生成】flux"
         );
     }

@@ -7,7 +7,7 @@ use async_graphql::dataloader::Loader;
 use entity::{fal_account, point_batch, user};
 use uuid::Uuid;
 
-use crate::store::read::{fal, users};
+use crate::store::read::{fal, ledger, users};
 use crate::store::{Store, StoreError};
 
 pub struct UserLoader(pub Store);
@@ -15,6 +15,8 @@ pub struct AccountByKeyLoader(pub Store);
 /// Per user, the points of batches past their expiry but not swept yet
 /// (`User.balance` subtracts them).
 pub struct DuePointsLoader(pub Store);
+/// Per ledger row, who wrote it (`UsageDetail.writtenBy`).
+pub struct WriterLoader(pub Store);
 /// Per user, the batches still holding points (`User.batches`).
 pub struct LiveBatchesLoader(pub Store);
 
@@ -81,5 +83,14 @@ impl Loader<i32> for LiveBatchesLoader {
             by_user.entry(b.user_id).or_default().push(b);
         }
         Ok(by_user)
+    }
+}
+
+impl Loader<i64> for WriterLoader {
+    type Value = String;
+    type Error = Arc<StoreError>;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, String>, Arc<StoreError>> {
+        Ok(ledger::writers(&self.0, keys).await?)
     }
 }

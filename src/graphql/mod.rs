@@ -12,7 +12,9 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Schema, SchemaBuilder};
 
 use crate::state::AppState;
-pub use loaders::{AccountByKeyLoader, DuePointsLoader, LiveBatchesLoader, UserLoader};
+pub use loaders::{
+    AccountByKeyLoader, DuePointsLoader, LiveBatchesLoader, UserLoader, WriterLoader,
+};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
@@ -58,7 +60,8 @@ pub fn request_loaders(
         .data(loader(UserLoader(store.clone())))
         .data(loader(AccountByKeyLoader(store.clone())))
         .data(loader(DuePointsLoader(store.clone())))
-        .data(loader(LiveBatchesLoader(store.clone())));
+        .data(loader(LiveBatchesLoader(store.clone())))
+        .data(loader(WriterLoader(store.clone())));
     req
 }
 

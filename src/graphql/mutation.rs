@@ -7,10 +7,11 @@ use super::context::{caller, state};
 use super::types::*;
 use crate::domain::hold_input::{CaptureRequest, HoldDraft, HoldRequest, ReleaseRequest};
 use crate::domain::input::{
-    ConsumeRequest, PlatformUserId, RechargeDraft, RechargeRequest, RefundRequest, UserName,
-    UserUuid,
+    Author, ConsumeRequest, PlatformUserId, RechargeDraft, RechargeRequest, RefundRequest,
+    UserName, UserUuid,
 };
 use crate::domain::ledger::{self, CreateUser};
+use crate::domain::source::SourceType;
 use crate::errors::Coded;
 use crate::errors::GqlResult;
 
@@ -19,21 +20,29 @@ pub struct ConsumeInput {
     pub user_id: i32,
     /// Points to spend (> 0).
     pub amount: i32,
-    pub source_type: SourceTypeGql,
+    pub source_type: SourceTypeName,
     /// With `sourceType`, the idempotency key of this consume.
     pub source_id: String,
-    /// Billed seconds: required for TTS and VIDEO, refused otherwise.
+    /// Billed seconds: required for TTS and VIDEO (source types whose
+    /// rule is `REQUIRED`), refused where it is `REFUSED`.
     pub duration: Option<f64>,
     /// Appended to the description label.
     pub note: Option<String>,
+    /// The title the ts platform's statement shows (`ts_points_detail` and
+    /// `ts_financial_transactions`), as its old code wrote it; the
+    /// description keeps the `【…】` label. Omitted: the description.
+    pub title: Option<String>,
 }
 
 #[derive(InputObject)]
 pub struct RefundInput {
-    pub source_type: SourceTypeGql,
+    pub source_type: SourceTypeName,
     pub source_id: String,
-    /// The idempotency key of this refund.
-    pub refund_key: String,
+    /// The idempotency key of this refund. Omitted: the job's one keyless
+    /// refund (`refund:<sourceType>:<sourceId>`); a second keyless refund
+    /// of the job replays the first, or is an `IDEMPOTENCY_CONFLICT` if it
+    /// differs. Give keys to refund one job in several parts.
+    pub refund_key: Option<String>,
     /// Points to return; omitted = everything not refunded yet.
     pub amount: Option<i32>,
     pub reason: Option<String>,
@@ -52,6 +61,9 @@ pub struct RechargeInput {
     pub pay_type: Option<i32>,
     /// When the points of this batch expire; never when omitted.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The title the ts platform's statement shows, as its old code wrote
+    /// it. Omitted: the `【…】` label.
+    pub title: Option<String>,
 }
 
 #[derive(InputObject)]
@@ -59,7 +71,7 @@ pub struct HoldInput {
     pub user_id: i32,
     /// Points to reserve (> 0): the job's estimate.
     pub amount: i32,
-    pub source_type: SourceTypeGql,
+    pub source_type: SourceTypeName,
     /// With `sourceType`, the job's key: of this hold, and of the consume
     /// row its capture writes.
     pub source_id: String,
@@ -73,7 +85,7 @@ pub struct HoldInput {
 
 #[derive(InputObject)]
 pub struct CaptureHoldInput {
-    pub source_type: SourceTypeGql,
+    pub source_type: SourceTypeName,
     pub source_id: String,
     /// The job's actual cost, at most the points held; the rest goes back.
     pub amount: i32,
@@ -85,7 +97,7 @@ pub struct CaptureHoldInput {
 
 #[derive(InputObject)]
 pub struct ReleaseHoldInput {
-    pub source_type: SourceTypeGql,
+    pub source_type: SourceTypeName,
     pub source_id: String,
     pub reason: Option<String>,
 }
@@ -98,6 +110,22 @@ pub struct CreateUserInput {
     /// On an adopted database: the ts platform's id of a user it registered
     /// after the cutover (1..999999999). Omitted: the gateway picks the id.
     pub id: Option<i32>,
+}
+
+/// The configured source type a request names.
+async fn source_type(
+    ctx: &Context<'_>,
+    name: &SourceTypeName,
+) -> async_graphql::Result<SourceType> {
+    let st = state(ctx)?;
+    st.source_types.resolve(&st.store, &name.0).await.gql()
+}
+
+/// The caller, once allowed to write, as the rows it writes name it.
+fn writer(ctx: &Context<'_>) -> async_graphql::Result<Author> {
+    let who = caller(ctx)?;
+    who.may_mutate().gql()?;
+    Author::new(&who.writer()).gql()
 }
 
 /// Counts a hold operation by outcome: `applied`, `replayed` or its code.
@@ -165,7 +193,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: RechargeInput,
     ) -> async_graphql::Result<UsageDetail> {
-        caller(ctx)?.may_mutate().gql()?;
+        let by = writer(ctx)?;
         let draft = RechargeDraft {
             user_id: input.user_id,
             amount: input.amount.into(),
@@ -175,7 +203,10 @@ impl MutationRoot {
             pay_type: input.pay_type,
             expires_at: input.expires_at,
         };
-        let req = RechargeRequest::new(draft, crate::time::now()).gql()?;
+        let mut req = RechargeRequest::new(draft, crate::time::now())
+            .and_then(|r| r.titled(input.title.as_deref()))
+            .gql()?;
+        req.by = Some(by);
         let st = state(ctx)?;
         let applied = ledger::recharge(&st.store, &req).await;
         record(ctx, "recharge", &applied);
@@ -188,16 +219,18 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: ConsumeInput,
     ) -> async_graphql::Result<UsageDetail> {
-        caller(ctx)?.may_mutate().gql()?;
-        let req = ConsumeRequest::new(
+        let by = writer(ctx)?;
+        let mut req = ConsumeRequest::new(
             input.user_id,
             input.amount.into(),
-            input.source_type.into(),
+            source_type(ctx, &input.source_type).await?,
             &input.source_id,
             input.duration,
             input.note.as_deref(),
         )
+        .and_then(|r| r.titled(input.title.as_deref()))
         .gql()?;
+        req.by = Some(by);
         let st = state(ctx)?;
         let applied = ledger::consume(&st.store, &req).await;
         record(ctx, "consume", &applied);
@@ -210,15 +243,16 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: RefundInput,
     ) -> async_graphql::Result<UsageDetail> {
-        caller(ctx)?.may_mutate().gql()?;
-        let req = RefundRequest::new(
-            input.source_type.into(),
+        let by = writer(ctx)?;
+        let mut req = RefundRequest::new(
+            source_type(ctx, &input.source_type).await?,
             &input.source_id,
-            &input.refund_key,
+            input.refund_key.as_deref(),
             input.amount.map(Into::into),
             input.reason.as_deref(),
         )
         .gql()?;
+        req.by = Some(by);
         let st = state(ctx)?;
         let applied = ledger::refund(&st.store, &req).await;
         record(ctx, "refund", &applied);
@@ -234,7 +268,7 @@ impl MutationRoot {
         let req = HoldRequest::new(HoldDraft {
             user_id: input.user_id,
             amount: input.amount.into(),
-            source_type: input.source_type.into(),
+            source_type: source_type(ctx, &input.source_type).await?,
             source_id: &input.source_id,
             duration: input.duration,
             note: input.note.as_deref(),
@@ -257,15 +291,16 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CaptureHoldInput,
     ) -> async_graphql::Result<HoldGql> {
-        caller(ctx)?.may_mutate().gql()?;
-        let req = CaptureRequest::new(
-            input.source_type.into(),
+        let by = writer(ctx)?;
+        let mut req = CaptureRequest::new(
+            source_type(ctx, &input.source_type).await?,
             &input.source_id,
             input.amount.into(),
             input.duration,
             input.note.as_deref(),
         )
         .gql()?;
+        req.by = Some(by);
         let st = state(ctx)?;
         let captured = ledger::capture_hold(&st.store, &req).await;
         record_hold(ctx, "capture", &captured, |c| c.replayed);
@@ -285,7 +320,7 @@ impl MutationRoot {
     ) -> async_graphql::Result<HoldGql> {
         caller(ctx)?.may_mutate().gql()?;
         let req = ReleaseRequest::new(
-            input.source_type.into(),
+            source_type(ctx, &input.source_type).await?,
             &input.source_id,
             input.reason.as_deref(),
         )

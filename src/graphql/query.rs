@@ -7,14 +7,15 @@ use super::context::{caller, state};
 use super::types::*;
 use super::{AccountByKeyLoader, DuePointsLoader, LiveBatchesLoader, UserLoader};
 use crate::domain::input::{filter_text, timestamp};
-use crate::domain::source::{SourceType, TxType};
+use crate::domain::source::TxType;
 use crate::errors::{to_gql, GqlResult, ReadError};
 use crate::store::read::{self as queries, Cursor, Page};
 
 #[derive(InputObject, Default)]
 pub struct UsageFilter {
     pub types: Option<Vec<TransactionTypeGql>>,
-    pub source_types: Option<Vec<SourceTypeGql>>,
+    /// At most 50.
+    pub source_types: Option<Vec<SourceTypeName>>,
     /// Inclusive.
     pub from: Option<DateTime<Utc>>,
     /// Exclusive.
@@ -148,6 +149,46 @@ impl QueryRoot {
         Ok(u.map(User))
     }
 
+    /// A user by their mjk ledger uuid (services and admins; a user only
+    /// their own): how an mjk call site, which knows people by uuid, finds
+    /// the id the other fields take.
+    async fn user_by_uuid(
+        &self,
+        ctx: &Context<'_>,
+        uuid: uuid::Uuid,
+    ) -> async_graphql::Result<Option<User>> {
+        let who = caller(ctx)?;
+        let u = super::context::loader::<UserLoader>(ctx)?
+            .load_one(uuid)
+            .await
+            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
+            .gql()?;
+        match u {
+            Some(u) => {
+                who.may_read_user(u.id).gql()?;
+                Ok(Some(User(u)))
+            }
+            // Nobody under that uuid: the same answer a user gets for
+            // anybody else's, so a user token cannot probe for uuids.
+            None => {
+                who.own_user().gql()?;
+                if who.role == crate::auth::Role::User {
+                    return Err(to_gql(crate::auth::AuthzError::ForeignUser));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The source types consumes and holds may name, with their labels and
+    /// duration rules (any caller but partners).
+    async fn source_types(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SourceTypeInfo>> {
+        caller(ctx)?.own_user().gql()?;
+        let st = state(ctx)?;
+        let all = st.source_types.all(&st.store).await.gql()?;
+        Ok(all.into_iter().map(Into::into).collect())
+    }
+
     /// The UsageDetail page: newest first, keyset-paginated.
     #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
     async fn usage_details(
@@ -162,6 +203,11 @@ impl QueryRoot {
         let page = Page::new(first, after.as_deref()).gql()?;
         let f = filter.unwrap_or_default();
         check_range(f.from, f.to)?;
+        if f.source_types.as_ref().is_some_and(|v| v.len() > 50) {
+            return Err(to_gql(ReadError::BadWindow(
+                "filter.sourceTypes names at most 50 source types",
+            )));
+        }
         let db = &state(ctx)?.store;
         let not_found = || to_gql(ReadError::UserNotFound(uid));
         let user = queries::ledger::LedgerUser::of(db, uid)
@@ -173,11 +219,7 @@ impl QueryRoot {
             types: f
                 .types
                 .map(|v| v.into_iter().map(|t| TxType::from(t).as_str()).collect()),
-            source_types: f.source_types.map(|v| {
-                v.into_iter()
-                    .map(|t| SourceType::from(t).as_str())
-                    .collect()
-            }),
+            source_types: f.source_types.map(|v| v.into_iter().map(|t| t.0).collect()),
             from: f.from,
             to: f.to,
         };

@@ -16,8 +16,13 @@ pub struct ConsumeCall<'a> {
     pub source_id: &'a str,
     pub amount: i64,
     pub duration: Option<f64>,
-    /// The ledger row's description, also the mirror's title.
+    /// The ledger row's description; also the mirror's title when `title`
+    /// is `None`.
     pub description: &'a str,
+    /// The legacy statement title the caller gave.
+    pub title: Option<&'a str>,
+    /// `gw_entries.written_by`.
+    pub written_by: Option<&'a str>,
     pub request_hash: &'a str,
     /// The clock when the request was taken; the row is stamped no earlier
     /// than the user's last row.

@@ -117,6 +117,11 @@ pub struct EntryFields {
     pub mirror_source: &'static str,
     /// `ts_points_detail.order_id`.
     pub mirror_order: Option<String>,
+    /// `ts_points_detail.title` when the caller gave the legacy title;
+    /// the description otherwise.
+    pub mirror_title: Option<String>,
+    /// `gw_entries.written_by`: the caller's subject, or `gateway`.
+    pub written_by: Option<String>,
 }
 
 impl EntryFields {
@@ -132,6 +137,8 @@ impl EntryFields {
             request_hash: None,
             mirror_source,
             mirror_order: None,
+            mirror_title: None,
+            written_by: None,
         }
     }
 }
@@ -470,8 +477,8 @@ impl WriteTx {
         self.txn
             .execute_raw(self.statement(
                 "INSERT INTO gw_entries (ledger_id, user_id, type, source_type, source_id, \
-                   refund_key, refund_of, request_hash, detail_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                   refund_key, refund_of, request_hash, detail_id, written_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 vec![
                     id.into(),
                     row.user_id.into(),
@@ -484,6 +491,7 @@ impl WriteTx {
                     i32::try_from(detail)
                         .map_err(|_| StoreError::custom("ts_points_detail id out of range"))?
                         .into(),
+                    row.fields.written_by.clone().into(),
                 ],
             ))
             .await?;
@@ -868,7 +876,11 @@ pub(super) fn mirror_values(row: &NewEntry, zone: Tz) -> Result<Vec<sea_orm::Val
         row.user_id.into(),
         mirror_int(row.mirror_points)?.into(),
         row.fields.mirror_order.clone().unwrap_or_default().into(),
-        row.fields.description.clone().into(),
+        row.fields
+            .mirror_title
+            .clone()
+            .unwrap_or_else(|| row.fields.description.clone())
+            .into(),
         row.fields.mirror_source.into(),
         mirror_int(row.balance_before)?.into(),
         mirror_int(row.balance_after)?.into(),

@@ -24,6 +24,7 @@ pub mod holds;
 pub mod ledger;
 pub mod postgres;
 pub mod read;
+pub mod source_types;
 pub mod sqlite;
 pub mod users;
 

@@ -260,7 +260,7 @@ async fn the_call_reads_by_index_at_scale() {
     // what the calls add is theirs.
     let before = seq_scans(&txn).await;
     let call = "SELECT o_outcome FROM gw_consume($1, 'script', 'indexed-job', 1, NULL, 'x', 'h', \
-                now(), 'Asia/Shanghai')";
+                now(), 'Asia/Shanghai', 'service:test', NULL)";
     let mut outcomes = Vec::new();
     for _ in 0..7 {
         let row = txn

@@ -416,7 +416,15 @@ async fn one_transaction_moves_points_of_two_users(app: TestApp) {
     let a = app.create_user("a").await;
     let b = app.create_user("b").await;
     let (ra, rb) = (gift(a, 100, "two-a"), gift(b, 100, "two-b"));
-    let cb = ConsumeRequest::new(b, 30, SourceType::Script, "two-c", None, None).unwrap();
+    let cb = ConsumeRequest::new(
+        b,
+        30,
+        SourceType::default_named("script").unwrap(),
+        "two-c",
+        None,
+        None,
+    )
+    .unwrap();
     let mut tx = app.store.begin_write().await.unwrap();
     ledger::recharge_in(&mut tx, &ra, &ra.fingerprint(), RowTime::Now)
         .await

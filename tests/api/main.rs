@@ -27,6 +27,7 @@ mod process;
 mod readme;
 mod reads;
 mod schema;
+mod services;
 mod subscriptions;
 mod transport;
 mod verify;

@@ -28,6 +28,8 @@ pub async fn consume(store: &Store, req: &ConsumeRequest) -> Result<Applied, Con
         amount: req.amount.get(),
         duration: req.duration.map(|d| d.secs()),
         description: &description,
+        title: req.title.as_ref().map(|t| t.as_str()),
+        written_by: req.by.as_ref().map(|a| a.as_str()),
         request_hash: &hash,
         at: crate::time::now(),
     };
@@ -180,6 +182,8 @@ pub async fn consume_in(
     row.fields.duration = req.duration.map(|d| d.secs());
     row.fields.request_hash = Some(hash.to_owned());
     row.fields.mirror_order = Some(req.source_id.as_str().to_owned());
+    row.fields.mirror_title = req.title.as_ref().map(|t| t.as_str().to_owned());
+    row.fields.written_by = req.by.as_ref().map(|a| a.as_str().to_owned());
     let entry = w.append_spend(tx, row, &parts).await?;
     w.finish(tx).await?;
     Ok(Applied {

@@ -41,7 +41,7 @@ pub struct Captured {
     pub replayed: bool,
 }
 
-fn key_text(source_type: SourceType, source_id: &str) -> String {
+fn key_text(source_type: &SourceType, source_id: &str) -> String {
     format!("{source_type}:{source_id}")
 }
 
@@ -85,7 +85,7 @@ fn replay_hold(req: &HoldRequest, hold: Hold, hash: &str) -> Result<Held, HoldEr
         })
     } else {
         Err(HoldError::IdempotencyConflict(key_text(
-            req.source_type,
+            &req.source_type,
             req.source_id.as_str(),
         )))
     }
@@ -97,7 +97,7 @@ async fn hold_in(tx: &mut WriteTx, req: &HoldRequest, hash: &str) -> Result<Held
         source_type,
         source_id,
     };
-    let conflict = || HoldError::IdempotencyConflict(key_text(req.source_type, source_id));
+    let conflict = || HoldError::IdempotencyConflict(key_text(&req.source_type, source_id));
     let (mut w, consumed) = Writer::lock(tx, UserKey::Id(req.user_id), RowTime::Now, Some(key))
         .await?
         .ok_or(HoldError::UserNotFound(req.user_id))?;
@@ -166,7 +166,7 @@ pub async fn capture_hold(store: &Store, req: &CaptureRequest) -> Result<Capture
                 // user racing this hold's placement: not this hold's row.
                 if se.is_unique_violation() {
                     return Err(CaptureError::IdempotencyConflict(key_text(
-                        req.source_type,
+                        &req.source_type,
                         req.source_id.as_str(),
                     )));
                 }
@@ -182,7 +182,7 @@ async fn capture_in(
     hash: &str,
 ) -> Result<Captured, CaptureError> {
     let (source_type, source_id) = (req.source_type.as_str(), req.source_id.as_str());
-    let key = || key_text(req.source_type, source_id);
+    let key = || key_text(&req.source_type, source_id);
     let Some((mut w, hold)) = lock_hold(tx, source_type, source_id).await? else {
         return Err(CaptureError::HoldNotFound(key()));
     };
@@ -242,6 +242,7 @@ async fn capture_in(
     row.fields.duration = req.duration.map(|d| d.secs()).or(hold.duration);
     row.fields.request_hash = Some(hash.to_owned());
     row.fields.mirror_order = Some(source_id.to_owned());
+    row.fields.written_by = req.by.as_ref().map(|a| a.as_str().to_owned());
     let entry = w.append_spend(tx, row, &taken).await?;
     let rest = rules::capture_rest(&pairs, &taken);
     let settled = settle(tx, w, &hold, &held_parts, &rest, |at| Settlement {
@@ -395,7 +396,7 @@ async fn release_in(
     hash: &str,
 ) -> Result<Held, ReleaseError> {
     let (source_type, source_id) = (req.source_type.as_str(), req.source_id.as_str());
-    let key = || key_text(req.source_type, source_id);
+    let key = || key_text(&req.source_type, source_id);
     let Some((w, hold)) = lock_hold(tx, source_type, source_id).await? else {
         return Err(ReleaseError::HoldNotFound(key()));
     };

@@ -102,13 +102,15 @@ pub async fn recharge_in(
     row.fields.batch_id = Some(batch_id);
     row.fields.request_hash = Some(hash.to_owned());
     row.fields.mirror_order = Some(req.order_id.as_str().to_owned());
+    row.fields.mirror_title = req.title.as_ref().map(|t| t.as_str().to_owned());
+    row.fields.written_by = req.by.as_ref().map(|a| a.as_str().to_owned());
     let entry = w.append(tx, row).await?;
     if let (RechargeKind::Paid, Some(cents)) = (req.kind, req.money_cents) {
         tx.insert_payment(&NewPayment {
             user_id: w.user_id,
             money_cents: cents,
             order_id: req.order_id.as_str(),
-            title: req.kind.label(),
+            title: req.title.as_ref().map_or(req.kind.label(), |t| t.as_str()),
             // peewee's default: 0.
             pay_type: req.pay_type.unwrap_or(0),
             time: w.now,

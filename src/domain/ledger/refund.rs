@@ -7,7 +7,7 @@ use super::rules;
 use super::writer::{NewRow, RowTime, Writer};
 use super::{Applied, Entry, RefundError};
 use crate::domain::input::{RefundRequest, MAX_BALANCE};
-use crate::domain::source::{describe, RechargeKind, SourceType, TxType, REFUND_LABEL};
+use crate::domain::source::{describe, RechargeKind, TxType, REFUND_LABEL};
 use crate::store::ledger::{LedgerKey, NewBatch, UserKey};
 use crate::store::{Store, StoreError, WriteTx};
 
@@ -136,9 +136,8 @@ pub async fn refund_in(
         return Err(RefundError::BalanceLimit { max: MAX_BALANCE });
     }
 
-    let label = SourceType::parse(consume.source_type.as_deref().unwrap_or_default())
-        .map(|t| t.label())
-        .unwrap_or_default();
+    // The request's type is the consume's (its key found the consume).
+    let label = req.source_type.label();
     let mut row = NewRow::new(
         TxType::Refund,
         requested,
@@ -155,6 +154,7 @@ pub async fn refund_in(
     row.fields.refund_of = Some(consume.id);
     row.fields.request_hash = Some(hash.to_owned());
     row.fields.mirror_order = Some(req.refund_key.as_str().to_owned());
+    row.fields.written_by = req.by.as_ref().map(|a| a.as_str().to_owned());
     let entry = w.append(tx, row).await?;
     tx.allocate(entry.id, &parts).await?;
     // A restored batch was created holding its points.
@@ -165,7 +165,7 @@ pub async fn refund_in(
     }
     // Points that landed in an already-expired batch expire again now.
     w.expire_due(tx).await?;
-    if req.source_type == SourceType::Fal {
+    if req.source_type.is_fal() {
         tx.flag_fal_refunded(req.source_id.as_str()).await?;
     }
     w.finish(tx).await?;

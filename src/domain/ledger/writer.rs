@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::rules::{self, BatchRow};
 use super::Entry;
+use crate::domain::input::Author;
 use crate::domain::source::{TxType, EXPIRE_LABEL};
 use crate::store::ledger::{EntryFields, LastAt, LedgerKey, NewEntry, UserKey};
 use crate::store::{StoreError, WriteTx};
@@ -188,6 +189,8 @@ impl Writer {
             );
             row.fields.batch_id = Some(b.id);
             row.fields.mirror_order = Some(format!("batch-{}", b.id));
+            // The gateway's rule wrote it, whichever request came by.
+            row.fields.written_by = Some(Author::gateway().as_str().to_owned());
             self.append(tx, row).await?;
         }
         Ok(live)

@@ -1,27 +1,76 @@
-use async_graphql::Enum;
+use async_graphql::{
+    Enum, InputValueError, InputValueResult, Scalar, ScalarType, SimpleObject, Value,
+};
 
-use crate::domain::source::{RechargeKind, SourceType, TxType};
+use crate::domain::source::{DurationRule, RechargeKind, SourceType, TxType};
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "SourceType")]
-pub enum SourceTypeGql {
-    Script,
-    Polish,
-    VoiceClone,
-    Tts,
-    Video,
-    Fal,
+/// A job's source type, as a consume, hold or filter names it: one of
+/// `sourceTypes` (configured per database). Written as its stored name
+/// (`"tts"`, `"agent_market"`) or in capitals (`TTS`, `"VOICE_CLONE"`), as
+/// when the list was a fixed enum; both mean the stored name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTypeName(pub String);
+
+#[Scalar(name = "SourceType")]
+impl ScalarType for SourceTypeName {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        let text = match &value {
+            Value::String(s) => s.as_str(),
+            Value::Enum(n) => n.as_str(),
+            _ => return Err(InputValueError::expected_type(value)),
+        };
+        let name = text.to_ascii_lowercase();
+        SourceType::check_name(&name).map_err(InputValueError::custom)?;
+        Ok(SourceTypeName(name))
+    }
+
+    fn is_valid(value: &Value) -> bool {
+        matches!(value, Value::String(_) | Value::Enum(_))
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.clone())
+    }
 }
 
-impl From<SourceTypeGql> for SourceType {
-    fn from(v: SourceTypeGql) -> SourceType {
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "DurationRule")]
+pub enum DurationRuleGql {
+    /// Billed by the second: consumes and holds must give `duration`.
+    Required,
+    /// `duration` accepted when the caller has it.
+    Optional,
+    /// `duration` refused.
+    Refused,
+}
+
+impl From<DurationRule> for DurationRuleGql {
+    fn from(v: DurationRule) -> DurationRuleGql {
         match v {
-            SourceTypeGql::Script => SourceType::Script,
-            SourceTypeGql::Polish => SourceType::Polish,
-            SourceTypeGql::VoiceClone => SourceType::VoiceClone,
-            SourceTypeGql::Tts => SourceType::Tts,
-            SourceTypeGql::Video => SourceType::Video,
-            SourceTypeGql::Fal => SourceType::Fal,
+            DurationRule::Required => DurationRuleGql::Required,
+            DurationRule::Optional => DurationRuleGql::Optional,
+            DurationRule::Refused => DurationRuleGql::Refused,
+        }
+    }
+}
+
+/// A configured source type (`points-gateway source-types`).
+#[derive(SimpleObject)]
+#[graphql(name = "SourceTypeInfo")]
+pub struct SourceTypeInfo {
+    /// As stored in rows, and as `sourceType` arguments take it.
+    pub name: String,
+    /// The `【…】` label a consume's description starts with.
+    pub label: String,
+    pub duration: DurationRuleGql,
+}
+
+impl From<SourceType> for SourceTypeInfo {
+    fn from(t: SourceType) -> SourceTypeInfo {
+        SourceTypeInfo {
+            name: t.as_str().to_owned(),
+            label: t.label().to_owned(),
+            duration: t.duration().into(),
         }
     }
 }

@@ -6,8 +6,9 @@ use super::{TransactionTypeGql, User};
 use crate::domain::ledger::ExpireReport;
 use crate::domain::source::TxType;
 use crate::errors::{to_gql, GqlResult, ReadError};
+use crate::graphql::context::caller;
 use crate::graphql::context::{int, legacy_zone};
-use crate::graphql::loaders::UserLoader;
+use crate::graphql::loaders::{UserLoader, WriterLoader};
 
 /// One points movement: a row of the UsageDetail page.
 pub struct UsageDetail(pub point_transaction::Model);
@@ -57,6 +58,19 @@ impl UsageDetail {
     }
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
+    }
+    /// Who wrote the row (admins): the token subject of the caller
+    /// (`service:fal-runner`, `admin`, `user:7`), `gateway` for the expiry
+    /// sweep, `legacy:mjk` / `legacy:ts` for a legacy system's write the
+    /// gateway absorbed, `adopt` for an opening; null for the history
+    /// before the cutover and rows written before writers were recorded.
+    async fn written_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        caller(ctx)?.must_be_admin().gql()?;
+        crate::graphql::context::loader::<WriterLoader>(ctx)?
+            .load_one(self.0.id)
+            .await
+            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
+            .gql()
     }
     async fn batch_id(&self) -> Option<ID> {
         self.0.batch_id.map(|b| ID(b.to_string()))

@@ -11,7 +11,7 @@ mod user;
 
 pub use balance::BalanceChange;
 pub use costs::AccountCost;
-pub use enums::{RechargeKindGql, SourceTypeGql, TransactionTypeGql};
+pub use enums::{RechargeKindGql, SourceTypeInfo, SourceTypeName, TransactionTypeGql};
 pub use fal::{FalAccount, FalTask};
 pub use hold::{HoldChange, HoldGql, HoldStatusGql};
 pub use ledger::{ExpireReportGql, FinancialTransaction, PointsDetail, UsageDetail};

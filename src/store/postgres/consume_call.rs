@@ -1,4 +1,4 @@
-//! Calling `gw_consume` (migration 7): one statement, in a transaction of
+//! Calling `gw_consume` (migration 7; its arguments as of migration 12): one statement, in a transaction of
 //! its own, so BEGIN and COMMIT travel with it.
 
 use chrono_tz::Tz;
@@ -9,7 +9,7 @@ use crate::store::feed::Entry;
 use crate::store::StoreError;
 
 const CALL_SQL: &str = "SELECT o_outcome, o_id, o_user, o_balance, o_at, o_batch \
-     FROM gw_consume($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     FROM gw_consume($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 pub(crate) async fn run(
     db: &DatabaseConnection,
@@ -30,6 +30,8 @@ pub(crate) async fn run(
                 call.request_hash.into(),
                 call.at.into(),
                 zone.name().into(),
+                call.written_by.into(),
+                call.title.into(),
             ],
         ))
         .await?

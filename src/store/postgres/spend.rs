@@ -36,6 +36,8 @@ pub(crate) async fn append(
         row.fields.refund_of.into(),
         row.fields.request_hash.clone().into(),
         row.balance_after.into(),
+        row.fields.description.clone().into(),
+        row.fields.written_by.clone().into(),
     ]);
     let sql = if spend {
         let draw = serde_json::Value::Array(
@@ -67,41 +69,42 @@ pub(crate) async fn append(
     Ok(row.entry(id))
 }
 
-/// `$1..$8` the mirror (user's int id, points, order, title = the ledger's
-/// description, source, balances, local time); `$9..$16` the ledger row
-/// (uuid, type, amount, source type and id, batch, duration, time; its
-/// balances are the mirror's `$6`/`$7`); `$17..$19` the record's refund key,
-/// refund link and request hash; `$20` the cached balance after.
+/// `$1..$8` the mirror (user's int id, points, order, title, source,
+/// balances, local time); `$9..$16` the ledger row (uuid, type, amount,
+/// source type and id, batch, duration, time; its balances are the
+/// mirror's `$6`/`$7`); `$17..$19` the record's refund key, refund link and
+/// request hash; `$20` the cached balance after; `$21` the ledger's
+/// description; `$22` who wrote it.
 macro_rules! head {
     () => {
         "WITH e AS (\
            INSERT INTO mjk_point_transactions (user_id, type, amount, balance_before, balance_after, \
              source_type, source_id, batch_id, duration, description, created_at, updated_at) \
-           VALUES ($9, $10, $11, $6, $7, $12, $13, $14, $15, $4, $16, $16) RETURNING id), \
+           VALUES ($9, $10, $11, $6, $7, $12, $13, $14, $15, $21, $16, $16) RETURNING id), \
          m AS (\
            INSERT INTO ts_points_detail (user_id, points, order_id, title, source_type, \
              balance_before, balance_after, created_at) \
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id), \
          g AS (\
            INSERT INTO gw_entries (ledger_id, user_id, type, source_type, source_id, refund_key, \
-             refund_of, request_hash, detail_id) \
-           SELECT e.id, $1, $10, $12, $13, $17, $18, $19, m.id FROM e, m RETURNING ledger_id)"
+             refund_of, request_hash, detail_id, written_by) \
+           SELECT e.id, $1, $10, $12, $13, $17, $18, $19, m.id, $22 FROM e, m RETURNING ledger_id)"
     };
 }
 
 const APPEND_SQL: &str = concat!(head!(), " SELECT ledger_id AS id FROM g");
 
-/// [`APPEND_SQL`] plus `$21` the draw as `[[batch_id, amount], ...]` and
-/// `$22` the batch ids, comma-joined.
+/// [`APPEND_SQL`] plus `$23` the draw as `[[batch_id, amount], ...]` and
+/// `$24` the batch ids, comma-joined.
 const SPEND_SQL: &str = concat!(
     head!(),
     ", a AS (INSERT INTO gw_point_allocations (entry_id, batch_id, amount) \
        SELECT g.ledger_id, (p.x ->> 0)::bigint, (p.x ->> 1)::bigint \
-       FROM g, jsonb_array_elements($21::jsonb) WITH ORDINALITY AS p(x, n) ORDER BY p.n), \
+       FROM g, jsonb_array_elements($23::jsonb) WITH ORDINALITY AS p(x, n) ORDER BY p.n), \
      b AS (UPDATE gw_point_batches mb SET remaining = mb.remaining - d.amount \
        FROM (SELECT (p.x ->> 0)::bigint AS id, (p.x ->> 1)::bigint AS amount \
-             FROM jsonb_array_elements($21::jsonb) AS p(x)) d \
-       WHERE mb.id = d.id AND mb.id = ANY(string_to_array($22, ',')::bigint[])), \
+             FROM jsonb_array_elements($23::jsonb) AS p(x)) d \
+       WHERE mb.id = d.id AND mb.id = ANY(string_to_array($24, ',')::bigint[])), \
      u AS (UPDATE gw_users SET balance = $20, updated_at = $16 WHERE id = $1) \
      SELECT ledger_id AS id FROM g"
 );

@@ -40,7 +40,7 @@ pub struct UsageFilter {
     /// Ledger `type` values (`consume`, `recharge`, ...).
     pub types: Option<Vec<&'static str>>,
     /// Ledger `source_type` values (`tts`, `fal`, ...).
-    pub source_types: Option<Vec<&'static str>>,
+    pub source_types: Option<Vec<String>>,
     /// Inclusive lower bound.
     pub from: Option<DateTime<Utc>>,
     /// Exclusive upper bound.
@@ -69,7 +69,7 @@ impl UsageFilter {
             cond = cond.add(tx::Column::Type.is_in(types.iter().copied()));
         }
         if let Some(sources) = &self.source_types {
-            cond = cond.add(tx::Column::SourceType.is_in(sources.iter().copied()));
+            cond = cond.add(tx::Column::SourceType.is_in(sources.iter().cloned()));
         }
         if let Some(from) = self.from {
             cond = cond.add(tx::Column::CreatedAt.gte(crate::time::truncate_micros(from)));
@@ -79,6 +79,44 @@ impl UsageFilter {
         }
         tx::Entity::find().filter(cond)
     }
+}
+
+/// Who wrote each of the ledger rows `ids`: the caller's subject the
+/// gateway recorded, `legacy:mjk` / `legacy:ts` for a legacy write it
+/// absorbed, `adopt` for an opening. Rows with none of these (the history
+/// before the cutover, rows written before writers were recorded) are
+/// missing from the answer.
+pub async fn writers(
+    store: &Store,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, String>, StoreError> {
+    use sea_orm::{ConnectionTrait, Statement};
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    // The ids are integers formatted here, never client text.
+    let sql = format!(
+        "SELECT g.ledger_id AS id, COALESCE(g.written_by, \
+           CASE WHEN g.origin IS NOT NULL THEN 'legacy:' || g.origin \
+                WHEN g.type = 'opening' THEN 'adopt' END) AS by \
+         FROM gw_entries g WHERE g.ledger_id IN ({list})"
+    );
+    let rows = store
+        .conn()
+        .query_all_raw(Statement::from_string(
+            store.conn().get_database_backend(),
+            sql,
+        ))
+        .await?;
+    let mut out = std::collections::HashMap::new();
+    for r in rows {
+        let id: i64 = r.try_get("", "id")?;
+        if let Some(by) = r.try_get::<Option<String>>("", "by")? {
+            out.insert(id, by);
+        }
+    }
+    Ok(out)
 }
 
 /// One page of the filter's ledger; `None` when its user does not exist.

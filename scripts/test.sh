@@ -10,11 +10,13 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
   source scripts/pg-throwaway.sh
 fi
 # The legacy systems' own ORMs (SQLAlchemy + Alembic, peewee) from PyPI: the
-# adoption tests build the platforms' databases with them.
+# adoption tests build the platforms' databases with them. The Python
+# client's tests (pytest, httpx, websockets) run in the same environment.
 venv=.venv-legacy
-if ! "$venv/bin/python" -c 'import sqlalchemy, alembic, psycopg2, peewee' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import sqlalchemy, alembic, psycopg2, peewee, httpx, websockets, pytest, setuptools' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/legacy/requirements.txt
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    -r tests/legacy/requirements.txt -r clients/python/requirements-test.txt
 fi
 export LEGACY_PYTHON="$PWD/$venv/bin/python"
 log=$(mktemp)
@@ -30,8 +32,22 @@ else
   echo "TEST_PG_RESTART unset: the PostgreSQL restart test needs the throwaway cluster; not run" >&2
   status=1
 fi
+# The Python client, installed as a user would install it, tested by pytest
+# against gateways its tests start (the binary cargo test built).
+pylog=$(mktemp)
+"$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps \
+  --force-reinstall ./clients/python || status=$?
+(cd clients/python && GATEWAY_BIN="$PWD/../../target/debug/points-gateway" \
+  "../../$venv/bin/python" -m pytest -q -p no:cacheprovider tests) 2>&1 | tee "$pylog" || status=$?
 passed=$(grep -Eo '^test result: .*\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-rm -f "$log"
+# pytest's last line: "N passed[, M failed][, K errors] in T s".
+summary=$(tail -n 1 "$pylog")
+py_passed=$(echo "$summary" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || echo 0)
+py_failed=$(echo "$summary" | grep -Eo '[0-9]+ (failed|errors?)' | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+if [ "${py_passed:-0}" -eq 0 ]; then status=1; fi
+passed=$((passed + ${py_passed:-0}))
+failed=$((failed + ${py_failed:-0}))
+rm -f "$log" "$pylog"
 echo "tests: $passed passed, $failed failed"
 exit "$status"

@@ -13,7 +13,8 @@
 //!   so that every instance on one database books under one list.
 //! - PostgreSQL: `gw_consume` takes the writer and the statement title
 //!   (`ts_points_detail.title`, the legacy title a ts call site passes;
-//!   the label when NULL).
+//!   the label when NULL), and draws given points before bought ones
+//!   expiring alike (the draw order's new tiebreak, DESIGN.md invariant 4).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DatabaseBackend;
@@ -39,11 +40,12 @@ pub const DEFAULT_SOURCE_TYPES: [(&str, &str, &str); 6] = [
 const OLD_SIGNATURE: &str = "p_at timestamptz, p_zone text,\n";
 const OLD_ENTRY: &str = "INSERT INTO {s}.gw_entries (ledger_id, user_id, type, source_type, source_id, request_hash, detail_id)\n    VALUES (o_id, p_user, 'consume', p_source_type, p_source_id, p_hash, v_detail);";
 const OLD_TITLE: &str = "VALUES (p_user, -p_amount, p_source_id, p_description, 'consume',";
+const OLD_ORDER: &str = "ORDER BY pb.expires_at IS NULL, pb.expires_at, pb.id LOOP";
 
 /// `gw_consume` of migration 10 taking `p_written_by` and `p_title`.
 pub(crate) fn consume_function() -> Result<String, DbErr> {
     let f = crate::m20261202_000010_absorb::consume_function()?;
-    for place in [OLD_SIGNATURE, OLD_ENTRY, OLD_TITLE] {
+    for place in [OLD_SIGNATURE, OLD_ENTRY, OLD_TITLE, OLD_ORDER] {
         if !f.contains(place) {
             return Err(DbErr::Migration(format!(
                 "gw_consume changed shape: {place:?} not found"
@@ -64,6 +66,11 @@ pub(crate) fn consume_function() -> Result<String, DbErr> {
         .replacen(
             OLD_TITLE,
             "VALUES (p_user, -p_amount, p_source_id, coalesce(p_title, p_description), 'consume',",
+            1,
+        )
+        .replacen(
+            OLD_ORDER,
+            "ORDER BY pb.expires_at IS NULL, pb.expires_at, pb.funds <> 'gift', pb.id LOOP",
             1,
         ))
 }
@@ -141,5 +148,6 @@ mod tests {
         assert!(f.contains("p_written_by text, p_title text"));
         assert!(f.contains("coalesce(p_title, p_description)"));
         assert!(f.contains("v_detail, p_written_by)"));
+        assert!(f.contains("pb.funds <> 'gift', pb.id LOOP"));
     }
 }

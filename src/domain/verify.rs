@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::ledger::rules::{draw_key, DrawKey};
+use crate::domain::ledger::rules::{draw_key, draw_key_before_gift_first, DrawKey};
 use crate::domain::source::TxType;
 use crate::store::adopt::ts_users;
 use crate::store::{audit, Store, StoreError};
@@ -244,9 +244,11 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
         );
     }
 
-    // 4b. Consumes drew in the published order (invariant 4).
+    // 4b. Consumes drew in the published order (invariant 4): each in the
+    // current one, or, for consumes written before gift points came first
+    // (migration 12), in the one of then.
     let mut after = (0_i64, 0_i64);
-    let mut previous: Option<(i64, DrawKey)> = None;
+    let mut current: Option<DrawCheck> = None;
     loop {
         let steps = audit::draw_steps(store, after, CHUNK).await?;
         let Some(last) = steps.last() else {
@@ -254,21 +256,23 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
         };
         after = (last.entry_id, last.allocation_id);
         for step in steps {
-            let key = draw_key(step.expires_at, step.batch_id);
-            if let Some((entry, prev)) = previous {
-                if entry == step.entry_id && key <= prev {
-                    push(
-                        &mut v,
-                        "draw_order",
-                        format!(
-                            "consume {entry}: drew batch {} after batch {}, against the draw order",
-                            step.batch_id, prev.2
-                        ),
-                    );
+            let keys = (
+                draw_key(step.expires_at, step.gift, step.batch_id),
+                draw_key_before_gift_first(step.expires_at, step.batch_id),
+            );
+            match current.as_mut() {
+                Some(c) if c.entry == step.entry_id => c.step(keys, step.batch_id),
+                _ => {
+                    if let Some(done) = current.take() {
+                        done.report(&mut v);
+                    }
+                    current = Some(DrawCheck::new(step.entry_id, keys, step.batch_id));
                 }
             }
-            previous = Some((step.entry_id, key));
         }
+    }
+    if let Some(done) = current.take() {
+        done.report(&mut v);
     }
 
     // 5. Refund caps, per consume and per (consume, batch).
@@ -308,4 +312,53 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
     }
 
     Ok((checked, v))
+}
+
+/// One consume's allocations, checked against both draw orders.
+struct DrawCheck {
+    entry: i64,
+    last: (DrawKey, DrawKey),
+    /// Still in order under the current key, and under the one before.
+    in_order: (bool, bool),
+    /// The first pair out of the current order, for the report.
+    broken: Option<(i64, i64)>,
+    last_batch: i64,
+}
+
+impl DrawCheck {
+    fn new(entry: i64, keys: (DrawKey, DrawKey), batch: i64) -> DrawCheck {
+        DrawCheck {
+            entry,
+            last: keys,
+            in_order: (true, true),
+            broken: None,
+            last_batch: batch,
+        }
+    }
+
+    fn step(&mut self, keys: (DrawKey, DrawKey), batch: i64) {
+        if keys.0 <= self.last.0 {
+            self.in_order.0 = false;
+            self.broken.get_or_insert((batch, self.last_batch));
+        }
+        if keys.1 <= self.last.1 {
+            self.in_order.1 = false;
+        }
+        self.last = keys;
+        self.last_batch = batch;
+    }
+
+    fn report(self, v: &mut Vec<Violation>) {
+        if let (false, false, Some((batch, before))) =
+            (self.in_order.0, self.in_order.1, self.broken)
+        {
+            v.push(Violation {
+                rule: "draw_order",
+                detail: format!(
+                    "consume {}: drew batch {batch} after batch {before}, against the draw order",
+                    self.entry
+                ),
+            });
+        }
+    }
 }

@@ -280,6 +280,7 @@ pub struct DrawStep {
     pub allocation_id: i64,
     pub batch_id: i64,
     pub expires_at: Option<DateTime<Utc>>,
+    pub gift: bool,
 }
 
 /// Up to `limit` allocations of consumes after `(entry_id, allocation_id)`,
@@ -292,7 +293,8 @@ pub async fn draw_steps(
 ) -> Result<Vec<DrawStep>, StoreError> {
     store
         .rows(
-            "SELECT a.entry_id AS entry_id, a.id AS id, b.id AS batch_id, b.expires_at AS expires_at \
+            "SELECT a.entry_id AS entry_id, a.id AS id, b.id AS batch_id, b.expires_at AS expires_at, \
+               b.funds = 'gift' AS gift \
              FROM gw_point_allocations a \
              JOIN mjk_point_transactions t ON t.id = a.entry_id AND t.type = 'consume' \
              JOIN gw_point_batches b ON b.id = a.batch_id \
@@ -305,6 +307,7 @@ pub async fn draw_steps(
                     allocation_id: r.try_get("", "id")?,
                     batch_id: r.try_get("", "batch_id")?,
                     expires_at: r.try_get("", "expires_at")?,
+                    gift: r.try_get("", "gift")?,
                 })
             },
         )

@@ -58,6 +58,8 @@ pub struct BatchRow {
     pub id: i64,
     pub remaining: i64,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Given points (`funds = 'gift'`), drawn before paid ones expiring alike.
+    pub gift: bool,
 }
 
 /// A locked user row.
@@ -374,7 +376,7 @@ impl WriteTx {
         let rows = self
             .txn
             .query_all_raw(self.statement(
-                "SELECT id, remaining, expires_at FROM gw_point_batches \
+                "SELECT id, remaining, expires_at, funds = 'gift' AS gift FROM gw_point_batches \
                  WHERE user_id = $1 AND remaining > 0",
                 vec![user_id.into()],
             ))
@@ -385,6 +387,7 @@ impl WriteTx {
                     id: b.try_get("", "id")?,
                     remaining: b.try_get("", "remaining")?,
                     expires_at: b.try_get("", "expires_at")?,
+                    gift: b.try_get("", "gift")?,
                 })
             })
             .collect()

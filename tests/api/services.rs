@@ -279,3 +279,59 @@ async fn keyless_refunds_sqlite() {
 async fn keyless_refunds_postgres() {
     keyless_refunds_titles_and_uuid_lookups(Engine::Postgres).await
 }
+
+/// Given points go before bought ones expiring alike, as the ts platform's
+/// old `deduct_user_money_by_id` spent them; a consume written in the
+/// order before (bought first) is still a consume `verify` accepts.
+async fn gift_points_are_spent_first(engine: Engine) {
+    let app = spawn_with(engine, |_| {}).await;
+    let u = app.create_user("gift-first").await;
+    app.recharge(u, 100, "gf-paid", None).await;
+    let gift = app
+        .gql(
+            &app.service,
+            "mutation($u: Int!) { recharge(input: { userId: $u, amount: 50, orderId: \"gf-gift\", kind: GIFT }) { id } }",
+            json!({ "u": u }),
+        )
+        .await;
+    assert!(gift["errors"].is_null(), "{gift}");
+    let c = app.consume(u, 70, "script", "gf-1", None).await;
+    assert!(c["errors"].is_null(), "{c}");
+    let split = app
+        .gql(
+            &app.admin,
+            "query($u: Int!) { user(id: $u) { paid gift balance } }",
+            json!({ "u": u }),
+        )
+        .await;
+    assert_eq!(
+        data(&split, "user"),
+        &json!({ "paid": 80, "gift": 0, "balance": 80 }),
+        "{split}"
+    );
+    app.assert_verify_clean().await;
+    // The same consume as the order before would have drawn it: the paid
+    // batch's allocation first.
+    let db = &app.db;
+    let swap =
+        |sql: &str| sea_orm::Statement::from_string(db.get_database_backend(), sql.to_owned());
+    use sea_orm::ConnectionTrait;
+    db.execute_raw(swap(
+        "UPDATE gw_point_allocations SET id = id + 1000 WHERE entry_id = \
+         (SELECT id FROM mjk_point_transactions WHERE source_id = 'gf-1') \
+         AND batch_id = (SELECT id FROM gw_point_batches WHERE order_id = 'gf-gift')",
+    ))
+    .await
+    .unwrap();
+    app.assert_verify_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gift_first_sqlite() {
+    gift_points_are_spent_first(Engine::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gift_first_postgres() {
+    gift_points_are_spent_first(Engine::Postgres).await
+}

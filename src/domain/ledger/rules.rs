@@ -9,15 +9,24 @@ use chrono::{DateTime, Utc};
 pub use crate::store::ledger::BatchRow;
 
 /// The published draw order (DESIGN.md invariant 4) as a sort key: soonest
-/// `expires_at` first, never-expiring last, then oldest (ids grow with
-/// creation). Compared in Rust, on the time values themselves, so it holds
-/// whatever the engine's storage of timestamps.
-pub fn draw_key(expires_at: Option<DateTime<Utc>>, id: i64) -> DrawKey {
-    (expires_at.is_none(), expires_at, id)
+/// `expires_at` first, never-expiring last; among batches expiring alike,
+/// given points (`gift`) before bought ones, as the ts platform's old
+/// `deduct_user_money_by_id` spent them, so its `money`/`gift_money`
+/// columns move as they always did; then oldest (ids grow with creation).
+/// Compared in Rust, on the time values themselves, so it holds whatever
+/// the engine's storage of timestamps.
+pub fn draw_key(expires_at: Option<DateTime<Utc>>, gift: bool, id: i64) -> DrawKey {
+    (expires_at.is_none(), expires_at, !gift, id)
 }
 
-/// A batch's place in the draw order: never-expiring, expiry, id.
-pub type DrawKey = (bool, Option<DateTime<Utc>>, i64);
+/// The draw order before gift points came first (migration 12): consumes
+/// written then drew in it, and `verify` accepts them.
+pub fn draw_key_before_gift_first(expires_at: Option<DateTime<Utc>>, id: i64) -> DrawKey {
+    (expires_at.is_none(), expires_at, false, id)
+}
+
+/// A batch's place in the draw order: never-expiring, expiry, paid, id.
+pub type DrawKey = (bool, Option<DateTime<Utc>>, bool, i64);
 
 /// The time a new ledger row of a user is stamped with: `at`, or the
 /// user's last row's time if that is later (a clock behind another
@@ -36,7 +45,7 @@ pub fn is_due(expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
 /// drawn, so an expired batch is never spent even when the sweep has not
 /// run yet.
 pub fn split_due(mut batches: Vec<BatchRow>, now: DateTime<Utc>) -> (Vec<BatchRow>, Vec<BatchRow>) {
-    batches.sort_by_key(|b| draw_key(b.expires_at, b.id));
+    batches.sort_by_key(|b| draw_key(b.expires_at, b.gift, b.id));
     batches.into_iter().partition(|b| is_due(b.expires_at, now))
 }
 
@@ -175,7 +184,30 @@ mod tests {
             id,
             remaining,
             expires_at,
+            gift: false,
         }
+    }
+
+    #[test]
+    fn gift_points_go_before_paid_ones_expiring_alike() {
+        let now = at(1).expect("date");
+        let gift = |id, expires_at| BatchRow {
+            gift: true,
+            ..batch(id, 10, expires_at)
+        };
+        let (_, live) = split_due(
+            vec![
+                batch(1, 10, None),
+                gift(2, None),
+                batch(3, 10, at(10)),
+                gift(4, at(20)),
+                gift(5, at(10)),
+            ],
+            now,
+        );
+        // Expiry still decides first: a gift that never expires waits
+        // behind paid points that do.
+        assert_eq!(ids(&live), vec![5, 3, 4, 2, 1]);
     }
 
     fn ids(v: &[BatchRow]) -> Vec<i64> {

@@ -60,7 +60,7 @@ impl User {
     /// Batches that still hold points, in the order consumes draw them.
     async fn batches(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PointBatch>> {
         let mut rows = self.live_batches(ctx).await?;
-        rows.sort_by_key(|b| draw_key(b.expires_at, b.id));
+        rows.sort_by_key(|b| draw_key(b.expires_at, b.funds == "gift", b.id));
         Ok(rows.into_iter().map(PointBatch).collect())
     }
 }

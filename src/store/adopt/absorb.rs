@@ -187,7 +187,7 @@ BEGIN
     FOR b IN SELECT pb.id, pb.remaining FROM gw_point_batches pb
               WHERE pb.user_id = p_user AND pb.remaining > 0
                 AND (pb.expires_at IS NULL OR pb.expires_at > p_at)
-              ORDER BY pb.expires_at IS NULL, pb.expires_at, pb.id LOOP
+              ORDER BY pb.expires_at IS NULL, pb.expires_at, pb.funds <> 'gift', pb.id LOOP
       EXIT WHEN v_need = 0;
       v_take := least(b.remaining, v_need);
       INSERT INTO gw_point_allocations (entry_id, batch_id, amount) VALUES (p_ledger, b.id, v_take);

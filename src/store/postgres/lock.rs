@@ -33,7 +33,7 @@ pub(crate) fn user_sql(filter: &str, probe_sql: &str) -> String {
                WHERE {filter} AND (SELECT ok FROM t) FOR UPDATE) \
          SELECT l.id, l.uuid, l.balance, l.held, l.hold_seq, l.c = s.c AS fresh, \
            (SELECT json_agg(json_build_array(b.id, b.remaining, \
-                (extract(epoch FROM b.expires_at) * 1000000)::bigint))::text \
+                (extract(epoch FROM b.expires_at) * 1000000)::bigint, b.funds = 'gift'))::text \
             FROM gw_point_batches b WHERE b.user_id = l.id AND b.remaining > 0) AS batches, \
            {last_at} AS last_at{probe_sql} \
          FROM l CROSS JOIN s"
@@ -59,10 +59,10 @@ fn parse(text: Option<&str>) -> Result<Vec<BatchRow>, StoreError> {
             "unreadable batch list from the lock statement: {e}"
         ))
     };
-    let rows: Vec<(i64, i64, Option<i64>)> =
+    let rows: Vec<(i64, i64, Option<i64>, bool)> =
         serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     rows.into_iter()
-        .map(|(id, remaining, micros)| {
+        .map(|(id, remaining, micros, gift)| {
             let expires_at = match micros {
                 None => None,
                 Some(us) => Some(
@@ -74,6 +74,7 @@ fn parse(text: Option<&str>) -> Result<Vec<BatchRow>, StoreError> {
                 id,
                 remaining,
                 expires_at,
+                gift,
             })
         })
         .collect()
@@ -86,14 +87,18 @@ mod tests {
     #[test]
     fn the_batch_list_is_read_with_and_without_expiries() {
         assert_eq!(parse(None).ok(), Some(Vec::new()));
-        let rows = parse(Some("[[7, 30, null], [8, 5, 1790000000000000]]")).expect("valid list");
+        let rows = parse(Some(
+            "[[7, 30, null, false], [8, 5, 1790000000000000, true]]",
+        ))
+        .expect("valid list");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].expires_at, None);
         assert_eq!(
             rows[1].expires_at.map(|t| t.timestamp()),
             Some(1_790_000_000)
         );
-        assert!(parse(Some("[[1, 2]]")).is_err());
-        assert!(parse(Some("[[1, 2, 9223372036854775807]]")).is_err());
+        assert!(rows[1].gift && !rows[0].gift);
+        assert!(parse(Some("[[1, 2, null]]")).is_err());
+        assert!(parse(Some("[[1, 2, 9223372036854775807, false]]")).is_err());
     }
 }

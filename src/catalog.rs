@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use crate::domain::source::SourceType;
+use crate::domain::source::{DurationRule, SourceType};
+use crate::store::source_types::SourceTypeRow;
 use crate::store::{Store, StoreError};
 
 /// How long a list is trusted for names it holds.
@@ -27,6 +28,35 @@ pub enum CatalogError {
     Unknown(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Every configured source type. A row that no longer passes the domain's
+/// checks (edited by hand) is an error, not skipped: a type that silently
+/// vanished would refuse its jobs.
+pub async fn read_all(store: &Store) -> Result<Vec<SourceType>, StoreError> {
+    store
+        .source_type_rows()
+        .await?
+        .into_iter()
+        .map(|r| {
+            let rule = DurationRule::parse(&r.duration).ok_or_else(|| {
+                StoreError::custom(format!("source type {}: duration {:?}", r.name, r.duration))
+            })?;
+            SourceType::new(&r.name, &r.label, rule)
+                .map_err(|e| StoreError::custom(format!("source type {:?}: {e}", r.name)))
+        })
+        .collect()
+}
+
+/// Adds a source type or changes it (`points-gateway source-types set`).
+pub async fn set(store: &Store, t: &SourceType) -> Result<(), StoreError> {
+    store
+        .set_source_type_row(&SourceTypeRow {
+            name: t.as_str().to_owned(),
+            label: t.label().to_owned(),
+            duration: t.duration().as_str().to_owned(),
+        })
+        .await
 }
 
 struct Known {
@@ -46,7 +76,7 @@ impl SourceTypeCatalog {
     }
 
     async fn read(store: &Store) -> Result<Known, StoreError> {
-        let types = store.source_types().await?;
+        let types = read_all(store).await?;
         Ok(Known {
             types: types
                 .into_iter()

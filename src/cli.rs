@@ -217,9 +217,9 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
                 let rule = DurationRule::parse(&duration)
                     .ok_or_else(|| anyhow::anyhow!("unknown duration rule {duration:?}"))?;
                 let t = SourceType::new(&name, &label, rule).map_err(anyhow::Error::msg)?;
-                store.set_source_type(&t).await?;
+                crate::catalog::set(&store, &t).await?;
             }
-            for t in store.source_types().await? {
+            for t in crate::catalog::read_all(&store).await? {
                 println!("{}\t{}\t{}", t.as_str(), t.label(), t.duration().as_str());
             }
             Ok(ExitCode::SUCCESS)

@@ -1,16 +1,23 @@
 //! `gw_source_types`: the job types consumes and holds may name
-//! (migration 12).
+//! (migration 12), as stored; the catalog (`crate::catalog`) checks them
+//! into the domain's `SourceType`.
 
 use sea_orm::{ConnectionTrait, Statement};
 
 use super::{Store, StoreError};
-use crate::domain::source::{DurationRule, SourceType};
+
+/// One row of `gw_source_types`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTypeRow {
+    pub name: String,
+    pub label: String,
+    /// `required`, `optional` or `refused` (a CHECK keeps it so).
+    pub duration: String,
+}
 
 impl Store {
-    /// Every configured source type, by name. A row that no longer passes
-    /// the domain's checks (edited by hand) is an error, not skipped: a
-    /// type that silently vanished would refuse its jobs.
-    pub async fn source_types(&self) -> Result<Vec<SourceType>, StoreError> {
+    /// Every configured source type, by name.
+    pub async fn source_type_rows(&self) -> Result<Vec<SourceTypeRow>, StoreError> {
         let rows = self
             .conn()
             .query_all_raw(Statement::from_string(
@@ -20,30 +27,27 @@ impl Store {
             .await?;
         rows.into_iter()
             .map(|r| {
-                let name: String = r.try_get("", "name")?;
-                let label: String = r.try_get("", "label")?;
-                let duration: String = r.try_get("", "duration")?;
-                let rule = DurationRule::parse(&duration).ok_or_else(|| {
-                    StoreError::custom(format!("source type {name}: duration {duration:?}"))
-                })?;
-                SourceType::new(&name, &label, rule)
-                    .map_err(|e| StoreError::custom(format!("source type {name:?}: {e}")))
+                Ok(SourceTypeRow {
+                    name: r.try_get("", "name")?,
+                    label: r.try_get("", "label")?,
+                    duration: r.try_get("", "duration")?,
+                })
             })
             .collect()
     }
 
     /// Adds a source type or changes its label or duration rule. Rows
     /// already written keep their descriptions; new rows get the new label.
-    pub async fn set_source_type(&self, t: &SourceType) -> Result<(), StoreError> {
+    pub async fn set_source_type_row(&self, row: &SourceTypeRow) -> Result<(), StoreError> {
         let db = self.conn();
         db.execute_raw(Statement::from_sql_and_values(
             db.get_database_backend(),
             "INSERT INTO gw_source_types (name, label, duration) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET label = excluded.label, duration = excluded.duration",
             [
-                t.as_str().into(),
-                t.label().into(),
-                t.duration().as_str().into(),
+                row.name.clone().into(),
+                row.label.clone().into(),
+                row.duration.clone().into(),
             ],
         ))
         .await?;

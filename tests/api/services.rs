@@ -147,7 +147,9 @@ async fn source_types_are_configuration(engine: Engine) {
     // Configured while the gateway runs (as `source-types set` does): the
     // next request that names it finds it.
     let market = SourceType::new("agent_market", "【智能体市场】", DurationRule::Optional).unwrap();
-    app.store.set_source_type(&market).await.unwrap();
+    points_gateway::catalog::set(&app.store, &market)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let r = consume_as(&app, &app.service, u, "agent_market", "am-1").await;
     assert_eq!(data(&r, "consume")["description"], "【智能体市场】", "{r}");

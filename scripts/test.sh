@@ -43,11 +43,12 @@ passed=$(grep -Eo '^test result: .*\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ p
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 # pytest's last line: "N passed[, M failed][, K errors] in T s".
 summary=$(tail -n 1 "$pylog")
-py_passed=$(echo "$summary" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || echo 0)
-py_failed=$(echo "$summary" | grep -Eo '[0-9]+ (failed|errors?)' | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
-if [ "${py_passed:-0}" -eq 0 ]; then status=1; fi
-passed=$((passed + ${py_passed:-0}))
-failed=$((failed + ${py_failed:-0}))
+count() { { echo "$summary" | grep -Eo "[0-9]+ ($1)" || true; } | awk '{s+=$1} END {print s+0}'; }
+py_passed=$(count passed)
+py_failed=$(count 'failed|errors?')
+if [ "$py_passed" -eq 0 ]; then status=1; fi
+passed=$((passed + py_passed))
+failed=$((failed + py_failed))
 rm -f "$log" "$pylog"
 echo "tests: $passed passed, $failed failed"
 exit "$status"

@@ -337,3 +337,45 @@ async fn gift_first_sqlite() {
 async fn gift_first_postgres() {
     gift_points_are_spent_first(Engine::Postgres).await
 }
+
+/// Hostile source types and titles: refused as `INVALID_INPUT` before any
+/// write, a huge name costs no more than a short one, and a flood of
+/// unknown names reads the configured list at most about once a second,
+/// not once per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_source_types_and_long_titles_cost_little_and_write_nothing() {
+    let app = spawn_with(Engine::Sqlite, |_| {}).await;
+    let u = app.create_user("hostile").await;
+    app.recharge(u, 100, "hostile-r", None).await;
+    let rows = app.count("mjk_point_transactions").await;
+    let huge = "a".repeat(200_000);
+    let r = consume_as(&app, &app.service, u, &huge, "h-1").await;
+    let shown: String = r.to_string().chars().take(200).collect();
+    assert_eq!(code(&r), Some("INVALID_INPUT"), "{shown}");
+    assert!(
+        !r.to_string().contains(&huge[..1000]),
+        "the name is not echoed back"
+    );
+    let long_title = app
+        .gql(
+            &app.service,
+            CONSUME,
+            json!({ "u": u, "a": 1, "s": "script", "id": "h-2", "t": "标".repeat(256) }),
+        )
+        .await;
+    assert_eq!(code(&long_title), Some("INVALID_INPUT"), "{long_title}");
+    let before = app.store.statements();
+    let started = std::time::Instant::now();
+    for i in 0..40 {
+        let r = consume_as(&app, &app.service, u, &format!("nope_{i}"), "h-3").await;
+        assert_eq!(code(&r), Some("INVALID_INPUT"), "{r}");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let reads = app.store.statements() - before;
+    // One read of the list per second of the flood at most (plus one).
+    assert!(
+        (reads as f64) <= elapsed.ceil() + 1.0,
+        "{reads} statements for 40 unknown names in {elapsed:.2} s"
+    );
+    assert_eq!(app.count("mjk_point_transactions").await, rows);
+}

@@ -102,3 +102,15 @@ def test_the_client_follows_the_readme_retry_table():
                 assert policy.should_retry(err, 0) == expect, (row, err)
                 checked += 1
     assert checked >= 15
+
+
+def test_the_package_parses_as_python_3_9():
+    """The package promises Python ≥ 3.9: no syntax of later versions."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "points_gateway"
+    files = sorted(src.glob("*.py"))
+    assert len(files) >= 10
+    for f in files:
+        ast.parse(f.read_text(encoding="utf-8"), filename=str(f), feature_version=(3, 9))

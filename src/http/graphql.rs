@@ -158,14 +158,14 @@ pub async fn post(
 ) -> Response {
     let headers = req.headers().clone();
     let Some(media) = negotiate(&headers) else {
-        return refuse(Media::Json, Refusal::NotAcceptable);
+        return unread(refuse(Media::Json, Refusal::NotAcceptable));
     };
     let who = match admit(&s, &headers, peer) {
         Ok(w) => w,
-        Err(r) => return refuse(media, r),
+        Err(r) => return unread(refuse(media, r)),
     };
     if !is_json_body(&headers) {
-        return refuse(media, Refusal::UnsupportedMediaType);
+        return unread(refuse(media, Refusal::UnsupportedMediaType));
     }
     // The body is read within the request's time budget: a client that
     // trickles it holds a connection no longer than a slow query would.
@@ -173,10 +173,10 @@ pub async fn post(
     let bytes = match tokio::time::timeout(budget, Bytes::from_request(req, &s)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return refuse(media, Refusal::BodyTooLarge(MAX_BODY_BYTES))
+            return unread(refuse(media, Refusal::BodyTooLarge(MAX_BODY_BYTES)))
         }
-        Ok(Err(e)) => return refuse(media, Refusal::Malformed(e.body_text())),
-        Err(_) => return refuse(media, Refusal::SlowBody(budget)),
+        Ok(Err(e)) => return unread(refuse(media, Refusal::Malformed(e.body_text()))),
+        Err(_) => return unread(refuse(media, Refusal::SlowBody(budget))),
     };
     let batch = match parse_body(&bytes) {
         Ok(batch) => batch,
@@ -186,6 +186,18 @@ pub async fn post(
         return refuse(media, r);
     }
     execute(&s, media, who.caller, batch).await
+}
+
+/// A refusal sent before the request's body was read (whole): the
+/// connection cannot carry another request (hyper closes it rather than
+/// read an unknown rest), so the response says so. Without it a client
+/// that pools connections sends its next request on a socket the gateway
+/// is closing and gets no answer at all: the Python client's rate-limit
+/// test saw `Server disconnected without sending a response` after a 429.
+fn unread(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 pub async fn get(

@@ -379,3 +379,39 @@ async fn unknown_source_types_and_long_titles_cost_little_and_write_nothing() {
     );
     assert_eq!(app.count("mjk_point_transactions").await, rows);
 }
+
+/// A refusal sent before the body was read closes the connection and says
+/// so (`Connection: close`), so a pooling client never sends its next
+/// request on a socket the gateway is closing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_body_is_read_say_the_connection_closes() {
+    let app = spawn_with(Engine::Sqlite, |s| s.rates.service = 1.0).await;
+    let busy = named(&app, Role::Service, "busy");
+    let mut limited = None;
+    for _ in 0..6 {
+        let r = app.post_raw(Some(&busy), "{ sourceTypes { name } }").await;
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(
+            r.headers().get("connection"),
+            None,
+            "an answered request keeps its connection"
+        );
+    }
+    let limited = limited.expect("the busy service was limited");
+    assert_eq!(
+        limited
+            .headers()
+            .get("connection")
+            .map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
+    // Many requests in a row on one pooled client, limited or not: every one
+    // gets an answer, none a dropped connection.
+    for _ in 0..30 {
+        let r = app.post_raw(Some(&busy), "{ sourceTypes { name } }").await;
+        assert!(r.status() == 200 || r.status() == 429, "{}", r.status());
+    }
+}

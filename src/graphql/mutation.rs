@@ -28,9 +28,11 @@ pub struct ConsumeInput {
     pub duration: Option<f64>,
     /// Appended to the description label.
     pub note: Option<String>,
-    /// The title the ts platform's statement shows (`ts_points_detail` and
-    /// `ts_financial_transactions`), as its old code wrote it; the
-    /// description keeps the `【…】` label. Omitted: the description.
+    /// The title the ts platform's statement shows (`ts_points_detail`), as
+    /// its old code wrote it; the description keeps the `【…】` label.
+    /// Given, the consume also writes the ts money page's consumption row
+    /// (`ts_financial_transactions`, type 1), as the old
+    /// `deduct_user_money_by_id` did. Omitted: the description, no such row.
     pub title: Option<String>,
 }
 

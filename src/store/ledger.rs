@@ -197,6 +197,18 @@ pub struct NewBatch<'a> {
     pub created_at: DateTime<Utc>,
 }
 
+/// A `ts_financial_transactions` consumption row (type 1), as the ts
+/// platform's old `deduct_user_money_by_id` wrote one per charge: written
+/// for a consume that carries the ts statement's title.
+#[derive(Debug, Clone)]
+pub struct ChargeRecord<'a> {
+    pub user_id: i32,
+    pub points: i64,
+    pub order_id: &'a str,
+    pub title: &'a str,
+    pub time: DateTime<Utc>,
+}
+
 /// A `ts_financial_transactions` row for a paid recharge.
 #[derive(Debug, Clone)]
 pub struct NewPayment<'a> {
@@ -699,6 +711,27 @@ impl WriteTx {
                     p.title.into(),
                     LocalTime::of(p.time, self.zone).into(),
                     p.pay_type.into(),
+                ],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// The ts money page's row of a charge: `money` is minus the points,
+    /// `transaction_type` 1, `pay_type` and `is_cash` 0, as the old code
+    /// wrote them.
+    pub async fn insert_charge_record(&mut self, c: &ChargeRecord<'_>) -> Result<(), StoreError> {
+        self.txn
+            .execute_raw(self.statement(
+                "INSERT INTO ts_financial_transactions (user_id, money, order_id, title, \
+                   deployment_uuid, time, transaction_type, pay_type, is_cash) \
+                 VALUES ($1, $2, $3, $4, NULL, $5, 1, 0, 0)",
+                vec![
+                    c.user_id.into(),
+                    mirror_int(-c.points)?.into(),
+                    c.order_id.into(),
+                    c.title.into(),
+                    LocalTime::of(c.time, self.zone).into(),
                 ],
             ))
             .await?;

@@ -216,6 +216,28 @@ async fn keyless_refunds_titles_and_uuid_lookups(engine: Engine) {
         .cloned()
         .unwrap();
     assert_eq!(row["title"], "视频生成-kl-1", "{statement}");
+    // And the ts money page's consumption row, as the old deduct wrote it.
+    let money = app
+        .gql(
+            &app.admin,
+            "query($u: Int!) { financialTransactions(userId: $u) { nodes { orderId title money transactionType payType isCash } } }",
+            json!({ "u": u }),
+        )
+        .await;
+    let charge: Vec<&Value> = data(&money, "financialTransactions")["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["orderId"] == "kl-1")
+        .collect();
+    assert_eq!(
+        charge,
+        vec![
+            &json!({ "orderId": "kl-1", "title": "视频生成-kl-1", "money": -30,
+                      "transactionType": 1, "payType": 0, "isCash": false })
+        ],
+        "{money}"
+    );
     // A keyless refund, retried: one row.
     let refund = "mutation { refund(input: { sourceType: FAL, sourceId: \"kl-1\", amount: 10 }) { id amount balanceAfter } }";
     let first = app.gql(&app.service, refund, json!({})).await;

@@ -97,6 +97,9 @@ def test_deduct_answers_like_the_old_function_and_keeps_the_old_views_true(adopt
     assert (last.points, last.order_id, last.title, last.source_type) == (
         -7, order, f"视频生成-{order}", "consume")
     assert len(detail_rows(ts, uid)) == rows_before + 1
+    money = list(ts.FinancialTransactions.select().where(ts.FinancialTransactions.order_id == order))
+    assert [(m.money, m.title, m.transaction_type, m.pay_type, m.is_cash) for m in money] == [
+        (-7, f"视频生成-{order}", 1, 0, 0)]
     # Zero: nothing to book, True as before.
     assert compat.deduct_user_money_by_id(uid, 0, "免费", "free-" + uuid.uuid4().hex[:6]) is True
     assert len(detail_rows(ts, uid)) == rows_before + 1
@@ -152,6 +155,10 @@ def test_a_ts_call_site_moves_by_changing_one_import(adopted):
         assert module.bill_video(uid, 3.5, task) == {"ok": True, "left": before - 35}
         assert compat.get_user_total_money(uid) == ts.get_user_total_money(uid) == before - 35
         assert detail_rows(ts, uid)[-1].title == f"视频生成-{task}"
+        # The money page's row: the same from the old code and the moved one.
+        money = ts.FinancialTransactions.select().where(ts.FinancialTransactions.order_id == task).get()
+        assert (money.user_id, money.money, money.title, money.transaction_type, money.is_cash) == (
+            uid, -35, f"视频生成-{task}", 1, 0)
     for module in (old, new):
         big = f"big-{uuid.uuid4().hex[:6]}"
         assert module.bill_video(poor.id, too_long, big) == {"ok": False, "reason": "余额不足"}

@@ -9,7 +9,7 @@ use super::{Applied, ConsumeError, Entry};
 use crate::domain::input::ConsumeRequest;
 use crate::domain::source::{describe, TxType};
 use crate::store::consume_call::{CallOutcome, ConsumeCall};
-use crate::store::ledger::{LedgerKey, UserKey};
+use crate::store::ledger::{ChargeRecord, LedgerKey, UserKey};
 use crate::store::{Store, StoreError, WriteTx};
 
 /// Consumes in its own transaction; idempotent on `(source_type, source_id)`.
@@ -20,6 +20,11 @@ use crate::store::{Store, StoreError, WriteTx};
 /// through [`consume_in`] as before.
 pub async fn consume(store: &Store, req: &ConsumeRequest) -> Result<Applied, ConsumeError> {
     let hash = req.fingerprint();
+    // A titled consume (a ts call site) also writes the ts money page's
+    // consumption row, which the one-call consume does not know.
+    if req.title.is_some() {
+        return idempotency::run_hashed(store, req, hash).await;
+    }
     let description = description(req);
     let call = ConsumeCall {
         user_id: req.user_id,
@@ -185,6 +190,16 @@ pub async fn consume_in(
     row.fields.mirror_title = req.title.as_ref().map(|t| t.as_str().to_owned());
     row.fields.written_by = req.by.as_ref().map(|a| a.as_str().to_owned());
     let entry = w.append_spend(tx, row, &parts).await?;
+    if let Some(title) = &req.title {
+        tx.insert_charge_record(&ChargeRecord {
+            user_id: w.user_id,
+            points: requested,
+            order_id: req.source_id.as_str(),
+            title: title.as_str(),
+            time: entry.created_at,
+        })
+        .await?;
+    }
     w.finish(tx).await?;
     Ok(Applied {
         entry,

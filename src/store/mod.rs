@@ -43,6 +43,10 @@ pub use error::StoreError;
 pub use feed::{Feed, LedgerSink};
 pub use ledger::WriteTx;
 
+/// PostgreSQL: the lock `migrate` takes for its transaction. The two-key
+/// form, whose keys never meet the one-key locks of job keys (migration 8).
+const MIGRATION_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(1886351476, 1)";
+
 /// The database engines the gateway runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -269,6 +273,22 @@ impl Store {
     /// history without an opening balance would show every user at zero.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let txn = self.begin_schema().await?;
+        // Instances started together on one PostgreSQL database migrate one
+        // after the other: the others wait here for the first's commit, then
+        // (read committed: every statement a fresh snapshot) find nothing
+        // left to apply. Without it they created the same tables at once and
+        // all but one failed (`pg_type_typname_nsp_index`). SQLite's write
+        // transaction is already one at a time.
+        match self.engine {
+            Engine::Postgres => {
+                txn.execute_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    MIGRATION_LOCK_SQL.to_owned(),
+                ))
+                .await?;
+            }
+            Engine::Sqlite => {}
+        }
         if let Some(refusal) = adopt::standing(&txn).await?.refusal(true) {
             return Err(StoreError::unadopted(refusal));
         }

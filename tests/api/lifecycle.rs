@@ -342,3 +342,33 @@ async fn logs_are_json_with_request_ids_and_never_carry_secrets() {
         );
     }
 }
+
+/// A rollout: instances started at the same moment on one fresh
+/// PostgreSQL database all come up (the migrations run under a lock, one
+/// instance after the other), and serve the same schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_started_together_on_a_fresh_database_all_serve() {
+    let url = crate::helpers::fresh_postgres_url().await;
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let settings = crate::helpers::settings(&url);
+            tokio::spawn(async move {
+                points_gateway::startup::Application::build(settings)
+                    .await
+                    .map(|app| app.port())
+                    .map_err(|e| format!("{e:#}"))
+            })
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for s in starts {
+        ports.push(
+            s.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("an instance failed: {e}")),
+        );
+    }
+    assert_eq!(ports.len(), 3);
+    let migrations: i64 = crate::adopt::one(&url, "SELECT COUNT(*) FROM seaql_migrations").await;
+    assert_eq!(migrations, 12, "each migration recorded once");
+}

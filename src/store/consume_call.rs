@@ -16,11 +16,10 @@ pub struct ConsumeCall<'a> {
     pub source_id: &'a str,
     pub amount: i64,
     pub duration: Option<f64>,
-    /// The ledger row's description; also the mirror's title when `title`
-    /// is `None`.
+    /// The ledger row's description, also the mirror's title (a titled
+    /// consume never comes here: it writes a money-page row the call does
+    /// not know).
     pub description: &'a str,
-    /// The legacy statement title the caller gave.
-    pub title: Option<&'a str>,
     /// `gw_entries.written_by`.
     pub written_by: Option<&'a str>,
     pub request_hash: &'a str,

@@ -33,7 +33,6 @@ pub async fn consume(store: &Store, req: &ConsumeRequest) -> Result<Applied, Con
         amount: req.amount.get(),
         duration: req.duration.map(|d| d.secs()),
         description: &description,
-        title: req.title.as_ref().map(|t| t.as_str()),
         written_by: req.by.as_ref().map(|a| a.as_str()),
         request_hash: &hash,
         at: crate::time::now(),

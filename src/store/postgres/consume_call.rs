@@ -8,8 +8,9 @@ use crate::store::consume_call::{CallOutcome, ConsumeCall};
 use crate::store::feed::Entry;
 use crate::store::StoreError;
 
+/// `p_title` (migration 12) is NULL: titled consumes take the general path.
 const CALL_SQL: &str = "SELECT o_outcome, o_id, o_user, o_balance, o_at, o_batch \
-     FROM gw_consume($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+     FROM gw_consume($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)";
 
 pub(crate) async fn run(
     db: &DatabaseConnection,
@@ -31,7 +32,6 @@ pub(crate) async fn run(
                 call.at.into(),
                 zone.name().into(),
                 call.written_by.into(),
-                call.title.into(),
             ],
         ))
         .await?

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::auth::{CallerName, Role, TokenKeys};
-use crate::config::Settings;
+use crate::config::{AuthSettings, SecretSource, SecretUse, Settings};
 use crate::domain::source::{DurationRule, SourceType};
 use crate::startup::Application;
 use crate::store::Store;
@@ -26,7 +26,12 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the API (the default); applies migrations first.
-    Serve,
+    Serve {
+        /// Do not migrate (a rollout runs `migrate` as its own step first):
+        /// a database lacking any of this build's migrations is refused.
+        #[arg(long)]
+        no_migrate: bool,
+    },
     /// Apply pending migrations and exit.
     Migrate,
     /// Mint a bearer token with the configured secret.
@@ -46,6 +51,12 @@ pub enum Command {
         /// Lifetime in hours (at least 1).
         #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(i64).range(1..))]
         hours: i64,
+    },
+    /// Revoke a token by its id (printed by `token`): every instance
+    /// refuses it within seconds, until it expires.
+    Revoke {
+        /// The token's id (its `jti`).
+        id: String,
     },
     /// Print the GraphQL SDL.
     Schema,
@@ -136,7 +147,7 @@ pub fn init_tracing(json: bool) {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command.unwrap_or(Command::Serve) {
+    match cli.command.unwrap_or(Command::Serve { no_migrate: false }) {
         // The SDL needs no configuration (and must not create a secret file).
         Command::Schema => {
             print!("{}", crate::graphql::sdl());
@@ -153,11 +164,13 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             print!("{}", crate::graphql::sdl());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => {
-            let keys = TokenKeys::new(&settings.jwt_secret);
+        Command::Serve { no_migrate } => {
+            let mut settings = settings;
+            settings.migrate_on_start = !no_migrate;
+            let keys = token_keys(&settings, SecretUse::Serve)?;
             let embedded = settings.database_url.starts_with("sqlite:");
             let bind = settings.bind.clone();
-            let app = Application::build(settings).await?;
+            let app = Application::build(settings, keys.clone()).await?;
             tracing::info!(
                 address = %bind,
                 port = app.port(),
@@ -200,9 +213,42 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
                 .map(CallerName::new)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            let keys = TokenKeys::new(&settings.jwt_secret);
+            let auth = AuthSettings::from_env(&settings.database_url, SecretUse::Mint)?;
+            let keys = keys_of(&auth);
             let ttl = chrono::Duration::hours(hours);
-            println!("{}", keys.mint_as(role, user, name.as_ref(), ttl)?);
+            let issued = keys.issue(role, user, name.as_ref(), ttl)?;
+            // stdout is the token alone (scripts capture it); where the
+            // secret came from and the token's id go to stderr.
+            let secret = match &auth.source {
+                SecretSource::Environment => "GATEWAY_JWT_SECRET".to_owned(),
+                SecretSource::File(f) => f.display().to_string(),
+            };
+            eprintln!(
+                "signed with {secret} (key {}); token id {} (revoke with `points-gateway revoke {}`)",
+                keys.signing_kid(),
+                issued.id,
+                issued.id
+            );
+            println!("{}", issued.token);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revoke { id } => {
+            let id = crate::auth::TokenId::new(&id).map_err(anyhow::Error::msg)?;
+            let store = connect(&settings, 2).await?;
+            store.migrate().await?;
+            // Without the token its expiry is unknown: the row is kept for
+            // the longest lifetime any token may have.
+            let max_hours = crate::config::max_token_hours()?;
+            let until = chrono::Utc::now().timestamp() + max_hours.saturating_mul(3600);
+            let new = store.revoke_token(id.as_str(), until, "cli").await?;
+            println!(
+                "{}",
+                if new {
+                    "revoked: every instance refuses it within 2 s"
+                } else {
+                    "already revoked"
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::SourceTypes { action } => {
@@ -348,6 +394,18 @@ async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The keys `serve` checks tokens with.
+fn token_keys(settings: &Settings, usage: SecretUse) -> anyhow::Result<TokenKeys> {
+    Ok(keys_of(&AuthSettings::from_env(
+        &settings.database_url,
+        usage,
+    )?))
+}
+
+fn keys_of(auth: &AuthSettings) -> TokenKeys {
+    TokenKeys::rotating(&auth.secret, &auth.previous, auth.max_lifetime_hours)
 }
 
 /// Prints a command's report; its exit code says whether it succeeded.

@@ -59,8 +59,6 @@ pub struct Settings {
     pub database_url: String,
     /// `GATEWAY_BIND`: listen address; port 0 picks a free port.
     pub bind: String,
-    /// `GATEWAY_JWT_SECRET`.
-    pub jwt_secret: JwtSecret,
     /// `FAL_API_BASE_URL`.
     pub fal_api_base_url: String,
     /// `FAL_TIMEOUT_MS`.
@@ -149,6 +147,10 @@ pub struct Settings {
     /// call of `gw_consume` when it can be; `false` runs every consume
     /// through the general path (four round trips), for comparison.
     pub pg_consume_call: bool,
+    /// `serve` applies pending migrations before serving (the default);
+    /// `serve --no-migrate` leaves that to `migrate` and refuses a schema
+    /// older than the build.
+    pub migrate_on_start: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -170,10 +172,6 @@ where
 impl Settings {
     pub fn from_env() -> anyhow::Result<Settings> {
         let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        let jwt_secret = match var("GATEWAY_JWT_SECRET") {
-            Some(s) => JwtSecret::new(s.into_bytes())?,
-            None => secret_beside_sqlite(&database_url)?,
-        };
         let points_per_usd: f64 = parsed("POINTS_PER_USD", 100.0)?;
         let legacy_zone = match std::env::var("LEGACY_TIMEZONE") {
             Ok(name) => name.parse::<chrono_tz::Tz>().map_err(|_| {
@@ -189,7 +187,6 @@ impl Settings {
         Ok(Settings {
             database_url,
             bind: var("GATEWAY_BIND").unwrap_or_else(|| "127.0.0.1:8000".to_owned()),
-            jwt_secret,
             fal_api_base_url: var("FAL_API_BASE_URL")
                 .unwrap_or_else(|| "https://api.fal.ai".to_owned()),
             fal_timeout_ms: parsed("FAL_TIMEOUT_MS", 10_000)?,
@@ -228,8 +225,89 @@ impl Settings {
             metrics_bind: var("METRICS_BIND"),
             cors_origins: cors_origins(var("GATEWAY_CORS_ORIGINS").as_deref())?,
             pg_consume_call: parsed("PG_CONSUME_CALL", true)?,
+            migrate_on_start: true,
         })
     }
+}
+
+/// A lifetime a token may have unless configured otherwise
+/// (`TOKEN_MAX_HOURS`): 90 days. A service token lives for months, but a
+/// forgotten `--hours 876000` token no longer lives for a century.
+pub const DEFAULT_MAX_LIFETIME_HOURS: i64 = 24 * 90;
+
+/// How a command uses the token secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretUse {
+    /// `serve`: with SQLite and no configured secret, one is generated on
+    /// the first start and kept beside the database.
+    Serve,
+    /// `token`: minting with a secret no server uses makes tokens every
+    /// server refuses, so a secret is never invented here.
+    Mint,
+}
+
+/// Where the signing secret came from (`token` says which it used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `GATEWAY_JWT_SECRET`.
+    Environment,
+    /// The file beside the SQLite database.
+    File(PathBuf),
+}
+
+/// The token settings: read only by the commands that mint or check
+/// tokens (`serve`, `token`); `migrate`, `verify`, `adopt` and the other
+/// tools run without a secret.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `GATEWAY_JWT_SECRET` (or the generated file): signs and verifies.
+    pub secret: JwtSecret,
+    /// `GATEWAY_JWT_PREVIOUS_SECRETS`: comma-separated secrets still
+    /// accepted, never used to sign; a rotation keeps the old secret here
+    /// until the tokens it signed have expired.
+    pub previous: Vec<JwtSecret>,
+    /// `TOKEN_MAX_HOURS`: the longest lifetime (`exp - iat`) a token may
+    /// have, minted or checked.
+    pub max_lifetime_hours: i64,
+    pub source: SecretSource,
+}
+
+impl AuthSettings {
+    pub fn from_env(database_url: &str, usage: SecretUse) -> anyhow::Result<AuthSettings> {
+        let (secret, source) = match var("GATEWAY_JWT_SECRET") {
+            Some(s) => (JwtSecret::new(s.into_bytes())?, SecretSource::Environment),
+            None => secret_beside_sqlite(database_url, usage)?,
+        };
+        let previous = var("GATEWAY_JWT_PREVIOUS_SECRETS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        JwtSecret::new(s.as_bytes().to_vec()).context(
+                            "every secret of GATEWAY_JWT_PREVIOUS_SECRETS must be at least 32 bytes",
+                        )
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        Ok(AuthSettings {
+            secret,
+            previous,
+            max_lifetime_hours: max_token_hours()?,
+            source,
+        })
+    }
+}
+
+/// `TOKEN_MAX_HOURS` (also read by `revoke`, which needs no secret).
+pub fn max_token_hours() -> anyhow::Result<i64> {
+    let hours: i64 = parsed("TOKEN_MAX_HOURS", DEFAULT_MAX_LIFETIME_HOURS)?;
+    if hours < 1 {
+        bail!("TOKEN_MAX_HOURS must be at least 1");
+    }
+    Ok(hours)
 }
 
 /// `GATEWAY_CORS_ORIGINS`: exact origins, scheme and host (and port), no
@@ -272,22 +350,38 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
 /// With SQLite and no configured secret, one is generated on first start and
 /// kept next to the database (mode 0600), so tokens survive restarts. With
 /// PostgreSQL several instances must share a secret: it has to be configured.
-fn secret_beside_sqlite(database_url: &str) -> anyhow::Result<JwtSecret> {
+/// `token` never generates one: a token signed with a secret that no
+/// server uses is refused by every server (the newcomer who ran `token` in
+/// another directory than the server got a 401 and no clue).
+fn secret_beside_sqlite(
+    database_url: &str,
+    usage: SecretUse,
+) -> anyhow::Result<(JwtSecret, SecretSource)> {
     let Some(db) = sqlite_path(database_url) else {
         bail!("GATEWAY_JWT_SECRET must be set when DATABASE_URL is not a SQLite file");
     };
     let file = secret_file_for(&db);
+    let source = SecretSource::File(file.clone());
     if let Ok(existing) = std::fs::read_to_string(&file) {
         refuse_if_shared(&file)?;
         let bytes = hex::decode(existing.trim())
             .with_context(|| format!("{} is not a hex secret", file.display()))?;
-        return JwtSecret::new(bytes);
+        return Ok((JwtSecret::new(bytes)?, source));
+    }
+    if usage == SecretUse::Mint {
+        bail!(
+            "no secret at {}: no gateway has served {} yet, so a token minted now would be \
+             refused by every server. Run `token` with the server's DATABASE_URL (or from its \
+             directory), start the server once first, or set GATEWAY_JWT_SECRET",
+            file.display(),
+            db.display()
+        );
     }
     let mut bytes = vec![0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     write_private(&file, &hex::encode(&bytes))
         .with_context(|| format!("cannot write {}", file.display()))?;
-    JwtSecret::new(bytes)
+    Ok((JwtSecret::new(bytes)?, source))
 }
 
 /// A secret file that others can read or write is no secret: refused, with

@@ -46,11 +46,15 @@ pub enum Code {
     Forbidden,
     LimitExceeded,
     UpstreamError,
+    /// The database does not answer (stopped, failing over, unreachable):
+    /// nothing was committed, or it was and a retry with the same key
+    /// replays it. HTTP 503 with `Retry-After`.
+    Unavailable,
     Internal,
 }
 
 impl Code {
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 13] = [
         Code::InsufficientBalance,
         Code::UserNotFound,
         Code::NotFound,
@@ -62,6 +66,7 @@ impl Code {
         Code::Forbidden,
         Code::LimitExceeded,
         Code::UpstreamError,
+        Code::Unavailable,
         Code::Internal,
     ];
 
@@ -83,6 +88,7 @@ impl Code {
             Code::Forbidden => "FORBIDDEN",
             Code::LimitExceeded => "LIMIT_EXCEEDED",
             Code::UpstreamError => "UPSTREAM_ERROR",
+            Code::Unavailable => "UNAVAILABLE",
             Code::Internal => "INTERNAL",
         }
     }
@@ -99,7 +105,7 @@ impl Coded for ConsumeError {
             ConsumeError::UserNotFound(_) => Code::UserNotFound,
             ConsumeError::InsufficientBalance { .. } => Code::InsufficientBalance,
             ConsumeError::IdempotencyConflict(_) => Code::IdempotencyConflict,
-            ConsumeError::Internal(_) => Code::Internal,
+            ConsumeError::Internal(e) => e.code(),
         }
     }
 }
@@ -111,7 +117,7 @@ impl Coded for RefundError {
             RefundError::IdempotencyConflict(_) => Code::IdempotencyConflict,
             RefundError::ExceedsConsumed { .. } => Code::RefundExceedsConsumed,
             RefundError::BalanceLimit { .. } => Code::InvalidInput,
-            RefundError::Internal(_) => Code::Internal,
+            RefundError::Internal(e) => e.code(),
         }
     }
 }
@@ -122,7 +128,7 @@ impl Coded for RechargeError {
             RechargeError::UserNotFound(_) => Code::UserNotFound,
             RechargeError::IdempotencyConflict(_) => Code::IdempotencyConflict,
             RechargeError::BalanceLimit { .. } => Code::InvalidInput,
-            RechargeError::Internal(_) => Code::Internal,
+            RechargeError::Internal(e) => e.code(),
         }
     }
 }
@@ -133,7 +139,7 @@ impl Coded for HoldError {
             HoldError::UserNotFound(_) => Code::UserNotFound,
             HoldError::InsufficientBalance { .. } => Code::InsufficientBalance,
             HoldError::IdempotencyConflict(_) => Code::IdempotencyConflict,
-            HoldError::Internal(_) => Code::Internal,
+            HoldError::Internal(e) => e.code(),
         }
     }
 }
@@ -145,7 +151,7 @@ impl Coded for CaptureError {
             CaptureError::Settled { .. } => Code::HoldSettled,
             CaptureError::ExceedsHold { .. } => Code::InvalidInput,
             CaptureError::IdempotencyConflict(_) => Code::IdempotencyConflict,
-            CaptureError::Internal(_) => Code::Internal,
+            CaptureError::Internal(e) => e.code(),
         }
     }
 }
@@ -156,7 +162,7 @@ impl Coded for ReleaseError {
             ReleaseError::HoldNotFound(_) => Code::NotFound,
             ReleaseError::Settled { .. } => Code::HoldSettled,
             ReleaseError::IdempotencyConflict(_) => Code::IdempotencyConflict,
-            ReleaseError::Internal(_) => Code::Internal,
+            ReleaseError::Internal(e) => e.code(),
         }
     }
 }
@@ -168,7 +174,7 @@ impl Coded for CreateUserError {
                 Code::IdempotencyConflict
             }
             CreateUserError::NotAdopted => Code::InvalidInput,
-            CreateUserError::Internal(_) => Code::Internal,
+            CreateUserError::Internal(e) => e.code(),
         }
     }
 }
@@ -176,7 +182,7 @@ impl Coded for CreateUserError {
 impl Coded for ExpireError {
     fn code(&self) -> Code {
         match self {
-            ExpireError::Internal(_) => Code::Internal,
+            ExpireError::Internal(e) => e.code(),
         }
     }
 }
@@ -198,7 +204,11 @@ impl Coded for CatalogError {
 
 impl Coded for StoreError {
     fn code(&self) -> Code {
-        Code::Internal
+        if self.is_unavailable() {
+            Code::Unavailable
+        } else {
+            Code::Internal
+        }
     }
 }
 
@@ -207,6 +217,8 @@ impl Coded for AuthError {
         match self {
             AuthError::Expired
             | AuthError::Invalid
+            | AuthError::Revoked
+            | AuthError::TooLong(_)
             | AuthError::Malformed
             | AuthError::MissingInit => Code::Unauthenticated,
         }
@@ -296,6 +308,9 @@ pub enum Refusal {
     MutationOverGet,
     #[error("introspection is for admins")]
     Introspection,
+    /// The database does not answer ([`crate::store::health`]).
+    #[error("the database is unavailable; retry shortly (with the same key)")]
+    Unavailable,
     /// An operation limit (aliases, root fields, depth, complexity, …).
     #[error("{0}")]
     OverLimit(String),
@@ -318,6 +333,7 @@ impl Coded for Refusal {
             | Refusal::OverLimit(_) => Code::LimitExceeded,
             Refusal::Token(e) => e.code(),
             Refusal::Introspection => Code::Forbidden,
+            Refusal::Unavailable => Code::Unavailable,
         }
     }
 }
@@ -325,31 +341,36 @@ impl Coded for Refusal {
 /// A GraphQL error with `extensions.code`.
 pub fn to_gql<E: Coded>(e: E) -> async_graphql::Error {
     let code = e.code();
-    let message = match code {
-        Code::Internal => {
-            log_internal(&e);
-            "internal error".to_owned()
-        }
-        _ => e.to_string(),
-    };
+    let message = public_message(code, &e);
     async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code.as_str()))
 }
 
 /// A request-level error (no path) with `extensions.code`.
 pub fn to_server_error<E: Coded>(e: &E) -> ServerError {
     let code = e.code();
-    let message = match code {
-        Code::Internal => {
-            log_internal(e);
-            "internal error".to_owned()
-        }
-        _ => e.to_string(),
-    };
+    let message = public_message(code, e);
     let mut se = ServerError::new(message, None);
     se.extensions
         .get_or_insert_with(Default::default)
         .set("code", code.as_str());
     se
+}
+
+/// What the client reads: the error's own message, except for failures
+/// inside the gateway or its database, which are logged here and answered
+/// without their details (SQL, hosts, drivers' words).
+fn public_message<E: Coded + ?Sized>(code: Code, e: &E) -> String {
+    match code {
+        Code::Internal => {
+            log_internal(e);
+            "internal error".to_owned()
+        }
+        Code::Unavailable => {
+            tracing::warn!(error = %e, "database unavailable");
+            Refusal::Unavailable.to_string()
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn log_internal<E: Coded + ?Sized>(e: &E) {

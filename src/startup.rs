@@ -27,11 +27,15 @@ pub struct Application {
     http: HttpState,
     /// The PostgreSQL event tail (`gw_events`); stops with `shutdown`.
     notifications: Option<tokio::task::JoinHandle<()>>,
+    /// PostgreSQL: the probe behind the outage gate (`store::health`).
+    health_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
-    /// Connects, migrates, and binds; nothing is served until `run_until_stopped`.
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    /// Connects, migrates, and binds; nothing is served until
+    /// `run_until_stopped`. `keys` mint and check tokens (the CLI builds
+    /// them from `AuthSettings`, tests from a fixed secret).
+    pub async fn build(settings: Settings, keys: TokenKeys) -> anyhow::Result<Application> {
         Store::refuse_unadopted(&settings.database_url).await?;
         let store = Store::connect_with(ConnectOptionsSpec {
             url: &settings.database_url,
@@ -47,11 +51,21 @@ impl Application {
         } else {
             store.without_consume_call()
         };
-        store.migrate().await.context("migrations failed")?;
+        if settings.migrate_on_start {
+            store.migrate().await.context("migrations failed")?;
+        } else {
+            refuse_an_older_schema(&store).await?;
+        }
         let listener = TcpListener::bind(&settings.bind)
             .await
             .with_context(|| format!("cannot bind {}", settings.bind))?;
-        let keys = TokenKeys::new(&settings.jwt_secret);
+        // Revoked tokens are refused from the first request on.
+        keys.revocations().replace(
+            store
+                .revoked_token_ids()
+                .await
+                .context("cannot read the revoked tokens")?,
+        );
         let metrics =
             Arc::new(Metrics::new(store.engine().name()).context("cannot register metrics")?);
         let fal_http = FalHttp::new(
@@ -77,6 +91,9 @@ impl Application {
             .feeding(broker.clone(), catch_up, shutdown.clone())
             .await
             .context("cannot listen for ledger notifications")?;
+        let health_watch = store
+            .health_probe()
+            .map(|probe| spawn_health_watch(store.clone(), probe, shutdown.clone()));
         let source_types = SourceTypeCatalog::load(&store)
             .await
             .context("cannot read the source types")?;
@@ -104,6 +121,7 @@ impl Application {
             metrics_listener,
             http: HttpState::new(state, schema),
             notifications: listener_task,
+            health_watch,
         })
     }
 
@@ -127,6 +145,7 @@ impl Application {
         let state = self.http.app.clone();
         let connections = self.http.connections.clone();
         let sweeper = spawn_expiry_sweep(state.clone());
+        let revocations = spawn_revocation_refresh(state.clone());
         let limits = Limits {
             header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
             first_byte_timeout: Duration::from_millis(state.settings.first_byte_timeout_ms),
@@ -165,7 +184,11 @@ impl Application {
         if let Some(h) = sweeper {
             h.abort();
         }
+        revocations.abort();
         if let Some(h) = self.notifications {
+            h.abort();
+        }
+        if let Some(h) = self.health_watch {
             h.abort();
         }
         connections.close();
@@ -181,6 +204,80 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
     }
+}
+
+fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::auth::REVOCATION_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = state.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            match state.store.revoked_token_ids().await {
+                Ok(ids) => state.keys.revocations().replace(ids),
+                // The list this instance has stays in force.
+                Err(e) => tracing::warn!(error = %e, "cannot refresh the revoked tokens"),
+            }
+        }
+    })
+}
+
+/// Probes the database every [`PROBE_EVERY`] on `probe`'s own connection
+/// and opens or closes `main`'s outage gate (`store::health`).
+fn spawn_health_watch(
+    main: Store,
+    mut probe: crate::store::postgres::HealthProbe,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    use crate::store::health::{PROBE_EVERY, PROBE_TIMEOUT};
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let answered = probe.answers(PROBE_TIMEOUT).await;
+            if main.health().record(answered) {
+                if answered {
+                    tracing::info!("the database answers again: serving");
+                } else {
+                    tracing::warn!(
+                        "the database does not answer: requests get UNAVAILABLE until it does"
+                    );
+                }
+            }
+        }
+    })
+}
+
+/// `serve --no-migrate` (a rollout that runs `migrate` as its own step):
+/// a database lacking any of this build's migrations is refused, naming
+/// them, before anything is served; one migrated by a newer build is
+/// served, with a warning (the migrations only add).
+async fn refuse_an_older_schema(store: &Store) -> anyhow::Result<()> {
+    let standing = store
+        .schema_standing()
+        .await
+        .context("cannot read the schema's migrations")?;
+    if let Some(first) = standing.missing.first() {
+        anyhow::bail!(
+            "the database schema is older than this build needs: {} migration(s) not applied \
+             (from {first}); run `points-gateway migrate` first (README, Deployment)",
+            standing.missing.len()
+        );
+    }
+    if !standing.newer.is_empty() {
+        tracing::warn!(
+            newer = ?standing.newer,
+            "the schema has migrations this build does not know (a newer build applied them); serving"
+        );
+    }
+    Ok(())
 }
 
 /// The periodic sweep of DESIGN.md invariant 9, and of holds past their

@@ -20,6 +20,7 @@ mod m20261202_000009_batch_funds;
 mod m20261202_000010_absorb;
 mod m20261202_000011_adoption_window;
 mod m20261203_000012_callers;
+mod m20261203_000013_revoked_tokens;
 mod pg;
 
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_absorb::Migration),
             Box::new(m20261202_000011_adoption_window::Migration),
             Box::new(m20261203_000012_callers::Migration),
+            Box::new(m20261203_000013_revoked_tokens::Migration),
         ]
     }
 }

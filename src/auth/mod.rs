@@ -1,7 +1,10 @@
-//! Who is calling: bearer JWTs (HS256) and the authorization policy.
+//! Who is calling: bearer JWTs (HS256, rotating secrets, revocable) and the
+//! authorization policy.
 
 mod policy;
+mod revoked;
 mod token;
 
 pub use policy::{AuthzError, Caller};
-pub use token::{AuthError, CallerName, Role, TokenKeys};
+pub use revoked::{Revocations, TokenId, REVOCATION_REFRESH};
+pub use token::{AuthError, CallerName, Issued, Role, TokenKeys};

@@ -16,6 +16,9 @@ pub struct Caller {
     pub user_id: Option<i32>,
     /// `exp` of the token, in seconds since the epoch.
     pub expires_at: i64,
+    /// The token's `jti`, by which it can be revoked; `None` for tokens
+    /// minted before tokens had ids (only rotating the secret ends those).
+    pub token_id: Option<String>,
 }
 
 impl Caller {
@@ -129,6 +132,7 @@ mod tests {
             subject: "t".into(),
             user_id: user,
             expires_at: 0,
+            token_id: None,
         }
     }
 

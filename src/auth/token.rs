@@ -3,8 +3,9 @@
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::revoked::Revocations;
 use super::Caller;
-use crate::config::JwtSecret;
+use crate::config::{JwtSecret, DEFAULT_MAX_LIFETIME_HOURS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,6 +38,10 @@ struct Claims {
     role: Role,
     exp: i64,
     iat: i64,
+    /// The token's id, for revocation. Tokens minted before ids existed
+    /// have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,6 +50,10 @@ pub enum AuthError {
     Expired,
     #[error("the token is invalid")]
     Invalid,
+    #[error("the token has been revoked")]
+    Revoked,
+    #[error("the token's lifetime exceeds the {0} h this gateway accepts (TOKEN_MAX_HOURS)")]
+    TooLong(i64),
     #[error("the Authorization header must be `Bearer <token>`")]
     Malformed,
     #[error("connection_init needs a payload `{{\"authorization\": \"Bearer <token>\"}}` (or `headers.Authorization`)")]
@@ -80,19 +89,85 @@ impl CallerName {
     }
 }
 
-/// Keys derived once from the configured secret.
+/// One HS256 secret with its key id.
 #[derive(Clone)]
-pub struct TokenKeys {
+struct Key {
+    /// `hs-` and the first 12 hex digits of the secret's SHA-256: names the
+    /// secret in token headers and logs without revealing it.
+    kid: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
 }
 
-impl TokenKeys {
-    pub fn new(secret: &JwtSecret) -> TokenKeys {
-        TokenKeys {
+impl Key {
+    fn new(secret: &JwtSecret) -> Key {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(secret.expose());
+        Key {
+            kid: format!("hs-{}", &hex::encode(digest)[..12]),
             encoding: EncodingKey::from_secret(secret.expose()),
             decoding: DecodingKey::from_secret(secret.expose()),
         }
+    }
+}
+
+/// A token just minted, with what revoking it needs.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub token: String,
+    /// Its `jti`.
+    pub id: String,
+    /// Its `exp`, seconds since the epoch.
+    pub expires_at: i64,
+}
+
+/// The keys tokens are minted and checked with, derived once from the
+/// configured secrets: the current secret signs (its `kid` in the header)
+/// and verifies; previous secrets only verify, so a secret rotates without
+/// logging anyone out (DESIGN.md section 5). Every clone shares one
+/// revocation list.
+#[derive(Clone)]
+pub struct TokenKeys {
+    signing: Key,
+    previous: Vec<Key>,
+    max_lifetime_secs: i64,
+    revoked: Revocations,
+}
+
+impl TokenKeys {
+    /// One secret, the default maximum lifetime, nothing revoked.
+    pub fn new(secret: &JwtSecret) -> TokenKeys {
+        TokenKeys::rotating(secret, &[], DEFAULT_MAX_LIFETIME_HOURS)
+    }
+
+    /// The current secret, the previous ones still accepted, and the
+    /// longest lifetime a token may claim.
+    pub fn rotating(
+        current: &JwtSecret,
+        previous: &[JwtSecret],
+        max_lifetime_hours: i64,
+    ) -> TokenKeys {
+        TokenKeys {
+            signing: Key::new(current),
+            previous: previous.iter().map(Key::new).collect(),
+            max_lifetime_secs: max_lifetime_hours.saturating_mul(3600),
+            revoked: Revocations::default(),
+        }
+    }
+
+    /// The key id new tokens carry.
+    pub fn signing_kid(&self) -> &str {
+        &self.signing.kid
+    }
+
+    /// The longest lifetime a token may have, in seconds.
+    pub fn max_lifetime_secs(&self) -> i64 {
+        self.max_lifetime_secs
+    }
+
+    /// The revocation list these keys check (refreshed by the caller).
+    pub fn revocations(&self) -> &Revocations {
+        &self.revoked
     }
 
     /// Mints a token. `user` is required for the `user` role (its `sub`).
@@ -102,7 +177,7 @@ impl TokenKeys {
         user: Option<i32>,
         ttl: chrono::Duration,
     ) -> anyhow::Result<String> {
-        self.mint_as(role, user, None, ttl)
+        Ok(self.issue(role, user, None, ttl)?.token)
     }
 
     /// Mints a token for a named caller of a role other than `user`: its
@@ -116,14 +191,35 @@ impl TokenKeys {
         name: Option<&CallerName>,
         ttl: chrono::Duration,
     ) -> anyhow::Result<String> {
+        Ok(self.issue(role, user, name, ttl)?.token)
+    }
+
+    /// Mints a token and says its id and expiry (`token` prints the id so
+    /// the token can be revoked).
+    pub fn issue(
+        &self,
+        role: Role,
+        user: Option<i32>,
+        name: Option<&CallerName>,
+        ttl: chrono::Duration,
+    ) -> anyhow::Result<Issued> {
         if role == Role::User && user.is_none() {
             anyhow::bail!("a user token needs --user ID");
         }
         if role == Role::User && name.is_some() {
             anyhow::bail!("a user token is named by its user; --name is for the other roles");
         }
+        if ttl.num_seconds() > self.max_lifetime_secs {
+            anyhow::bail!(
+                "at most {} hours (TOKEN_MAX_HOURS): a longer-lived token would be refused",
+                self.max_lifetime_secs / 3600
+            );
+        }
         let role_name = format!("{role:?}").to_lowercase();
         let now = chrono::Utc::now().timestamp();
+        let mut id = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);
+        let id = hex::encode(id);
         let claims = Claims {
             sub: match (user, name) {
                 (Some(u), _) if role == Role::User => u.to_string(),
@@ -134,25 +230,46 @@ impl TokenKeys {
             role,
             exp: now + ttl.num_seconds(),
             iat: now,
+            jti: Some(id.clone()),
         };
-        Ok(encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.encoding,
-        )?)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.signing.kid.clone());
+        Ok(Issued {
+            token: encode(&header, &claims, &self.signing.encoding)?,
+            id,
+            expires_at: claims.exp,
+        })
     }
 
-    /// Checks signature, algorithm and expiry (no leeway: an expired token
-    /// is refused at once).
+    /// Checks signature (by the header's `kid`, or every accepted secret
+    /// for tokens minted before key ids), algorithm, expiry (no leeway),
+    /// lifetime and revocation.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::Invalid);
+        }
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 0;
         v.set_required_spec_claims(&["exp", "sub"]);
-        let data = decode::<Claims>(token, &self.decoding, &v).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-            _ => AuthError::Invalid,
-        })?;
-        let c = data.claims;
+        let keys = std::iter::once(&self.signing).chain(&self.previous);
+        let mut outcome = Err(AuthError::Invalid);
+        for key in keys.filter(|k| header.kid.as_ref().is_none_or(|kid| *kid == k.kid)) {
+            outcome = decode::<Claims>(token, &key.decoding, &v).map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
+            });
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        let c = outcome?.claims;
+        if c.exp.saturating_sub(c.iat) > self.max_lifetime_secs {
+            return Err(AuthError::TooLong(self.max_lifetime_secs / 3600));
+        }
+        if c.jti.as_deref().is_some_and(|id| self.revoked.contains(id)) {
+            return Err(AuthError::Revoked);
+        }
         let user_id = c.sub.parse::<i32>().ok();
         if c.role == Role::User && user_id.is_none() {
             return Err(AuthError::Invalid);
@@ -162,7 +279,17 @@ impl TokenKeys {
             subject: c.sub,
             user_id,
             expires_at: c.exp,
+            token_id: c.jti,
         })
+    }
+
+    /// Whether a caller's token has been revoked since it was checked
+    /// (open WebSockets ask before each operation).
+    pub fn is_revoked(&self, caller: &Caller) -> bool {
+        caller
+            .token_id
+            .as_deref()
+            .is_some_and(|id| self.revoked.contains(id))
     }
 
     /// Parses an `Authorization` header value.
@@ -230,6 +357,103 @@ mod tests {
         assert!(k
             .mint_as(Role::User, Some(1), Some(&name), chrono::Duration::hours(1))
             .is_err());
+    }
+
+    #[test]
+    fn a_rotated_secret_still_verifies_and_an_unknown_kid_does_not() {
+        let old = JwtSecret::new(vec![1; 32]).unwrap();
+        let new = JwtSecret::new(vec![2; 32]).unwrap();
+        let before = TokenKeys::new(&old)
+            .mint(Role::Service, None, chrono::Duration::hours(1))
+            .unwrap();
+        let rotated = TokenKeys::rotating(&new, std::slice::from_ref(&old), 24);
+        assert_eq!(rotated.verify(&before).unwrap().role, Role::Service);
+        let after = rotated
+            .mint(Role::Admin, None, chrono::Duration::hours(1))
+            .unwrap();
+        assert_eq!(rotated.verify(&after).unwrap().role, Role::Admin);
+        // Once the old secret is dropped, its tokens are refused.
+        assert_eq!(
+            TokenKeys::new(&new).verify(&before),
+            Err(AuthError::Invalid)
+        );
+        // The old secret alone does not accept the new key's tokens.
+        assert_eq!(TokenKeys::new(&old).verify(&after), Err(AuthError::Invalid));
+        assert_ne!(rotated.signing_kid(), TokenKeys::new(&old).signing_kid());
+        assert!(
+            !rotated.signing_kid().contains("0202"),
+            "the kid is a digest"
+        );
+    }
+
+    #[test]
+    fn a_token_minted_before_key_ids_verifies_with_either_secret() {
+        let old = JwtSecret::new(vec![1; 32]).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: "service".into(),
+            role: Role::Service,
+            exp: now + 60,
+            iat: now,
+            jti: None,
+        };
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(old.expose()),
+        )
+        .unwrap();
+        let rotated = TokenKeys::rotating(&JwtSecret::new(vec![2; 32]).unwrap(), &[old], 24);
+        let c = rotated.verify(&t).unwrap();
+        assert_eq!((c.role, c.token_id), (Role::Service, None));
+    }
+
+    #[test]
+    fn lifetimes_past_the_maximum_are_refused_when_minted_and_when_checked() {
+        let secret = JwtSecret::new(vec![1; 32]).unwrap();
+        let lenient = TokenKeys::rotating(&secret, &[], 1000);
+        let strict = TokenKeys::rotating(&secret, &[], 24);
+        let long = lenient
+            .mint(Role::Service, None, chrono::Duration::hours(25))
+            .unwrap();
+        assert_eq!(strict.verify(&long), Err(AuthError::TooLong(24)));
+        assert!(strict
+            .mint(Role::Service, None, chrono::Duration::hours(25))
+            .is_err());
+        assert!(strict
+            .mint(Role::Service, None, chrono::Duration::hours(24))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_revoked_token_is_refused_by_every_clone() {
+        let k = keys(1);
+        let issued = k
+            .issue(Role::Service, None, None, chrono::Duration::hours(1))
+            .unwrap();
+        let other = keys(1);
+        let clone = k.clone();
+        assert_eq!(issued.id.len(), 32);
+        let caller = k.verify(&issued.token).unwrap();
+        assert_eq!(caller.token_id.as_deref(), Some(issued.id.as_str()));
+        k.revocations().insert(issued.id.clone());
+        assert_eq!(clone.verify(&issued.token), Err(AuthError::Revoked));
+        assert!(clone.is_revoked(&caller));
+        // Keys built apart have their own list (each instance refreshes
+        // its own from the database).
+        assert!(other.verify(&issued.token).is_ok());
+    }
+
+    #[test]
+    fn tokens_of_other_algorithms_are_refused() {
+        let k = keys(1);
+        let t = k
+            .mint(Role::Admin, None, chrono::Duration::hours(1))
+            .unwrap();
+        let (_, rest) = t.split_once('.').unwrap();
+        // {"alg":"none","typ":"JWT"}
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{rest}");
+        assert_eq!(k.verify(&none), Err(AuthError::Invalid));
     }
 
     #[test]

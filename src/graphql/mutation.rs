@@ -5,10 +5,11 @@ use chrono::{DateTime, Utc};
 
 use super::context::{caller, state};
 use super::types::*;
+use crate::auth::TokenId;
 use crate::domain::hold_input::{CaptureRequest, HoldDraft, HoldRequest, ReleaseRequest};
 use crate::domain::input::{
-    Author, ConsumeRequest, PlatformUserId, RechargeDraft, RechargeRequest, RefundRequest,
-    UserName, UserUuid,
+    Author, ConsumeRequest, InputError, PlatformUserId, RechargeDraft, RechargeRequest,
+    RefundRequest, UserName, UserUuid,
 };
 use crate::domain::ledger::{self, CreateUser};
 use crate::domain::source::SourceType;
@@ -361,5 +362,23 @@ impl MutationRoot {
             st.metrics.ledger("expire", "applied");
         }
         Ok(ExpireReportGql(report))
+    }
+
+    /// Revokes a token by its id (`jti`, printed by `points-gateway
+    /// token`), admins only: this instance refuses it at once, every other
+    /// within 2 s, until it expires. `false` when it was revoked already.
+    async fn revoke_token(&self, ctx: &Context<'_>, id: String) -> async_graphql::Result<bool> {
+        let who = caller(ctx)?;
+        who.must_be_admin().gql()?;
+        let id = TokenId::new(&id).map_err(InputError).gql()?;
+        let st = state(ctx)?;
+        let until = chrono::Utc::now().timestamp() + st.keys.max_lifetime_secs();
+        let new = st
+            .store
+            .revoke_token(id.as_str(), until, &who.writer())
+            .await
+            .gql()?;
+        st.keys.revocations().insert(id.as_str().to_owned());
+        Ok(new)
     }
 }

@@ -20,7 +20,7 @@ use super::media::{is_json_body, negotiate, Media, JSON};
 use super::operation::{assign_codes, error_body, outcome, prepare, well_formed};
 use super::{HttpState, MAX_BATCH, MAX_BODY_BYTES};
 use crate::auth::{AuthError, Caller, Role};
-use crate::errors::{to_server_error, Coded, ReadError, Refusal};
+use crate::errors::{to_server_error, Code, Coded, ReadError, Refusal};
 
 /// A role as logs name it.
 fn role_name(role: Role) -> &'static str {
@@ -47,8 +47,13 @@ fn status(r: &Refusal) -> StatusCode {
         Refusal::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
         Refusal::Token(_) => StatusCode::UNAUTHORIZED,
         Refusal::Introspection => StatusCode::FORBIDDEN,
+        Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
+
+/// How long a client should wait before retrying when the database does
+/// not answer: the outage gate probes every half second.
+const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 1;
 
 /// A response carrying only the refusal (no `data`: nothing was executed).
 fn refuse(media: Media, r: Refusal) -> Response {
@@ -68,6 +73,12 @@ fn refuse(media: Media, r: Refusal) -> Response {
         Refusal::MutationOverGet => {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        Refusal::Unavailable => {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+            );
         }
         _ => {}
     }
@@ -392,13 +403,22 @@ async fn execute(
         }
     };
     let budget = Duration::from_millis(s.app.settings.request_timeout_ms);
-    // Past the budget the execution future is dropped: its queries are
-    // cancelled and an open transaction rolls back (a mutation is then
-    // either committed before or not at all; a retry with its key tells).
-    let mut responses = match tokio::time::timeout(budget, run).await {
+    let health = s.app.store.health();
+    // Past the budget, or once the database stops answering, the execution
+    // future is dropped: its queries are cancelled and an open transaction
+    // rolls back (a mutation is then either committed before or not at
+    // all; a retry with its key tells).
+    let executed = if health.is_down() {
+        Err(Refusal::Unavailable)
+    } else {
+        tokio::select! {
+            r = tokio::time::timeout(budget, run) => r.map_err(|_| Refusal::OverBudget(budget)),
+            () = health.went_down() => Err(Refusal::Unavailable),
+        }
+    };
+    let mut responses = match executed {
         Ok(r) => r,
-        Err(_) => {
-            let refusal = Refusal::OverBudget(budget);
+        Err(refusal) => {
             for n in &names {
                 s.app.metrics.request(
                     n.as_deref(),
@@ -413,17 +433,19 @@ async fn execute(
     let single = names.len() == 1;
     let mut bodies = Vec::with_capacity(responses.len());
     let mut any_request_error = false;
+    let mut unavailable = false;
     let role = caller_role.map_or("anonymous", role_name);
     for (r, name) in responses.iter_mut().zip(&names) {
         let request_error = assign_codes(r);
         any_request_error |= request_error;
         let (outcome, elapsed) = (outcome(r), started.elapsed());
+        unavailable |= outcome == Code::Unavailable.as_str();
         s.app
             .metrics
             .request(name.as_deref(), authenticated, outcome, elapsed);
         // One line per operation (the request's span adds its request id).
         tracing::info!(
-            operation = ?name.as_deref().unwrap_or("anonymous"),
+            operation = name.as_deref().unwrap_or("anonymous"),
             role,
             outcome,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
@@ -436,13 +458,24 @@ async fn execute(
     } else {
         format!("[{}]", bodies.join(","))
     };
-    let status = if single {
+    let status = if unavailable {
+        // Whatever the media type: a proxy or client that knows nothing of
+        // GraphQL should still see "come back shortly".
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if single {
         media.status(any_request_error)
     } else {
         StatusCode::OK
     };
     let content_type = if single { media.content_type() } else { JSON };
-    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    let mut resp = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    if unavailable {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+        );
+    }
+    resp
 }
 
 #[cfg(test)]

@@ -154,12 +154,23 @@ async fn graphql_get(
     graphql::get(state, peer, req).await
 }
 
+/// Ready when the database answers, decided within a second: at once while
+/// the outage gate is down, else by a ping bounded by the probe's timeout
+/// (a load balancer's check must not hang on a dead database).
 async fn readyz(State(s): State<HttpState>) -> Response {
-    match s.app.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
+    let unreachable = || (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response();
+    if s.app.store.health().is_down() {
+        return unreachable();
+    }
+    match tokio::time::timeout(crate::store::health::PROBE_TIMEOUT, s.app.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "database not reachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+            unreachable()
+        }
+        Err(_) => {
+            tracing::warn!("database did not answer within a second");
+            unreachable()
         }
     }
 }

@@ -33,6 +33,31 @@ impl StoreError {
         e.to_string().contains("lock timeout")
     }
 
+    /// The database did not answer: no connection could be had in time,
+    /// the connection broke, or the server is shutting down, starting up
+    /// or refusing connections (SQLSTATE classes 08 and 57P, and 53300).
+    /// Such a failure is worth retrying with the same key; any other is
+    /// not the database's absence.
+    pub fn is_unavailable(&self) -> bool {
+        use sea_orm::RuntimeErr;
+        match &self.0 {
+            DbErr::ConnectionAcquire(_) => true,
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+                sea_orm::sqlx::Error::Io(_)
+                | sea_orm::sqlx::Error::PoolTimedOut
+                | sea_orm::sqlx::Error::PoolClosed
+                | sea_orm::sqlx::Error::WorkerCrashed => true,
+                sea_orm::sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// A unique index refused the row: the idempotency race was lost.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self.0.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))

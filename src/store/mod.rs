@@ -20,12 +20,15 @@ pub mod consume_call;
 mod error;
 pub mod fal;
 pub mod feed;
+pub mod health;
 pub mod holds;
 pub mod ledger;
 pub mod postgres;
 pub mod read;
+pub mod schema;
 pub mod source_types;
 pub mod sqlite;
+pub mod tokens;
 pub mod users;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +116,8 @@ pub struct Store {
     /// Whether consumes try the engine's one-call path first
     /// ([`Store::consume_call`]).
     consume_call: bool,
+    /// Whether the database answers ([`health`]); shared by every clone.
+    health: Arc<health::Health>,
 }
 
 /// The zone the ts platform writes its naive times in, when not configured.
@@ -198,6 +203,7 @@ impl Store {
             zone: spec.legacy_zone,
             read_only: spec.read_only,
             consume_call: engine == Engine::Postgres,
+            health: Arc::default(),
         })
     }
 
@@ -344,6 +350,20 @@ impl Store {
             (Engine::Postgres, _) | (Engine::Sqlite, true) => self.db.begin().await?,
             (Engine::Sqlite, false) => sqlite::begin_immediate(&self.db).await?,
         })
+    }
+
+    /// Whether the database answered its last probe ([`health`]).
+    pub fn health(&self) -> &health::Health {
+        &self.health
+    }
+
+    /// The outage gate's probe, on PostgreSQL (SQLite is a file: it does
+    /// not go away).
+    pub fn health_probe(&self) -> Option<postgres::HealthProbe> {
+        match self.engine {
+            Engine::Postgres => Some(postgres::HealthProbe::new(&self.url)),
+            Engine::Sqlite => None,
+        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

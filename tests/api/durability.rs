@@ -213,7 +213,7 @@ async fn a_full_disk_never_turns_an_acknowledged_write_into_a_lost_one() {
 
 /// PostgreSQL: the gateway's connection is killed while a consume waits
 /// inside its transaction (the user's row held by another session). The
-/// client gets an error and must not assume either outcome; the pool
+/// client gets `UNAVAILABLE` and must not assume either outcome; the pool
 /// recovers; a retry with the same key applies the consume once, and a
 /// second retry replays it (docs/DESIGN.md section 7).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +257,9 @@ async fn a_consume_cut_off_by_a_dropped_connection_is_settled_by_its_retry() {
     }
     assert!(killed, "the consume never waited for the lock");
     let answer = pending.await.unwrap();
-    assert_eq!(code(&answer), Some("INTERNAL"), "{answer}");
+    // A broken connection is the database's absence to this request:
+    // UNAVAILABLE, which says "retry with the same key".
+    assert_eq!(code(&answer), Some("UNAVAILABLE"), "{answer}");
     blocker.rollback().await.unwrap();
     // The retry applies it once; the next retry replays the same row.
     let first = app.consume(u, 10, "SCRIPT", "cut-1", None).await;

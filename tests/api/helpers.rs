@@ -71,11 +71,15 @@ pub async fn fresh_postgres_url() -> String {
     format!("{base}/{name}{query}")
 }
 
+/// The keys of the test secret.
+pub fn test_keys() -> TokenKeys {
+    TokenKeys::new(&JwtSecret::new(SECRET.to_vec()).unwrap())
+}
+
 pub fn settings(database_url: &str) -> Settings {
     Settings {
         database_url: database_url.to_owned(),
         bind: "127.0.0.1:0".to_owned(),
-        jwt_secret: JwtSecret::new(SECRET.to_vec()).unwrap(),
         fal_api_base_url: "http://127.0.0.1:9".to_owned(),
         fal_timeout_ms: 2_000,
         fal_concurrency: 8,
@@ -107,6 +111,7 @@ pub fn settings(database_url: &str) -> Settings {
         metrics_bind: None,
         cors_origins: Vec::new(),
         pg_consume_call: true,
+        migrate_on_start: true,
     }
 }
 
@@ -164,14 +169,14 @@ async fn start_until(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (TestApp, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let database_url = settings.database_url.clone();
-    let app = Application::build(settings)
+    let keys = test_keys();
+    let app = Application::build(settings, keys.clone())
         .await
         .expect("application builds");
     let port = app.port();
     let store = app.state().store.clone();
     let db = store.connection().clone();
     let handle = tokio::spawn(app.run_until(stop));
-    let keys = TokenKeys::new(&JwtSecret::new(SECRET.to_vec()).unwrap());
     let admin = keys
         .mint(Role::Admin, None, chrono::Duration::hours(1))
         .unwrap();

@@ -353,7 +353,7 @@ async fn instances_started_together_on_a_fresh_database_all_serve() {
         .map(|_| {
             let settings = crate::helpers::settings(&url);
             tokio::spawn(async move {
-                points_gateway::startup::Application::build(settings)
+                points_gateway::startup::Application::build(settings, crate::helpers::test_keys())
                     .await
                     .map(|app| app.port())
                     .map_err(|e| format!("{e:#}"))
@@ -370,5 +370,5 @@ async fn instances_started_together_on_a_fresh_database_all_serve() {
     }
     assert_eq!(ports.len(), 3);
     let migrations: i64 = crate::adopt::one(&url, "SELECT COUNT(*) FROM seaql_migrations").await;
-    assert_eq!(migrations, 12, "each migration recorded once");
+    assert_eq!(migrations, 13, "each migration recorded once");
 }

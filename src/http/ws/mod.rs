@@ -161,6 +161,10 @@ impl Connection {
         let expiry = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(expiry);
         let mut expiry_armed = false;
+        // A revocation (DESIGN.md section 5) reaches this instance's list
+        // within its refresh interval; open sockets look at that pace too.
+        let mut revocation_check = tokio::time::interval(crate::auth::REVOCATION_REFRESH);
+        revocation_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let close = loop {
             // Finished and cancelled operations are freed at once, not
             // when the socket closes.
@@ -217,6 +221,11 @@ impl Connection {
                     }
                 }
                 _ = &mut expiry, if expiry_armed => break Some(Close::Forbidden("token expired".into())),
+                _ = revocation_check.tick(), if self.caller.as_ref().is_some_and(|c| c.token_id.is_some()) => {
+                    if self.caller.as_ref().is_some_and(|c| self.s.app.keys.is_revoked(c)) {
+                        break Some(Close::Forbidden("token revoked".into()));
+                    }
+                }
             }
         };
         self.tasks.abort_all();

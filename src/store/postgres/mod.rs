@@ -78,3 +78,39 @@ pub(super) async fn probe(url: &str) -> Result<(), String> {
         Err(_) => Err("no answer within 5 s".to_owned()),
     }
 }
+
+/// The outage gate's probe (`store::health`): one connection of its own,
+/// outside any pool, pinged each time and re-made when it broke. A pool
+/// would retry a refused connection until its acquire timeout; this
+/// answers at once, so an outage is seen within one probe interval.
+pub struct HealthProbe {
+    url: String,
+    conn: Option<sea_orm::sqlx::PgConnection>,
+}
+
+impl HealthProbe {
+    pub(crate) fn new(url: &str) -> HealthProbe {
+        HealthProbe {
+            url: url.to_owned(),
+            conn: None,
+        }
+    }
+
+    /// Whether the database answered within `within`.
+    pub async fn answers(&mut self, within: Duration) -> bool {
+        use sea_orm::sqlx::{Connection, PgConnection};
+        let attempt = async {
+            let conn = match &mut self.conn {
+                Some(c) => c,
+                None => self.conn.insert(PgConnection::connect(&self.url).await?),
+            };
+            conn.ping().await
+        };
+        let ok = matches!(tokio::time::timeout(within, attempt).await, Ok(Ok(())));
+        if !ok {
+            // Broken or stuck: the next probe connects afresh.
+            self.conn = None;
+        }
+        ok
+    }
+}

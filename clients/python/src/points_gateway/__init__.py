@@ -24,6 +24,7 @@ from .errors import (
     RefundExceedsConsumed,
     TransportError,
     Unauthenticated,
+    Unavailable,
     UpstreamError,
     UserNotFound,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "SourceTypeInfo",
     "TransportError",
     "Unauthenticated",
+    "Unavailable",
     "UpstreamError",
     "UsageDetail",
     "User",

@@ -112,6 +112,16 @@ class UpstreamError(GatewayError):
     retry_safe = True
 
 
+class Unavailable(GatewayError):
+    """The gateway's database did not answer (stopped, failing over): HTTP
+    503 with ``Retry-After``. Nothing was committed, or it was and the same
+    key replays it: safe to send again.
+    """
+
+    code = "UNAVAILABLE"
+    retry_safe = True
+
+
 class InternalError(GatewayError):
     """The gateway failed; its transaction rolled back. Safe with the same key."""
 
@@ -143,6 +153,7 @@ _BY_CODE: Dict[str, Type[GatewayError]] = {
         Forbidden,
         LimitExceeded,
         UpstreamError,
+        Unavailable,
         InternalError,
     )
 }

@@ -1,0 +1,142 @@
+//! A PostgreSQL 15 cluster of the test's own, for what the shared test
+//! cluster must not suffer: being stopped (outages), later a replica or a
+//! pooler in front. Made with the server's own tools (`initdb`, `pg_ctl`)
+//! in a temporary directory, on a free loopback port, and removed on drop.
+//! As root the cluster runs as the `postgres` user (initdb refuses root).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Who runs the server: `Some(user)` when the tests run as root.
+    user: Option<String>,
+    pub port: u16,
+}
+
+/// The server binaries: `PG_BIN` (scripts/pg-throwaway.sh exports it), or
+/// Debian's layout.
+fn pg_bin() -> PathBuf {
+    if let Some(b) = std::env::var_os("PG_BIN") {
+        return PathBuf::from(b);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .filter(|b| b.join("initdb").exists())
+        .expect("PostgreSQL server binaries (PG_BIN or /usr/lib/postgresql/*/bin)")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl PgCluster {
+    /// `initdb` and start; the superuser is `gateway`, trusted on loopback.
+    pub fn start() -> PgCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("pg-own-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let user = is_root().then(|| "postgres".to_owned());
+        let c = PgCluster {
+            dir,
+            bin: pg_bin(),
+            user,
+            port: free_port(),
+        };
+        c.chown(c.dir.path());
+        c.run(&format!(
+            "'{}' -D '{}' -U gateway --auth=trust -E UTF8 --no-locale >/dev/null",
+            c.bin.join("initdb").display(),
+            c.data().display()
+        ));
+        c.start_again();
+        c
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The `postgres` database as `gateway`.
+    pub fn url(&self) -> String {
+        format!("postgres://gateway@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `pg_ctl start`, waiting until it accepts connections.
+    pub fn start_again(&self) {
+        self.run(&format!(
+            "'{}' -D '{}' -l '{}' -w -o \"-p {} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off\" start >/dev/null",
+            self.bin.join("pg_ctl").display(),
+            self.data().display(),
+            self.dir.path().join("server.log").display(),
+            self.port,
+            self.dir.path().display(),
+        ));
+    }
+
+    /// `pg_ctl stop -m fast`: sessions are ended, the server goes away.
+    pub fn stop(&self) {
+        self.run(&format!(
+            "'{}' -D '{}' -w -m fast stop >/dev/null",
+            self.bin.join("pg_ctl").display(),
+            self.data().display()
+        ));
+    }
+
+    fn chown(&self, path: &Path) {
+        if let Some(u) = &self.user {
+            let ok = Command::new("chown")
+                .args(["-R", u])
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown {}", path.display());
+        }
+    }
+
+    fn run(&self, script: &str) {
+        assert!(self.sh(script), "failed: {script}");
+    }
+
+    /// Runs `script` as the cluster's owner; whether it succeeded.
+    fn sh(&self, script: &str) -> bool {
+        match &self.user {
+            Some(u) => Command::new("su")
+                .args(["-s", "/bin/sh", u, "-c", script])
+                .current_dir("/")
+                .status(),
+            None => Command::new("sh").args(["-c", script]).status(),
+        }
+        .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.sh(&format!(
+            "'{}' -D '{}' -m immediate stop >/dev/null 2>&1",
+            self.bin.join("pg_ctl").display(),
+            self.data().display()
+        ));
+    }
+}

@@ -57,6 +57,10 @@ impl std::fmt::Debug for JwtSecret {
 pub struct Settings {
     /// `DATABASE_URL`: `sqlite://FILE?mode=rwc` or `postgres://...`.
     pub database_url: String,
+    /// `DATABASE_LISTEN_URL`: where the event tail's `LISTEN` connects
+    /// (PostgreSQL), when `DATABASE_URL` goes through a pooler; default the
+    /// same URL.
+    pub database_listen_url: Option<String>,
     /// `GATEWAY_BIND`: listen address; port 0 picks a free port.
     pub bind: String,
     /// `FAL_API_BASE_URL`.
@@ -186,6 +190,7 @@ impl Settings {
         }
         Ok(Settings {
             database_url,
+            database_listen_url: var("DATABASE_LISTEN_URL"),
             bind: var("GATEWAY_BIND").unwrap_or_else(|| "127.0.0.1:8000".to_owned()),
             fal_api_base_url: var("FAL_API_BASE_URL")
                 .unwrap_or_else(|| "https://api.fal.ai".to_owned()),

@@ -88,7 +88,12 @@ impl Application {
         // transaction may have stamped rows it committed after.
         let catch_up = Duration::from_millis(settings.request_timeout_ms) + Duration::from_secs(5);
         let (store, listener_task) = store
-            .feeding(broker.clone(), catch_up, shutdown.clone())
+            .feeding(
+                broker.clone(),
+                catch_up,
+                settings.database_listen_url.as_deref(),
+                shutdown.clone(),
+            )
             .await
             .context("cannot listen for ledger notifications")?;
         let health_watch = store

@@ -215,18 +215,24 @@ impl Store {
     ///   returns) tails that table on every instance, woken after each
     ///   commit, so changes committed through any instance reach every
     ///   instance's sink. `catch_up`: how long before a lost connection a
-    ///   transaction may have stamped rows it committed after.
+    ///   transaction may have stamped rows it committed after; `listen_url`
+    ///   where its `LISTEN` connects (default: the store's URL).
     /// - SQLite (one instance): each write transaction announces its rows
     ///   in-process right after its commit; no task.
     pub async fn feeding(
         mut self,
         sink: Arc<dyn LedgerSink>,
         catch_up: Duration,
+        listen_url: Option<&str>,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<(Store, Option<tokio::task::JoinHandle<()>>), StoreError> {
         match self.engine {
             Engine::Postgres => {
                 let url = self.url.clone();
+                // `LISTEN` needs a session of its own: behind a pooler in
+                // transaction mode it must bypass the pooler
+                // (`DATABASE_LISTEN_URL`).
+                let listen_url = listen_url.unwrap_or(&url).to_owned();
                 let wake = Arc::new(tokio::sync::Notify::new());
                 self.feed = Feed::waking(wake.clone());
                 // A pool of its own: the tail's polls neither wait for the
@@ -239,7 +245,8 @@ impl Store {
                     read_only: false,
                 })
                 .await?;
-                let task = postgres::tail::start(own, url, sink, wake, catch_up, stop).await?;
+                let task =
+                    postgres::tail::start(own, listen_url, sink, wake, catch_up, stop).await?;
                 Ok((self, Some(task)))
             }
             Engine::Sqlite => {

@@ -79,6 +79,7 @@ pub fn test_keys() -> TokenKeys {
 pub fn settings(database_url: &str) -> Settings {
     Settings {
         database_url: database_url.to_owned(),
+        database_listen_url: None,
         bind: "127.0.0.1:0".to_owned(),
         fal_api_base_url: "http://127.0.0.1:9".to_owned(),
         fal_timeout_ms: 2_000,

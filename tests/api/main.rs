@@ -25,6 +25,8 @@ mod keys;
 mod ledger;
 mod lifecycle;
 mod pg_cluster;
+mod pgbouncer;
+mod pooling;
 mod process;
 mod readme;
 mod reads;

@@ -17,51 +17,65 @@ pub(super) fn connect_options(
     legacy_zone: chrono_tz::Tz,
     read_only: bool,
 ) {
-    if let Some(t) = statement_timeout {
-        opts.statement_timeout(t);
-    }
-    // The gateway runs a small fixed set of prepared statements, each with
-    // an index path that does not depend on the values bound. Profiling the
-    // consume path showed PostgreSQL re-planning them on every execution
-    // (custom plans) for a fifth of its CPU.
-    //
     // `application_name` tells the ledger's trigger which rows the gateway
-    // wrote (DESIGN.md: a row written by anything else is reported).
-    //
-    // JIT compilation is off: it pays only for long analytic queries, and
-    // a generic plan's estimate over a large table (the event poll's
-    // `LIMIT $3` over 200,000 events of a busy ten minutes) crossed
-    // `jit_above_cost` and spent 17–40 ms compiling a 1 ms poll, every
-    // poll: balance delivery went from 2 to 40 ms.
-    opts.map_sqlx_postgres_opts(move |o| {
-        let o = o
-            .options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")])
-            .application_name(super::APPLICATION_NAME);
-        if read_only {
-            o.options([("default_transaction_read_only", "on")])
-        } else {
-            o
-        }
-    });
-    // The session's zone is the ts platform's: PostgreSQL then converts
-    // between its naive `timestamp` columns and instants (comparisons,
-    // inserts into a column an adopter widened to `timestamptz`) in that
-    // zone. sqlx sends `TimeZone=UTC` at startup, after any `options`, so
-    // it is set once each connection is made. Instants travel in binary
-    // and do not depend on it. A `chrono_tz` name is letters, digits and
-    // `/_+-` only: safe to quote.
-    let set_zone = format!("SET TIME ZONE '{}'", legacy_zone.name());
+    // wrote (DESIGN.md: a row written by anything else is reported). A
+    // startup parameter PgBouncer passes on (and tracks).
+    opts.map_sqlx_postgres_opts(|o| o.application_name(super::APPLICATION_NAME));
+    let session = session_settings(statement_timeout, legacy_zone, read_only);
     opts.map_sqlx_postgres_pool_opts(move |p| {
-        let set_zone = set_zone.clone();
+        let session = session.clone();
         p.after_connect(move |conn, _meta| {
-            let set_zone = set_zone.clone();
+            let session = session.clone();
             Box::pin(async move {
                 use sea_orm::sqlx::Executor;
-                conn.execute(sea_orm::sqlx::AssertSqlSafe(set_zone)).await?;
+                conn.execute(sea_orm::sqlx::AssertSqlSafe(session)).await?;
                 Ok(())
             })
         })
     });
+}
+
+/// The session's settings, sent as one simple query once each connection
+/// is made. Not as startup `options`: PgBouncer refuses a startup
+/// parameter it does not know (unless told to drop it, which would drop
+/// the settings silently), and passes this query on like any other.
+///
+/// - `plan_cache_mode = force_generic_plan`: the gateway runs a small fixed
+///   set of prepared statements, each with an index path that does not
+///   depend on the values bound. Profiling the consume path showed
+///   PostgreSQL re-planning them on every execution (custom plans) for a
+///   fifth of its CPU.
+/// - `jit = off`: JIT pays only for long analytic queries, and a generic
+///   plan's estimate over a large table (the event poll's `LIMIT $3` over
+///   200,000 events of a busy ten minutes) crossed `jit_above_cost` and
+///   spent 17–40 ms compiling a 1 ms poll, every poll: balance delivery
+///   went from 2 to 40 ms.
+/// - `statement_timeout`: the server aborts a statement running past the
+///   request budget, so a request cut off does not leave its query running.
+/// - The zone is the ts platform's: PostgreSQL then converts between its
+///   naive `timestamp` columns and instants (comparisons, inserts into a
+///   column an adopter widened to `timestamptz`) in that zone. sqlx sends
+///   `TimeZone=UTC` at startup; this comes after. Instants travel in binary
+///   and do not depend on it. A `chrono_tz` name is letters, digits and
+///   `/_+-` only: safe to quote.
+/// - `default_transaction_read_only` for read-only stores (`adopt`'s dry
+///   run): the engine itself refuses every write.
+fn session_settings(
+    statement_timeout: Option<Duration>,
+    legacy_zone: chrono_tz::Tz,
+    read_only: bool,
+) -> String {
+    let mut sql = format!(
+        "SET TIME ZONE '{}'; SET plan_cache_mode = force_generic_plan; SET jit = off",
+        legacy_zone.name()
+    );
+    if let Some(t) = statement_timeout {
+        sql.push_str(&format!("; SET statement_timeout = {}", t.as_millis()));
+    }
+    if read_only {
+        sql.push_str("; SET default_transaction_read_only = on");
+    }
+    sql
 }
 
 /// One connection, made and closed, so that an unreachable or refusing
@@ -112,5 +126,30 @@ impl HealthProbe {
             self.conn = None;
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_settings_are_one_query_with_every_setting() {
+        let s = session_settings(
+            Some(Duration::from_millis(7_000)),
+            chrono_tz::Asia::Shanghai,
+            false,
+        );
+        assert_eq!(
+            s,
+            "SET TIME ZONE 'Asia/Shanghai'; SET plan_cache_mode = force_generic_plan; \
+             SET jit = off; SET statement_timeout = 7000"
+        );
+        let ro = session_settings(None, chrono_tz::UTC, true);
+        assert!(
+            ro.ends_with("SET jit = off; SET default_transaction_read_only = on"),
+            "{ro}"
+        );
+        assert!(!ro.contains("statement_timeout"));
     }
 }

@@ -1,0 +1,138 @@
+//! Debian's PgBouncer (`/usr/sbin/pgbouncer`, the `pgbouncer` package) in
+//! front of a PostgreSQL server, as most managed setups run it: a config
+//! of its own in a temporary directory, a free loopback port, the common
+//! `ignore_startup_parameters = extra_float_digits` and nothing else bent
+//! for the gateway. As root it runs as `postgres` (it refuses root).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub struct PgBouncer {
+    dir: tempfile::TempDir,
+    user: Option<String>,
+    pub port: u16,
+}
+
+/// `session` or `transaction`.
+#[derive(Debug, Clone, Copy)]
+pub enum PoolMode {
+    Session,
+}
+
+impl PoolMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl PgBouncer {
+    /// In front of the server `server_url` points at (any database name
+    /// passes through to the same name).
+    pub fn start(server_url: &str, mode: PoolMode) -> PgBouncer {
+        let (host, port) = host_port(server_url);
+        let dir = tempfile::Builder::new()
+            .prefix("pgbouncer-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let user = is_root().then(|| "postgres".to_owned());
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.path().join("userlist.txt"), "\"gateway\" \"\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("pgbouncer.ini"),
+            format!(
+                "[databases]\n* = host={host} port={port}\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {listen}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {d}/userlist.txt\n\
+                 pool_mode = {mode}\nignore_startup_parameters = extra_float_digits\n\
+                 max_client_conn = 1000\ndefault_pool_size = 40\n\
+                 logfile = {d}/pgbouncer.log\npidfile = {d}/pgbouncer.pid\n",
+                mode = mode.as_str()
+            ),
+        )
+        .unwrap();
+        let b = PgBouncer {
+            dir,
+            user,
+            port: listen,
+        };
+        if let Some(u) = &b.user {
+            let ok = Command::new("chown")
+                .args(["-R", u])
+                .arg(b.dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok);
+        }
+        assert!(
+            b.sh(&format!("/usr/sbin/pgbouncer -d -q '{d}/pgbouncer.ini'")),
+            "pgbouncer (Debian's `pgbouncer` package) did not start: {}",
+            std::fs::read_to_string(b.dir.path().join("pgbouncer.log")).unwrap_or_default()
+        );
+        // Wait until it accepts connections.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+                return b;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("pgbouncer does not listen on {listen}");
+    }
+
+    /// `url` (a database on the server behind) through this PgBouncer.
+    pub fn url_for(&self, url: &str) -> String {
+        let (host, port) = host_port(url);
+        url.replacen(
+            &format!("{host}:{port}"),
+            &format!("127.0.0.1:{}", self.port),
+            1,
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
+    }
+
+    fn pidfile(&self) -> PathBuf {
+        self.dir.path().join("pgbouncer.pid")
+    }
+
+    fn sh(&self, script: &str) -> bool {
+        match &self.user {
+            Some(u) => Command::new("su")
+                .args(["-s", "/bin/sh", u, "-c", script])
+                .current_dir("/")
+                .status(),
+            None => Command::new("sh").args(["-c", script]).status(),
+        }
+        .is_ok_and(|s| s.success())
+    }
+}
+
+/// `host` and `port` of a `postgres://user@host:port/db` URL.
+fn host_port(url: &str) -> (String, u16) {
+    let rest = url.split_once('@').map_or(url, |(_, r)| r);
+    let hostport = rest.split(['/', '?']).next().unwrap_or(rest);
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
+    (host.to_owned(), port.parse().unwrap_or(5432))
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.pidfile()) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}

@@ -449,6 +449,7 @@ async fn connect_as(
         statement_timeout: None,
         legacy_zone: settings.legacy_zone,
         read_only: access == Access::ReadOnly,
+        acquire_timeout: None,
     })
     .await?)
 }

@@ -61,6 +61,11 @@ pub struct Settings {
     /// (PostgreSQL), when `DATABASE_URL` goes through a pooler; default the
     /// same URL.
     pub database_listen_url: Option<String>,
+    /// `DATABASE_READ_URL`: PostgreSQL read replicas (comma-separated)
+    /// serving the read side of the API (`store::replicas`).
+    pub database_read_urls: Vec<String>,
+    /// `DATABASE_READ_MAX_LAG_MS`: a replica lagging more is skipped.
+    pub read_max_lag_ms: u64,
     /// `GATEWAY_BIND`: listen address; port 0 picks a free port.
     pub bind: String,
     /// `FAL_API_BASE_URL`.
@@ -191,6 +196,16 @@ impl Settings {
         Ok(Settings {
             database_url,
             database_listen_url: var("DATABASE_LISTEN_URL"),
+            database_read_urls: var("DATABASE_READ_URL")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            read_max_lag_ms: parsed("DATABASE_READ_MAX_LAG_MS", 1_000)?,
             bind: var("GATEWAY_BIND").unwrap_or_else(|| "127.0.0.1:8000".to_owned()),
             fal_api_base_url: var("FAL_API_BASE_URL")
                 .unwrap_or_else(|| "https://api.fal.ai".to_owned()),

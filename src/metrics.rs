@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 const BUCKETS: [f64; 13] = [
@@ -31,6 +31,8 @@ pub struct Metrics {
     subscriptions: IntGauge,
     db_pool: IntGaugeVec,
     sql_statements: IntCounter,
+    reads: IntCounterVec,
+    replica_lag: GaugeVec,
     operation_names: Mutex<HashSet<String>>,
 }
 
@@ -43,6 +45,8 @@ pub struct Gauges {
     pub db_pool_size: u32,
     pub db_pool_idle: usize,
     pub sql_statements: u64,
+    /// Each read replica's name and lag in seconds (`None`: not answering).
+    pub replica_lags: Vec<(String, Option<f64>)>,
 }
 
 impl Metrics {
@@ -99,6 +103,20 @@ impl Metrics {
         )?;
         let sql_statements =
             IntCounter::new("gateway_sql_statements_total", "SQL statements run.")?;
+        let reads = IntCounterVec::new(
+            Opts::new(
+                "gateway_reads_total",
+                "Read-side queries (usage pages, statements, fal tasks, cost reports, user searches), by where they ran: replica or primary.",
+            ),
+            &["target"],
+        )?;
+        let replica_lag = GaugeVec::new(
+            Opts::new(
+                "gateway_replica_lag_seconds",
+                "Replay lag of each read replica as last measured; -1 when it does not answer.",
+            ),
+            &["replica"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gateway_build_info",
@@ -118,6 +136,8 @@ impl Metrics {
         registry.register(Box::new(subscriptions.clone()))?;
         registry.register(Box::new(db_pool.clone()))?;
         registry.register(Box::new(sql_statements.clone()))?;
+        registry.register(Box::new(reads.clone()))?;
+        registry.register(Box::new(replica_lag.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -133,6 +153,8 @@ impl Metrics {
             subscriptions,
             db_pool,
             sql_statements,
+            reads,
+            replica_lag,
             operation_names: Mutex::default(),
         })
     }
@@ -188,6 +210,12 @@ impl Metrics {
     }
 
     /// One call to fal: the HTTP status, or `timeout` / `transport` / `malformed`.
+    /// One read-side query, run on a replica or the primary.
+    pub fn read(&self, on_replica: bool) {
+        let target = if on_replica { "replica" } else { "primary" };
+        self.reads.with_label_values(&[target]).inc();
+    }
+
     pub fn fal_call(&self, status: &str) {
         self.fal.with_label_values(&[status]).inc();
     }
@@ -207,6 +235,11 @@ impl Metrics {
         self.db_pool
             .with_label_values(&["idle"])
             .set(as_i64(g.db_pool_idle));
+        for (name, lag) in &g.replica_lags {
+            self.replica_lag
+                .with_label_values(&[name.as_str()])
+                .set(lag.unwrap_or(-1.0));
+        }
         // The store counts statements itself; the counter follows it.
         let seen = self.sql_statements.get();
         self.sql_statements
@@ -231,6 +264,7 @@ mod tests {
             db_pool_size: 4,
             db_pool_idle: 3,
             sql_statements: 9,
+            replica_lags: vec![("db2:5432/points".into(), Some(0.25))],
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Application {
     notifications: Option<tokio::task::JoinHandle<()>>,
     /// PostgreSQL: the probe behind the outage gate (`store::health`).
     health_watch: Option<tokio::task::JoinHandle<()>>,
+    /// The measurement of the read replicas' lag, when there are any.
+    replica_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -43,6 +45,7 @@ impl Application {
             statement_timeout: Some(Duration::from_millis(settings.request_timeout_ms)),
             legacy_zone: settings.legacy_zone,
             read_only: false,
+            acquire_timeout: None,
         })
         .await
         .context("cannot connect to the database")?;
@@ -99,11 +102,15 @@ impl Application {
         let health_watch = store
             .health_probe()
             .map(|probe| spawn_health_watch(store.clone(), probe, shutdown.clone()));
+        let replicas = Arc::new(connect_replicas(&settings).await?);
+        let replica_watch =
+            (!replicas.is_empty()).then(|| spawn_replica_watch(replicas.clone(), shutdown.clone()));
         let source_types = SourceTypeCatalog::load(&store)
             .await
             .context("cannot read the source types")?;
         let state = AppState(Arc::new(App {
             store,
+            replicas,
             settings,
             keys,
             fal,
@@ -127,6 +134,7 @@ impl Application {
             http: HttpState::new(state, schema),
             notifications: listener_task,
             health_watch,
+            replica_watch,
         })
     }
 
@@ -196,6 +204,9 @@ impl Application {
         if let Some(h) = self.health_watch {
             h.abort();
         }
+        if let Some(h) = self.replica_watch {
+            h.abort();
+        }
         connections.close();
         if tokio::time::timeout(Duration::from_secs(5), connections.wait())
             .await
@@ -226,6 +237,48 @@ fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
                 // The list this instance has stays in force.
                 Err(e) => tracing::warn!(error = %e, "cannot refresh the revoked tokens"),
             }
+        }
+    })
+}
+
+/// The read replicas of `DATABASE_READ_URL` (PostgreSQL only).
+async fn connect_replicas(settings: &Settings) -> anyhow::Result<crate::store::replicas::Replicas> {
+    use crate::store::replicas::Replicas;
+    if settings.database_read_urls.is_empty() {
+        return Ok(Replicas::none());
+    }
+    if crate::store::Engine::of_url(&settings.database_url)? != crate::store::Engine::Postgres {
+        anyhow::bail!("DATABASE_READ_URL needs PostgreSQL (DATABASE_URL is SQLite)");
+    }
+    Replicas::connect(
+        &settings.database_read_urls,
+        ConnectOptionsSpec {
+            url: &settings.database_url,
+            max_connections: settings.db_max_connections,
+            statement_timeout: Some(Duration::from_millis(settings.request_timeout_ms)),
+            legacy_zone: settings.legacy_zone,
+            read_only: true,
+            acquire_timeout: Some(Duration::from_secs(1)),
+        },
+        Duration::from_millis(settings.read_max_lag_ms),
+    )
+    .await
+    .context("cannot connect to a read replica (DATABASE_READ_URL)")
+}
+
+fn spawn_replica_watch(
+    replicas: Arc<crate::store::replicas::Replicas>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::store::replicas::MEASURE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            replicas.measure().await;
         }
     })
 }

@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::events::Broker;
 use crate::fal::FalPlatform;
 use crate::metrics::Metrics;
+use crate::store::replicas::Replicas;
 use crate::store::Store;
 
 /// Cheap to clone; everything behind one `Arc`.
@@ -22,6 +23,9 @@ pub struct App {
     /// The database: every read and every ledger transaction goes through
     /// it. On SQLite it also announces committed ledger rows to `broker`.
     pub store: Store,
+    /// Read replicas for the read side (`DATABASE_READ_URL`); empty when
+    /// none is configured.
+    pub replicas: Arc<Replicas>,
     /// Configuration as loaded at start-up.
     pub settings: Settings,
     /// Keys derived once from the JWT secret, to verify and mint tokens.

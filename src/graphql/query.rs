@@ -3,7 +3,7 @@
 use async_graphql::{Context, InputObject, Object};
 use chrono::{DateTime, Utc};
 
-use super::context::{caller, state};
+use super::context::{caller, read, state};
 use super::types::*;
 use super::{AccountByKeyLoader, DuePointsLoader, LiveBatchesLoader, UserLoader};
 use crate::domain::input::{filter_text, timestamp};
@@ -223,9 +223,8 @@ impl QueryRoot {
             from: f.from,
             to: f.to,
         };
-        let (rows, more) = queries::ledger::usage_page(db, &filter, &page)
-            .await
-            .gql()?
+        let (rows, more) = read(ctx, |db| queries::ledger::usage_page(db, &filter, &page))
+            .await?
             .ok_or_else(not_found)?;
         prefetch_ledger_user(ctx, uid, &rows).await?;
         Ok(connection(
@@ -283,9 +282,7 @@ impl QueryRoot {
         let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
         let page = Page::new(first, after.as_deref()).gql()?;
         let zone = state(ctx)?.store.legacy_zone();
-        let (rows, more) = queries::ledger::statement_page(&state(ctx)?.store, uid, &page)
-            .await
-            .gql()?;
+        let (rows, more) = read(ctx, |db| queries::ledger::statement_page(db, uid, &page)).await?;
         Ok(connection(
             rows,
             more,
@@ -309,9 +306,7 @@ impl QueryRoot {
         let uid = caller(ctx)?.ledger_scope(user_id).gql()?;
         let page = Page::new(first, after.as_deref()).gql()?;
         let zone = state(ctx)?.store.legacy_zone();
-        let (rows, more) = queries::ledger::financial_page(&state(ctx)?.store, uid, &page)
-            .await
-            .gql()?;
+        let (rows, more) = read(ctx, |db| queries::ledger::financial_page(db, uid, &page)).await?;
         Ok(connection(
             rows,
             more,
@@ -337,9 +332,7 @@ impl QueryRoot {
         caller(ctx)?.must_be_admin().gql()?;
         let page = Page::new(first, after.as_deref()).gql()?;
         let search = queries::users::UserSearch(filter_text("search", search, 100).gql()?);
-        let (rows, more) = queries::users::search_page(&state(ctx)?.store, &search, &page)
-            .await
-            .gql()?;
+        let (rows, more) = read(ctx, |db| queries::users::search_page(db, &search, &page)).await?;
         Ok(connection(
             rows,
             more,
@@ -385,10 +378,10 @@ impl QueryRoot {
                 "at most 1000 accountIds".into(),
             )));
         }
-        let rows =
-            queries::costs::account_costs(&state(ctx)?.store, from, to, account_ids.as_deref())
-                .await
-                .gql()?;
+        let rows = read(ctx, |db| {
+            queries::costs::account_costs(db, from, to, account_ids.as_deref())
+        })
+        .await?;
         Ok(rows
             .into_iter()
             .map(|f| AccountCost {
@@ -423,9 +416,7 @@ impl QueryRoot {
             refunded: f.refunded,
         };
         let zone = state(ctx)?.store.legacy_zone();
-        let (rows, more) = queries::fal::task_page(&state(ctx)?.store, &filter, &page)
-            .await
-            .gql()?;
+        let (rows, more) = read(ctx, |db| queries::fal::task_page(db, &filter, &page)).await?;
         prefetch_task_relations(ctx, &rows).await?;
         Ok(connection(
             rows,

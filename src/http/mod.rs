@@ -214,6 +214,7 @@ fn metrics_text(s: &HttpState) -> Response {
         db_pool_size: size,
         db_pool_idle: idle,
         sql_statements: s.app.store.statements(),
+        replica_lags: s.app.replicas.lags(),
     });
     (
         [(

@@ -2,12 +2,14 @@
 //! ready it for the schema (parsed document, dataloaders, caller,
 //! introspection), and give every error of its response a code.
 
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::ServerError;
 use serde_json::Value;
 
 use super::HttpState;
 use crate::auth::{Caller, Role};
 use crate::errors::{assign_code, to_server_error, Code, Coded, Refusal};
+use crate::graphql::context::ReadRoute;
 
 /// `{"errors": [...]}` with one coded error.
 pub(super) fn error_body<E: Coded>(e: &E) -> Value {
@@ -43,8 +45,9 @@ pub(super) fn well_formed(v: &Value) -> Result<(), String> {
 }
 
 /// Readies one request for the schema: its parsed document (or the error
-/// that ends it before execution), its dataloaders, the caller, and
-/// introspection only for admins.
+/// that ends it before execution), its dataloaders, the caller,
+/// introspection only for admins, and whether its reads may go to a
+/// replica (queries only: a mutation reads what it wrote, on the primary).
 pub(super) fn prepare(
     s: &HttpState,
     r: async_graphql::Request,
@@ -52,15 +55,17 @@ pub(super) fn prepare(
 ) -> Result<async_graphql::Request, ServerError> {
     let is_admin = caller.as_ref().is_some_and(|c| c.role == Role::Admin);
     let may_introspect = is_admin || s.app.settings.introspection_for_all;
-    if !may_introspect {
+    let mut route = ReadRoute::Primary;
+    if let Ok(parsed) = &*s.documents.checked(&r.query) {
         // A clear refusal rather than a silent `__schema: null`.
-        if let Ok(parsed) = &*s.documents.checked(&r.query) {
-            if parsed.facts.get(r.operation_name.as_deref()).introspects {
-                return Err(to_server_error(&Refusal::Introspection));
-            }
+        if !may_introspect && parsed.facts.get(r.operation_name.as_deref()).introspects {
+            return Err(to_server_error(&Refusal::Introspection));
+        }
+        if selected_type(&parsed.doc, r.operation_name.as_deref()) == Some(OperationType::Query) {
+            route = ReadRoute::Replica;
         }
     }
-    let r = s.documents.attach(r)?;
+    let r = s.documents.attach(r)?.data(route);
     let mut r = crate::graphql::request_loaders(&s.app, r);
     if let Some(c) = caller {
         r = r.data(c.clone());
@@ -69,6 +74,22 @@ pub(super) fn prepare(
         r = r.disable_introspection();
     }
     Ok(r)
+}
+
+/// The type of the operation a request runs (`None` when the name matches
+/// none: async-graphql then refuses the request itself).
+fn selected_type(doc: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+    match (&doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, op)| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().map(|op| op.node.ty)
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    }
 }
 
 /// Gives every error a code and tells whether the request failed before

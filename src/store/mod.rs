@@ -25,6 +25,7 @@ pub mod holds;
 pub mod ledger;
 pub mod postgres;
 pub mod read;
+pub mod replicas;
 pub mod schema;
 pub mod source_types;
 pub mod sqlite;
@@ -143,6 +144,10 @@ pub struct ConnectOptionsSpec<'a> {
     /// SQLite the file is opened read-only and its journal mode is left as
     /// it is.
     pub read_only: bool,
+    /// How long a query waits for a pooled connection; `None`: 10 s. A
+    /// read replica's pool waits a second: a stopped replica must not hold
+    /// a read that the primary can serve.
+    pub acquire_timeout: Option<Duration>,
 }
 
 impl Store {
@@ -155,6 +160,7 @@ impl Store {
             statement_timeout: None,
             legacy_zone: DEFAULT_LEGACY_ZONE,
             read_only: false,
+            acquire_timeout: None,
         })
         .await
     }
@@ -169,7 +175,7 @@ impl Store {
         opts.max_connections(spec.max_connections)
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(spec.acquire_timeout.unwrap_or(Duration::from_secs(10)))
             .sqlx_logging(false);
         match engine {
             Engine::Postgres => postgres::connect_options(
@@ -243,6 +249,7 @@ impl Store {
                     statement_timeout: None,
                     legacy_zone: self.zone,
                     read_only: false,
+                    acquire_timeout: None,
                 })
                 .await?;
                 let task =
@@ -329,6 +336,7 @@ impl Store {
                     statement_timeout: None,
                     legacy_zone: DEFAULT_LEGACY_ZONE,
                     read_only: true,
+                    acquire_timeout: None,
                 })
                 .await?;
                 let standing = adopt::standing(&reader.db).await;

@@ -80,6 +80,8 @@ pub fn settings(database_url: &str) -> Settings {
     Settings {
         database_url: database_url.to_owned(),
         database_listen_url: None,
+        database_read_urls: Vec::new(),
+        read_max_lag_ms: 1_000,
         bind: "127.0.0.1:0".to_owned(),
         fal_api_base_url: "http://127.0.0.1:9".to_owned(),
         fal_timeout_ms: 2_000,

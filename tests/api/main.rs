@@ -30,6 +30,7 @@ mod pooling;
 mod process;
 mod readme;
 mod reads;
+mod replicas;
 mod rollout;
 mod schema;
 mod services;

@@ -73,6 +73,30 @@ impl PgCluster {
         c
     }
 
+    /// A streaming replica of this cluster, as an operator makes one:
+    /// `pg_basebackup -R -X stream`, then started on a port of its own.
+    pub fn replica(&self) -> PgCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("pg-replica-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let r = PgCluster {
+            dir,
+            bin: self.bin.clone(),
+            user: self.user.clone(),
+            port: free_port(),
+        };
+        r.chown(r.dir.path());
+        r.run(&format!(
+            "'{}' -h 127.0.0.1 -p {} -U gateway -D '{}' -R -X stream >/dev/null",
+            r.bin.join("pg_basebackup").display(),
+            self.port,
+            r.data().display()
+        ));
+        r.start_again();
+        r
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }

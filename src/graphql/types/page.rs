@@ -5,8 +5,7 @@ use async_graphql::connection::{Connection, CursorType, Edge};
 use async_graphql::{Context, Object, OutputType};
 
 use super::{FalTask, FinancialTransaction, HoldGql, PointsDetail, UsageDetail, User};
-use crate::errors::GqlResult;
-use crate::graphql::context::state;
+use crate::graphql::context::read;
 use crate::store::read::{self as queries, Cursor, CursorError};
 
 impl CursorType for Cursor {
@@ -35,16 +34,17 @@ pub enum TotalCount {
 impl TotalCount {
     /// Rows matching the filter across all pages.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
-        let db = &state(ctx)?.store;
-        let n = match self {
-            TotalCount::Usage(f) => queries::ledger::usage_count(db, f).await,
-            TotalCount::Statement(u) => queries::ledger::statement_count(db, *u).await,
-            TotalCount::Financial(u) => queries::ledger::financial_count(db, *u).await,
-            TotalCount::Tasks(f) => queries::fal::task_count(db, f).await,
-            TotalCount::Users(q) => queries::users::search_count(db, q).await,
-            TotalCount::Holds(u, status) => db.holds_count(*u, *status).await,
-        }
-        .gql()?;
+        let n = read(ctx, |db| async move {
+            match self {
+                TotalCount::Usage(f) => queries::ledger::usage_count(db, f).await,
+                TotalCount::Statement(u) => queries::ledger::statement_count(db, *u).await,
+                TotalCount::Financial(u) => queries::ledger::financial_count(db, *u).await,
+                TotalCount::Tasks(f) => queries::fal::task_count(db, f).await,
+                TotalCount::Users(q) => queries::users::search_count(db, q).await,
+                TotalCount::Holds(u, status) => db.holds_count(*u, *status).await,
+            }
+        })
+        .await?;
         Ok(n as i64)
     }
 }

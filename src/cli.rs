@@ -123,7 +123,10 @@ pub enum SourceTypesAction {
     },
 }
 
-pub fn init_tracing(json: bool) {
+/// Logs to stderr (text, or JSON lines) and, when an OTLP endpoint is
+/// configured, traces to it (`crate::telemetry`); the returned guard
+/// flushes the traces at the end.
+pub fn init_tracing(json: bool) -> crate::telemetry::Telemetry {
     // The database and HTTP-client crates log statements with their bound
     // values (fal keys among them) and request details at debug level: they
     // stay at warn whatever RUST_LOG says, so no secret reaches a log.
@@ -135,15 +138,32 @@ pub fn init_tracing(json: bool) {
     // Logs go to stderr; stdout carries only what a command prints.
     // Colours only for a person at a terminal, never into a log file.
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+    });
+    let lines = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let (otel, telemetry) = match crate::telemetry::layer() {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("traces are off: the OTLP exporter cannot start: {e}");
+            (None, crate::telemetry::Telemetry::OFF)
+        }
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(lines)
+        .with(otel)
+        .try_init();
+    telemetry
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -158,7 +178,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_configured(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
-    init_tracing(settings.log_json);
+    let telemetry = init_tracing(settings.log_json);
+    let outcome = run_command(command, settings).await;
+    // Off the runtime's workers: the exporter's flush blocks.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    outcome
+}
+
+async fn run_command(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
         Command::Schema => {
             print!("{}", crate::graphql::sdl());

@@ -18,4 +18,5 @@ pub mod seed;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod time;

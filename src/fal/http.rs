@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::{header, StatusCode};
+use tracing::Instrument;
 
 use std::sync::Arc;
 
@@ -69,12 +70,15 @@ impl FalHttp {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let span = tracing::info_span!("fal GET /v1/models/usage", attempt);
             let sent = self
                 .client
                 .get(&url)
+                .headers(span.in_scope(crate::telemetry::outgoing_headers))
                 .header(header::AUTHORIZATION, format!("Key {api_key}"))
                 .query(&query)
                 .send()
+                .instrument(span)
                 .await;
             let resp = match sent {
                 Ok(r) => r,

@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::media::{is_json_body, negotiate, Media, JSON};
 use super::operation::{assign_codes, error_body, outcome, prepare, well_formed};
@@ -390,12 +391,24 @@ async fn execute(
         BatchRequest::Single(r) => vec![label(r)],
         BatchRequest::Batch(v) => v.iter().map(label).collect(),
     };
+    // One span per operation (a trace shows which statements it ran).
+    let op_span = |n: &Option<String>| {
+        tracing::info_span!(
+            "graphql operation",
+            operation = n.as_deref().unwrap_or("anonymous")
+        )
+    };
     let run = async {
         match batch {
-            BatchRequest::Single(r) => vec![execute_one(s, prepare(s, r, &caller)).await],
+            BatchRequest::Single(r) => vec![
+                execute_one(s, prepare(s, r, &caller))
+                    .instrument(op_span(&names[0]))
+                    .await,
+            ],
             BatchRequest::Batch(v) => {
                 v.into_iter()
-                    .map(|r| execute_one(s, prepare(s, r, &caller)))
+                    .zip(&names)
+                    .map(|(r, n)| execute_one(s, prepare(s, r, &caller)).instrument(op_span(n)))
                     .collect::<FuturesOrdered<_>>()
                     .collect()
                     .await

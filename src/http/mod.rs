@@ -242,6 +242,7 @@ async fn request_id(req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    crate::telemetry::adopt_parent(&span, req.headers());
     let started = std::time::Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| {

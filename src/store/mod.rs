@@ -197,8 +197,9 @@ impl Store {
         })?;
         let statements = Arc::new(StatementCounter::default());
         let c = statements.clone();
-        db.set_metric_callback(move |_info| {
+        db.set_metric_callback(move |info| {
             c.0.fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::statement(&info.statement.sql, info.elapsed, info.failed);
         });
         Ok(Store {
             db,

@@ -32,6 +32,8 @@ pub enum Scenario {
 pub struct Recorded {
     pub calls: HashMap<String, u32>,
     pub queries: HashMap<String, Vec<String>>,
+    /// The `traceparent` header of each call that carried one.
+    pub traceparents: Vec<String>,
 }
 
 pub struct StandIn {
@@ -122,6 +124,9 @@ async fn usage(
     else {
         return fal_error(401, "authorization_error", "Authentication required");
     };
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        s.recorded.lock().unwrap().traceparents.push(tp.to_owned());
+    }
     let scenario = s.scenarios.lock().unwrap().get(&key).cloned();
     let Some(scenario) = scenario else {
         return fal_error(401, "authorization_error", "Authentication required");

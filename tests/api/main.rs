@@ -35,6 +35,7 @@ mod rollout;
 mod schema;
 mod services;
 mod subscriptions;
+mod traces;
 mod transport;
 mod verify;
 mod ws_client;

@@ -10,12 +10,17 @@
   var url = location.origin + "/graphql";
   var wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/graphql";
 
+  // The text of a document without comments and strings.
+  function stripped(query) {
+    return query.replace(/"""[\s\S]*?"""|"(?:\\.|[^"\\])*"|#[^\n]*/g, " ");
+  }
+
   // Whether the operation to run is a subscription, from its text (comments
   // and strings removed). GraphiQL's own choice follows a parse of the
   // editor that can lag behind what it runs, which sent subscriptions over
   // HTTP; this decides from the very text being sent.
   function isSubscription(query, name) {
-    var text = query.replace(/"""[\s\S]*?"""|"(?:\\.|[^"\\])*"|#[^\n]*/g, " ");
+    var text = stripped(query);
     if (name) {
       return new RegExp("\\bsubscription\\s+" + name + "\\b").test(text);
     }
@@ -37,6 +42,24 @@
     };
   }
 
+  // What the editor opens with (until the admin's own work replaces it):
+  // this API's usage page, not GraphiQL's generic welcome.
+  var EXAMPLE = [
+    "# points-gateway. Paste an admin token above, then run (Ctrl-Enter).",
+    "# A user's usage page, as the web frontend's UsageDetail reads it;",
+    "# the Explorer (left bar) builds other queries by clicking fields.",
+    "query UsageDetail($userId: Int = 1, $after: String) {",
+    "  usageDetails(userId: $userId, first: 20, after: $after) {",
+    "    totalCount",
+    "    pageInfo { hasNextPage endCursor }",
+    "    edges {",
+    "      node { id createdAt type sourceType sourceId amount change balanceAfter description }",
+    "    }",
+    "  }",
+    "}",
+    "",
+  ].join("\n");
+
   function render() {
     var token = input.value.trim();
     var auth = token ? { Authorization: "Bearer " + token } : {};
@@ -47,6 +70,13 @@
       wsConnectionParams: token ? { authorization: "Bearer " + token } : {},
     });
     var fetcher = function (params, opts) {
+      // GraphiQL's operation name also comes from that lagging parse: run
+      // right after the editor changed, it can name an operation of the
+      // previous text. A name the text does not define is dropped.
+      if (params.operationName &&
+          !new RegExp("\\b(query|mutation|subscription)\\s+" + params.operationName + "\\b").test(stripped(params.query))) {
+        params = Object.assign({}, params, { operationName: undefined });
+      }
       var name = params.operationName || undefined;
       var ast = isSubscription(params.query, name) ? subscriptionDocument(name) : undefined;
       return base(params, Object.assign({}, opts, { documentAST: ast }));
@@ -56,6 +86,8 @@
         fetcher: fetcher,
         defaultEditorToolsVisibility: true,
         shouldPersistHeaders: false,
+        defaultQuery: EXAMPLE,
+        plugins: [GraphiQLPluginExplorer.explorerPlugin()],
       })
     );
   }

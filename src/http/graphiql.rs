@@ -40,6 +40,16 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/graphiql/react-dom.production.min.js"),
     ),
     (
+        "plugin-explorer.umd.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/graphiql/plugin-explorer.umd.js"),
+    ),
+    (
+        "plugin-explorer.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/graphiql/plugin-explorer.css"),
+    ),
+    (
         "init.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/graphiql/init.js"),
@@ -60,6 +70,7 @@ const PAGE: &str = r#"<!doctype html>
 <title>points-gateway · GraphiQL</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/graphiql/graphiql.min.css">
+<link rel="stylesheet" href="/graphiql/plugin-explorer.css">
 <style>
   html, body { height: 100%; margin: 0; }
   body { display: flex; flex-direction: column; font-family: system-ui, sans-serif; }
@@ -77,6 +88,7 @@ const PAGE: &str = r#"<!doctype html>
 <script src="/graphiql/react.production.min.js"></script>
 <script src="/graphiql/react-dom.production.min.js"></script>
 <script src="/graphiql/graphiql.min.js"></script>
+<script src="/graphiql/plugin-explorer.umd.js"></script>
 <script src="/graphiql/init.js"></script>
 </body>
 </html>

@@ -244,6 +244,34 @@ async fn graphiql_works_from_the_gateway_alone() {
     )
     .await;
 
+    // The editor opens with this API's example (a usage page), and the
+    // Explorer plugin lists the schema's fields to click queries together.
+    let example = page
+        .wait_for(
+            "the example query in the editor",
+            "(() => { const cm = document.querySelector('.graphiql-query-editor .CodeMirror'); \
+             return cm ? cm.CodeMirror.getValue() : ''; })()",
+        )
+        .await;
+    assert!(
+        example.as_str().unwrap().contains("query UsageDetail")
+            && example.as_str().unwrap().contains("usageDetails("),
+        "{example}"
+    );
+    page.wait_for(
+        "the explorer button",
+        "!!document.querySelector('button[aria-label*=\"GraphiQL Explorer\"]')",
+    )
+    .await;
+    page.eval("document.querySelector('button[aria-label*=\"GraphiQL Explorer\"]').click(), true")
+        .await;
+    page.wait_for(
+        "the Explorer to list the root fields",
+        "(() => { const e = document.querySelector('.graphiql-explorer-root'); \
+         return e && e.innerText.includes('usageDetails') && e.innerText.includes('accountCosts') ? e.innerText : ''; })()",
+    )
+    .await;
+
     // The Docs panel shows the schema (introspection as an admin).
     page.wait_for(
         "the docs button",

@@ -432,7 +432,15 @@ fn token_keys(settings: &Settings, usage: SecretUse) -> anyhow::Result<TokenKeys
 }
 
 fn keys_of(auth: &AuthSettings) -> TokenKeys {
-    TokenKeys::rotating(&auth.secret, &auth.previous, auth.max_lifetime_hours)
+    let keys = TokenKeys::rotating(&auth.secret, &auth.previous, auth.max_lifetime_hours);
+    match &auth.jwks_url {
+        Some(url) => keys.with_jwks(std::sync::Arc::new(crate::auth::Jwks::new(
+            url,
+            auth.issuer.clone(),
+            auth.audience.clone(),
+        ))),
+        None => keys,
+    }
 }
 
 /// Prints a command's report; its exit code says whether it succeeded.

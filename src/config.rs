@@ -289,6 +289,13 @@ pub struct AuthSettings {
     /// `TOKEN_MAX_HOURS`: the longest lifetime (`exp - iat`) a token may
     /// have, minted or checked.
     pub max_lifetime_hours: i64,
+    /// `GATEWAY_JWKS_URL`: an identity provider's key set; its RS256/ES256
+    /// tokens (with `sub`, `role`, `exp`, `iat`) are accepted too.
+    pub jwks_url: Option<String>,
+    /// `GATEWAY_JWT_ISSUER` / `GATEWAY_JWT_AUDIENCE`: required `iss` and
+    /// `aud` of the identity provider's tokens, when set.
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
     pub source: SecretSource,
 }
 
@@ -316,6 +323,9 @@ impl AuthSettings {
             secret,
             previous,
             max_lifetime_hours: max_token_hours()?,
+            jwks_url: var("GATEWAY_JWKS_URL"),
+            issuer: var("GATEWAY_JWT_ISSUER"),
+            audience: var("GATEWAY_JWT_AUDIENCE"),
             source,
         })
     }

@@ -158,6 +158,11 @@ impl Application {
         let state = self.http.app.clone();
         let connections = self.http.connections.clone();
         let sweeper = spawn_expiry_sweep(state.clone());
+        let jwks = state
+            .keys
+            .jwks()
+            .cloned()
+            .map(|j| spawn_jwks_refresh(j, state.shutdown.clone()));
         let revocations = spawn_revocation_refresh(state.clone());
         let limits = Limits {
             header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
@@ -198,6 +203,9 @@ impl Application {
             h.abort();
         }
         revocations.abort();
+        if let Some(h) = jwks {
+            h.abort();
+        }
         if let Some(h) = self.notifications {
             h.abort();
         }
@@ -239,6 +247,75 @@ fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// Keeps the identity provider's key set (`GATEWAY_JWKS_URL`) current:
+/// fetched at once, every [`REFETCH_EVERY`], and when a token names an
+/// unknown key, at most every [`REFETCH_AT_MOST_EVERY`]. A failed fetch
+/// keeps the set it had.
+///
+/// [`REFETCH_EVERY`]: crate::auth::REFETCH_EVERY
+/// [`REFETCH_AT_MOST_EVERY`]: crate::auth::REFETCH_AT_MOST_EVERY
+fn spawn_jwks_refresh(
+    jwks: Arc<crate::auth::Jwks>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the JWKS client");
+                return;
+            }
+        };
+        loop {
+            let fetched = tokio::time::Instant::now();
+            match fetch_jwks(&client, jwks.url()).await {
+                Ok(set) => {
+                    let n = jwks.replace(&set);
+                    tracing::info!(keys = n, "identity provider keys fetched");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot fetch the identity provider's keys"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(crate::auth::REFETCH_EVERY) => {}
+                _ = jwks.wanted() => {
+                    tokio::time::sleep_until(fetched + crate::auth::REFETCH_AT_MOST_EVERY).await;
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    })
+}
+
+/// One fetch of a key set: at most 256 KiB, JSON.
+async fn fetch_jwks(
+    client: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<jsonwebtoken::jwk::JwkSet> {
+    const LIMIT: usize = 256 * 1024;
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?
+        .error_for_status()
+        .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?
+    {
+        if body.len() + chunk.len() > LIMIT {
+            anyhow::bail!("the key set is larger than {LIMIT} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(serde_json::from_slice(&body)?)
 }
 
 /// The read replicas of `DATABASE_READ_URL` (PostgreSQL only).

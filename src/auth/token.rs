@@ -3,6 +3,9 @@
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use super::jwks::Jwks;
 use super::revoked::Revocations;
 use super::Caller;
 use crate::config::{JwtSecret, DEFAULT_MAX_LIFETIME_HOURS};
@@ -132,6 +135,8 @@ pub struct TokenKeys {
     previous: Vec<Key>,
     max_lifetime_secs: i64,
     revoked: Revocations,
+    /// An identity provider's keys, when `GATEWAY_JWKS_URL` is set.
+    jwks: Option<Arc<Jwks>>,
 }
 
 impl TokenKeys {
@@ -152,7 +157,20 @@ impl TokenKeys {
             previous: previous.iter().map(Key::new).collect(),
             max_lifetime_secs: max_lifetime_hours.saturating_mul(3600),
             revoked: Revocations::default(),
+            jwks: None,
         }
+    }
+
+    /// Also accepts tokens an identity provider signs with the keys of
+    /// `jwks` (fetched by the caller: `startup`).
+    pub fn with_jwks(mut self, jwks: Arc<Jwks>) -> TokenKeys {
+        self.jwks = Some(jwks);
+        self
+    }
+
+    /// The identity provider's key set, when one is configured.
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
     }
 
     /// The key id new tokens carry.
@@ -246,23 +264,36 @@ impl TokenKeys {
     /// lifetime and revocation.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
-        if header.alg != Algorithm::HS256 {
-            return Err(AuthError::Invalid);
-        }
-        let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = 0;
-        v.set_required_spec_claims(&["exp", "sub"]);
-        let keys = std::iter::once(&self.signing).chain(&self.previous);
-        let mut outcome = Err(AuthError::Invalid);
-        for key in keys.filter(|k| header.kid.as_ref().is_none_or(|kid| *kid == k.kid)) {
-            outcome = decode::<Claims>(token, &key.decoding, &v).map_err(|e| match e.kind() {
+        let checked = |key: &DecodingKey, v: &Validation| {
+            decode::<Claims>(token, key, v).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
-            });
-            if outcome.is_ok() {
-                break;
+            })
+        };
+        let outcome = if header.alg == Algorithm::HS256 {
+            let mut v = Validation::new(Algorithm::HS256);
+            v.leeway = 0;
+            v.set_required_spec_claims(&["exp", "sub"]);
+            let keys = std::iter::once(&self.signing).chain(&self.previous);
+            let mut outcome = Err(AuthError::Invalid);
+            for key in keys.filter(|k| header.kid.as_ref().is_none_or(|kid| *kid == k.kid)) {
+                outcome = checked(&key.decoding, &v);
+                if outcome.is_ok() {
+                    break;
+                }
             }
-        }
+            outcome
+        } else {
+            // An identity provider's token: its key by `kid`, its algorithm.
+            match self
+                .jwks
+                .as_ref()
+                .and_then(|j| j.checker(header.kid.as_deref(), header.alg))
+            {
+                Some((key, v)) => checked(&key, &v),
+                None => Err(AuthError::Invalid),
+            }
+        };
         let c = outcome?.claims;
         if c.exp.saturating_sub(c.iat) > self.max_lifetime_secs {
             return Err(AuthError::TooLong(self.max_lifetime_secs / 3600));

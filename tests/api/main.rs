@@ -21,6 +21,7 @@ mod fal_standin;
 mod graphiql;
 mod holds;
 mod hostile;
+mod idp;
 mod keys;
 mod ledger;
 mod lifecycle;

@@ -485,6 +485,7 @@ async fn connect_as(
         legacy_zone: settings.legacy_zone,
         read_only: access == Access::ReadOnly,
         acquire_timeout: None,
+        transaction_pooling: settings.transaction_pooling,
     })
     .await?)
 }

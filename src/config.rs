@@ -61,6 +61,10 @@ pub struct Settings {
     /// (PostgreSQL), when `DATABASE_URL` goes through a pooler; default the
     /// same URL.
     pub database_listen_url: Option<String>,
+    /// `DATABASE_POOL_MODE=transaction`: `DATABASE_URL` goes through a
+    /// pooler in transaction mode (PgBouncer `pool_mode = transaction`);
+    /// `session` (the default) for a direct connection or session pooling.
+    pub transaction_pooling: bool,
     /// `DATABASE_READ_URL`: PostgreSQL read replicas (comma-separated)
     /// serving the read side of the API (`store::replicas`).
     pub database_read_urls: Vec<String>,
@@ -196,6 +200,13 @@ impl Settings {
         Ok(Settings {
             database_url,
             database_listen_url: var("DATABASE_LISTEN_URL"),
+            transaction_pooling: match var("DATABASE_POOL_MODE").as_deref() {
+                None | Some("session") => false,
+                Some("transaction") => true,
+                Some(other) => {
+                    bail!("DATABASE_POOL_MODE must be session or transaction, not {other:?}")
+                }
+            },
             database_read_urls: var("DATABASE_READ_URL")
                 .map(|v| {
                     v.split(',')

@@ -139,7 +139,7 @@ pub async fn release(store: &Store, opts: &ReleaseOptions) -> anyhow::Result<Rel
                 .to_owned(),
         ));
     }
-    match sa::adoption_row(store.connection()).await? {
+    match sa::adoption_row(store.conn()).await? {
         Some(a) if a.adopted() => {}
         _ => {
             tx.rollback().await?;

@@ -38,6 +38,14 @@ impl Application {
     /// `run_until_stopped`. `keys` mint and check tokens (the CLI builds
     /// them from `AuthSettings`, tests from a fixed secret).
     pub async fn build(settings: Settings, keys: TokenKeys) -> anyhow::Result<Application> {
+        if settings.transaction_pooling && settings.database_listen_url.is_none() {
+            // LISTEN keeps a session; a transaction-mode pooler gives none.
+            anyhow::bail!(
+                "DATABASE_POOL_MODE=transaction needs DATABASE_LISTEN_URL: a connection for the \
+                 balance-event tail's LISTEN that bypasses the pooler (or goes through it in \
+                 session mode)"
+            );
+        }
         Store::refuse_unadopted(&settings.database_url).await?;
         let store = Store::connect_with(ConnectOptionsSpec {
             url: &settings.database_url,
@@ -46,6 +54,7 @@ impl Application {
             legacy_zone: settings.legacy_zone,
             read_only: false,
             acquire_timeout: None,
+            transaction_pooling: settings.transaction_pooling,
         })
         .await
         .context("cannot connect to the database")?;
@@ -336,6 +345,7 @@ async fn connect_replicas(settings: &Settings) -> anyhow::Result<crate::store::r
             legacy_zone: settings.legacy_zone,
             read_only: true,
             acquire_timeout: Some(Duration::from_secs(1)),
+            transaction_pooling: settings.transaction_pooling,
         },
         Duration::from_millis(settings.read_max_lag_ms),
     )

@@ -124,7 +124,7 @@ pub async fn adopt(store: &Store, opts: &AdoptOptions) -> anyhow::Result<Outcome
         }
         Standing::Adopted => {
             tx.rollback().await?;
-            let text = match sa::adoption_row(store.connection()).await? {
+            let text = match sa::adoption_row(store.conn()).await? {
                 Some(a) => format!(
                     "already {} at {} (history up to ledger row {}{}): nothing to do\n",
                     if a.adopted() {

@@ -17,6 +17,7 @@
 pub mod adopt;
 pub mod audit;
 pub mod consume_call;
+pub mod db;
 mod error;
 pub mod fal;
 pub mod feed;
@@ -40,7 +41,6 @@ use chrono_tz::Tz;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
-    TransactionTrait,
 };
 
 pub use error::StoreError;
@@ -102,7 +102,7 @@ impl StatementCounter {
 /// The database: a connection pool of one engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: DatabaseConnection,
+    db: db::Db,
     engine: Engine,
     /// Where it connected (the PostgreSQL listener opens its own
     /// connection there).
@@ -148,6 +148,11 @@ pub struct ConnectOptionsSpec<'a> {
     /// read replica's pool waits a second: a stopped replica must not hold
     /// a read that the primary can serve.
     pub acquire_timeout: Option<Duration>,
+    /// PostgreSQL behind a pooler in transaction mode
+    /// (`DATABASE_POOL_MODE=transaction`): every statement in a
+    /// transaction of its own, no statement cache, settings per
+    /// transaction ([`db`]).
+    pub transaction_pooling: bool,
 }
 
 impl Store {
@@ -161,6 +166,7 @@ impl Store {
             legacy_zone: DEFAULT_LEGACY_ZONE,
             read_only: false,
             acquire_timeout: None,
+            transaction_pooling: false,
         })
         .await
     }
@@ -183,6 +189,7 @@ impl Store {
                 spec.statement_timeout,
                 spec.legacy_zone,
                 spec.read_only,
+                spec.transaction_pooling,
             ),
             Engine::Sqlite => sqlite::connect_options(&mut opts, spec.read_only),
         }
@@ -201,8 +208,11 @@ impl Store {
             c.0.fetch_add(1, Ordering::Relaxed);
             crate::telemetry::statement(&info.statement.sql, info.elapsed, info.failed);
         });
+        let prelude = (spec.transaction_pooling && engine == Engine::Postgres).then(|| {
+            postgres::transaction_prelude(spec.statement_timeout, spec.legacy_zone, spec.read_only)
+        });
         Ok(Store {
-            db,
+            db: db::Db::new(db, prelude),
             engine,
             url: spec.url.to_owned(),
             statements,
@@ -251,6 +261,7 @@ impl Store {
                     legacy_zone: self.zone,
                     read_only: false,
                     acquire_timeout: None,
+                    transaction_pooling: self.db.transaction_pooling(),
                 })
                 .await?;
                 let task =
@@ -275,10 +286,12 @@ impl Store {
 
     /// The pool itself, for tools and tests that run their own SQL.
     pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
+        self.db.pool()
     }
 
-    pub(crate) fn conn(&self) -> &DatabaseConnection {
+    /// Where the store's own statements run: the pool, each statement in a
+    /// transaction of its own behind a transaction-mode pooler.
+    pub(crate) fn conn(&self) -> &db::Db {
         &self.db
     }
 
@@ -338,10 +351,11 @@ impl Store {
                     legacy_zone: DEFAULT_LEGACY_ZONE,
                     read_only: true,
                     acquire_timeout: None,
+                    transaction_pooling: false,
                 })
                 .await?;
                 let standing = adopt::standing(&reader.db).await;
-                reader.db.close().await.ok();
+                reader.db.pool().clone().close().await.ok();
                 match standing?.refusal(true) {
                     Some(refusal) => Err(StoreError::unadopted(refusal)),
                     None => Ok(()),
@@ -364,8 +378,31 @@ impl Store {
     pub(crate) async fn begin_schema(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
         Ok(match (self.engine, self.read_only) {
             (Engine::Postgres, _) | (Engine::Sqlite, true) => self.db.begin().await?,
-            (Engine::Sqlite, false) => sqlite::begin_immediate(&self.db).await?,
+            (Engine::Sqlite, false) => sqlite::begin_immediate(self.db.pool()).await?,
         })
+    }
+
+    /// PostgreSQL: the values of `settings` as a transaction of this store
+    /// sees them (behind a transaction-mode pooler, set by its prelude).
+    pub async fn settings_in_a_transaction(
+        &self,
+        settings: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin().await?;
+        let mut values = Vec::with_capacity(settings.len());
+        for s in settings {
+            let row = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT current_setting($1) AS v",
+                    [(*s).into()],
+                ))
+                .await?
+                .ok_or_else(|| StoreError::custom("no row"))?;
+            values.push(row.try_get::<String>("", "v")?);
+        }
+        txn.commit().await?;
+        Ok(values)
     }
 
     /// Whether the database answered its last probe ([`health`]).
@@ -383,18 +420,18 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        Ok(self.db.ping().await?)
+        Ok(self.db.pool().ping().await?)
     }
 
     /// `(size, idle)` of the connection pool, for `/metrics`.
     pub fn pool_usage(&self) -> (u32, usize) {
         match self.engine {
             Engine::Postgres => {
-                let p = self.db.get_postgres_connection_pool();
+                let p = self.db.pool().get_postgres_connection_pool();
                 (p.size(), p.num_idle())
             }
             Engine::Sqlite => {
-                let p = self.db.get_sqlite_connection_pool();
+                let p = self.db.pool().get_sqlite_connection_pool();
                 (p.size(), p.num_idle())
             }
         }
@@ -404,7 +441,7 @@ impl Store {
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         let txn = match self.engine {
             Engine::Postgres => self.db.begin().await?,
-            Engine::Sqlite => sqlite::begin_immediate(&self.db).await?,
+            Engine::Sqlite => sqlite::begin_immediate(self.db.pool()).await?,
         };
         Ok(WriteTx::new(txn, self.engine, self.zone, self.feed.clone()))
     }

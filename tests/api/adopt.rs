@@ -802,8 +802,25 @@ async fn wider_types_an_adopter_has_are_read_the_same() {
 /// balance after every commit.
 #[tokio::test]
 async fn a_platform_adoption_keeps_ts_users_true_on_postgres() {
+    platform_adoption_keeps_ts_users_true(false).await
+}
+
+/// The same, with `adopt --apply` and the gateway behind PgBouncer in
+/// transaction mode.
+#[tokio::test]
+async fn a_platform_adoption_keeps_ts_users_true_through_pgbouncer() {
+    platform_adoption_keeps_ts_users_true(true).await
+}
+
+async fn platform_adoption_keeps_ts_users_true(pooled: bool) {
     let (url, pg, _) = legacy_postgres().await;
-    let (success, out) = cli(&url, &["adopt", "--apply", "--opening-balance", "platform"]);
+    let args = ["adopt", "--apply", "--opening-balance", "platform"];
+    let (success, out) = if pooled {
+        let via = crate::pgbouncer::PgBouncer::shared().url_for(&url);
+        crate::process::cli_with(&via, &args, &[("DATABASE_POOL_MODE", "transaction")])
+    } else {
+        cli(&url, &args)
+    };
     assert!(success, "{out}");
     assert!(out.contains("kept in step"), "{out}");
     let user: i32 = one(
@@ -812,7 +829,11 @@ async fn a_platform_adoption_keeps_ts_users_true_on_postgres() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_on(url.clone(), dir).await;
+    let app = if pooled {
+        crate::helpers::spawn_pooled_on(url.clone(), dir).await
+    } else {
+        spawn_on(url.clone(), dir).await
+    };
     assert_ts_users_follow(&app, &pg, user).await;
     let r = app.consume(user, 5, "SCRIPT", "pg-follow-1", None).await;
     assert!(r["errors"].is_null(), "{r}");

@@ -39,6 +39,11 @@ macro_rules! both_engines {
                 async fn postgres() {
                     super::$name(crate::helpers::spawn_app(crate::helpers::Engine::Postgres).await).await
                 }
+                /// PostgreSQL through PgBouncer in transaction mode.
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_pgbouncer() {
+                    super::$name(crate::helpers::spawn_pooled().await).await
+                }
             }
         )*
     };
@@ -80,6 +85,7 @@ pub fn settings(database_url: &str) -> Settings {
     Settings {
         database_url: database_url.to_owned(),
         database_listen_url: None,
+        transaction_pooling: false,
         database_read_urls: Vec::new(),
         read_max_lag_ms: 1_000,
         bind: "127.0.0.1:0".to_owned(),
@@ -136,6 +142,27 @@ pub async fn spawn_with(engine: Engine, adjust: impl FnOnce(&mut Settings)) -> T
     let mut s = settings(&url);
     adjust(&mut s);
     start(s, dir).await
+}
+
+/// A gateway on a fresh PostgreSQL database through the shared PgBouncer
+/// in transaction mode (`DATABASE_POOL_MODE=transaction`, the tail's
+/// `LISTEN` direct). The test's own SQL (`db`, `database_url`) goes to the
+/// database directly.
+pub async fn spawn_pooled() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_pooled_on(fresh_postgres_url().await, dir).await
+}
+
+/// [`spawn_pooled`] on an existing database.
+pub async fn spawn_pooled_on(direct: String, dir: tempfile::TempDir) -> TestApp {
+    let bouncer = crate::pgbouncer::PgBouncer::shared();
+    let mut s = settings(&bouncer.url_for(&direct));
+    s.transaction_pooling = true;
+    s.database_listen_url = Some(direct.clone());
+    let mut app = start(s, dir).await;
+    app.db = Database::connect(&direct).await.expect("connect directly");
+    app.database_url = direct;
+    app
 }
 
 /// Spawns a gateway instance on an existing database.

@@ -17,12 +17,24 @@ pub struct PgBouncer {
 #[derive(Debug, Clone, Copy)]
 pub enum PoolMode {
     Session,
+    Transaction,
 }
 
 impl PoolMode {
     fn as_str(self) -> &'static str {
         match self {
             PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+
+    /// Server connections per database and user: few in transaction mode,
+    /// so the gateway's connections (10 in the tests) share them and
+    /// consecutive transactions of one client land on different servers.
+    fn pool_size(self) -> u32 {
+        match self {
+            PoolMode::Session => 40,
+            PoolMode::Transaction => 4,
         }
     }
 }
@@ -35,9 +47,26 @@ fn is_root() -> bool {
 }
 
 impl PgBouncer {
+    /// One PgBouncer in transaction mode in front of `TEST_DATABASE_URL`'s
+    /// server for the whole test binary (`helpers::spawn_pooled`). A static
+    /// is never dropped, so it watches this process and exits after it.
+    pub fn shared() -> &'static PgBouncer {
+        static SHARED: std::sync::OnceLock<PgBouncer> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let server = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+            PgBouncer::launch(&server, PoolMode::Transaction, Some(std::process::id()))
+        })
+    }
+
     /// In front of the server `server_url` points at (any database name
     /// passes through to the same name).
     pub fn start(server_url: &str, mode: PoolMode) -> PgBouncer {
+        PgBouncer::launch(server_url, mode, None)
+    }
+
+    /// Starts it; with `outlive_not`, a watcher stops it once that process
+    /// has gone.
+    fn launch(server_url: &str, mode: PoolMode, outlive_not: Option<u32>) -> PgBouncer {
         let (host, port) = host_port(server_url);
         let dir = tempfile::Builder::new()
             .prefix("pgbouncer-")
@@ -57,9 +86,10 @@ impl PgBouncer {
                  listen_addr = 127.0.0.1\nlisten_port = {listen}\nunix_socket_dir =\n\
                  auth_type = trust\nauth_file = {d}/userlist.txt\n\
                  pool_mode = {mode}\nignore_startup_parameters = extra_float_digits\n\
-                 max_client_conn = 1000\ndefault_pool_size = 40\n\
+                 max_client_conn = 1000\ndefault_pool_size = {size}\n\
                  logfile = {d}/pgbouncer.log\npidfile = {d}/pgbouncer.pid\n",
-                mode = mode.as_str()
+                mode = mode.as_str(),
+                size = mode.pool_size()
             ),
         )
         .unwrap();
@@ -75,6 +105,17 @@ impl PgBouncer {
                 .status()
                 .is_ok_and(|s| s.success());
             assert!(ok);
+        }
+        if let Some(pid) = outlive_not {
+            let watcher = format!(
+                "while [ -d /proc/{pid} ]; do sleep 1; done; kill $(cat '{d}/pgbouncer.pid') 2>/dev/null"
+            );
+            let _ = Command::new("sh")
+                .args(["-c", &watcher])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
         }
         assert!(
             b.sh(&format!("/usr/sbin/pgbouncer -d -q '{d}/pgbouncer.ini'")),

@@ -1,9 +1,12 @@
-//! The gateway behind Debian's PgBouncer in session mode, configured as
-//! most setups configure it (`ignore_startup_parameters =
-//! extra_float_digits`, nothing else bent for the gateway): every session
-//! setting it relies on holds (they are sent after connecting, not as
-//! startup `options`, which PgBouncer refuses), the event tail's `LISTEN`
-//! works through it, and money stays exact under concurrency.
+//! The gateway behind Debian's PgBouncer 1.18 (no prepared-statement
+//! tracking), configured as most setups configure it
+//! (`ignore_startup_parameters = extra_float_digits`, nothing else bent
+//! for the gateway), in session and in transaction mode: the settings it
+//! relies on hold on its sessions or transactions, balance events arrive,
+//! money stays exact under concurrency, replays and refunds write once,
+//! holds settle, and `verify` is clean. In transaction mode PgBouncer has
+//! four server connections for the gateway's ten, so one client's
+//! transactions land on different servers.
 
 use std::sync::Arc;
 
@@ -26,27 +29,8 @@ async fn show(db: &sea_orm::DatabaseConnection, setting: &str) -> String {
     r.try_get_by_index::<String>(0).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn behind_pgbouncer_in_session_mode_settings_hold_and_money_is_exact() {
-    let server = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
-    let bouncer = PgBouncer::start(&server, PoolMode::Session);
-    let app = spawn_with(Engine::Postgres, |s| {
-        s.database_url = bouncer.url_for(&s.database_url);
-        s.request_timeout_ms = 7_000;
-    })
-    .await;
-    assert!(
-        app.database_url.contains(&format!(":{}/", bouncer.port)),
-        "{}",
-        app.database_url
-    );
-    // The session settings of DESIGN.md, on the gateway's own sessions.
-    assert_eq!(show(&app.db, "statement_timeout").await, "7s");
-    assert_eq!(show(&app.db, "jit").await, "off");
-    assert_eq!(show(&app.db, "plan_cache_mode").await, "force_generic_plan");
-    assert_eq!(show(&app.db, "TimeZone").await, "Asia/Shanghai");
-    assert_eq!(show(&app.db, "application_name").await, "points-gateway");
-
+/// What runs through the pooler, in either mode.
+async fn exercise(app: crate::helpers::TestApp) {
     let u = app.create_user("pooled").await;
     app.recharge(u, 100, "pooled-1", None).await;
     let mut ws = WsClient::ready(&app, &app.admin).await;
@@ -71,12 +55,10 @@ async fn behind_pgbouncer_in_session_mode_settings_hold_and_money_is_exact() {
     }
     assert_eq!(ok.len(), 33);
     assert_eq!(app.balance(u).await, 1);
-    // Every change reached the subscriber through the tail's LISTEN.
-    let mut seen = 0;
-    while seen < 33 {
+    // Every change reached the subscriber.
+    for _ in 0..33 {
         let ev = ws.change().await;
         assert_eq!(ev["userId"], u);
-        seen += 1;
     }
     // A retry replays the row it wrote; a refund goes through once.
     let (key, id) = &ok[0];
@@ -90,10 +72,87 @@ async fn behind_pgbouncer_in_session_mode_settings_hold_and_money_is_exact() {
         refunded["data"]["refund"]["id"]
     );
     assert_eq!(app.balance(u).await, 4);
+    // A hold and its capture.
+    let held = app
+        .gql(
+            &app.service,
+            "mutation($u: Int!) { hold(input: {userId: $u, amount: 2, sourceType: SCRIPT, sourceId: \"h1\"}) { id } }",
+            json!({ "u": u }),
+        )
+        .await;
+    let hold = held["data"]["hold"]["id"].clone();
+    assert!(hold.is_string() || hold.is_number(), "{held}");
+    let captured = app
+        .gql(
+            &app.service,
+            "mutation { captureHold(input: {sourceType: SCRIPT, sourceId: \"h1\", amount: 2}) { status } }",
+            json!({}),
+        )
+        .await;
+    assert!(captured["errors"].is_null(), "{captured}");
+    assert_eq!(app.balance(u).await, 2);
+    // Reads: a usage page with its count.
+    let page = app
+        .gql(
+            &app.service,
+            "query($u: Int!) { usageDetails(userId: $u, first: 50) { totalCount edges { node { id } } } }",
+            json!({ "u": u }),
+        )
+        .await;
+    assert_eq!(page["data"]["usageDetails"]["totalCount"], 36, "{page}");
     app.assert_verify_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_pgbouncer_in_session_mode_settings_hold_and_money_is_exact() {
+    let server = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+    let bouncer = PgBouncer::start(&server, PoolMode::Session);
+    let app = spawn_with(Engine::Postgres, |s| {
+        s.database_url = bouncer.url_for(&s.database_url);
+        s.request_timeout_ms = 7_000;
+    })
+    .await;
+    assert!(
+        app.database_url.contains(&format!(":{}/", bouncer.port)),
+        "{}",
+        app.database_url
+    );
+    // The session settings of DESIGN.md, on the gateway's own sessions.
+    assert_eq!(show(&app.db, "statement_timeout").await, "7s");
+    assert_eq!(show(&app.db, "jit").await, "off");
+    assert_eq!(show(&app.db, "plan_cache_mode").await, "force_generic_plan");
+    assert_eq!(show(&app.db, "TimeZone").await, "Asia/Shanghai");
+    assert_eq!(show(&app.db, "application_name").await, "points-gateway");
+    exercise(app).await;
     assert!(
         !bouncer.log().contains("unsupported startup parameter"),
         "{}",
         bouncer.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_pgbouncer_in_transaction_mode_every_transaction_is_set_and_money_is_exact() {
+    let server = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+    let bouncer = PgBouncer::start(&server, PoolMode::Transaction);
+    let app = spawn_with(Engine::Postgres, |s| {
+        s.database_listen_url = Some(s.database_url.clone());
+        s.database_url = bouncer.url_for(&s.database_url);
+        s.transaction_pooling = true;
+        s.request_timeout_ms = 7_000;
+    })
+    .await;
+    // The settings hold inside each of the store's transactions.
+    let settings = app
+        .store
+        .settings_in_a_transaction(&["statement_timeout", "jit", "plan_cache_mode", "TimeZone"])
+        .await
+        .unwrap();
+    assert_eq!(
+        settings,
+        ["7s", "off", "force_generic_plan", "Asia/Shanghai"]
+    );
+    exercise(app).await;
+    let log = bouncer.log();
+    assert!(!log.contains("prepared statement"), "{log}");
 }

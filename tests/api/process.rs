@@ -92,8 +92,14 @@ pub async fn post(
 /// A subcommand of the binary on `url` (`adopt`, `verify`, …): whether it
 /// succeeded, and what it printed.
 pub fn cli(url: &str, args: &[&str]) -> (bool, String) {
+    cli_with(url, args, &[])
+}
+
+/// [`cli`] with more environment.
+pub fn cli_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_points-gateway"))
         .args(args)
+        .envs(env.iter().copied())
         .env("DATABASE_URL", url)
         // None of these tools mints or checks a token: no secret.
         .env_remove("GATEWAY_JWT_SECRET")

@@ -25,10 +25,10 @@ pub async fn begin(store: &Store) -> Result<WriteTx, StoreError> {
 /// transaction holds the legacy tables, it sees every legacy write before
 /// the arming and none after (those are recorded, see [`super::window`]).
 pub async fn begin_snapshot(store: &Store) -> Result<WriteTx, StoreError> {
-    use sea_orm::{IsolationLevel, TransactionTrait};
+    use sea_orm::IsolationLevel;
     let txn = store
         .conn()
-        .begin_with_config(Some(IsolationLevel::RepeatableRead), None)
+        .begin_with(Some(IsolationLevel::RepeatableRead))
         .await?;
     txn.execute_unprepared("SELECT 1").await?;
     Ok(WriteTx::new(

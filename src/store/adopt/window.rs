@@ -202,6 +202,10 @@ fn record_sql(schema: &str, columns: Option<&TsBalanceColumns>) -> String {
 /// The migrations then find them. A table that does not exist yet is left
 /// to the migrations (which create it empty).
 pub async fn build_seed_indexes(store: &Store) -> Result<(), StoreError> {
+    // `CREATE INDEX CONCURRENTLY` cannot run in a transaction: it goes to
+    // the pool itself, as one simple query (one exchange, so a
+    // transaction-mode pooler keeps it on one server); the lookups go
+    // through the store.
     let conn = store.connection();
     for sql in migration::seed_index_statements() {
         let Some(rest) = sql.strip_prefix("CREATE INDEX IF NOT EXISTS ") else {
@@ -213,7 +217,10 @@ pub async fn build_seed_indexes(store: &Store) -> Result<(), StoreError> {
             .nth(1)
             .and_then(|t| t.split_whitespace().next())
             .unwrap_or_default();
-        if super::existing_tables(conn, &[table]).await?.is_empty() {
+        if super::existing_tables(store.conn(), &[table])
+            .await?
+            .is_empty()
+        {
             continue;
         }
         let concurrent = format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {rest}");

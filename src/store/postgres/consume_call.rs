@@ -2,7 +2,7 @@
 //! its own, so BEGIN and COMMIT travel with it.
 
 use chrono_tz::Tz;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::store::consume_call::{CallOutcome, ConsumeCall};
 use crate::store::feed::Entry;
@@ -13,7 +13,7 @@ const CALL_SQL: &str = "SELECT o_outcome, o_id, o_user, o_balance, o_at, o_batch
      FROM gw_consume($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)";
 
 pub(crate) async fn run(
-    db: &DatabaseConnection,
+    db: &crate::store::db::Db,
     call: &ConsumeCall<'_>,
     zone: Tz,
 ) -> Result<CallOutcome, StoreError> {

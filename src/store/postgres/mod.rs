@@ -16,11 +16,25 @@ pub(super) fn connect_options(
     statement_timeout: Option<Duration>,
     legacy_zone: chrono_tz::Tz,
     read_only: bool,
+    transaction_pooling: bool,
 ) {
     // `application_name` tells the ledger's trigger which rows the gateway
     // wrote (DESIGN.md: a row written by anything else is reported). A
     // startup parameter PgBouncer passes on (and tracks).
-    opts.map_sqlx_postgres_opts(|o| o.application_name(super::APPLICATION_NAME));
+    opts.map_sqlx_postgres_opts(move |o| {
+        let o = o.application_name(super::APPLICATION_NAME);
+        if transaction_pooling {
+            // No prepared statement may outlive its transaction (`store::db`).
+            o.statement_cache_capacity(0)
+        } else {
+            o
+        }
+    });
+    if transaction_pooling {
+        // The settings go with each transaction instead (`transaction_prelude`):
+        // a session setting would stay on a server connection others share.
+        return;
+    }
     let session = session_settings(statement_timeout, legacy_zone, read_only);
     opts.map_sqlx_postgres_pool_opts(move |p| {
         let session = session.clone();
@@ -74,6 +88,31 @@ fn session_settings(
     }
     if read_only {
         sql.push_str("; SET default_transaction_read_only = on");
+    }
+    sql
+}
+
+/// What each transaction runs first behind a transaction-mode pooler
+/// (`store::db`): `DEALLOCATE ALL`, then the session settings of
+/// [`session_settings`] as `SET LOCAL`, one simple query.
+pub(super) fn transaction_prelude(
+    statement_timeout: Option<Duration>,
+    legacy_zone: chrono_tz::Tz,
+    read_only: bool,
+) -> String {
+    let mut sql = format!(
+        "DEALLOCATE ALL; SET LOCAL TIME ZONE '{}'; SET LOCAL plan_cache_mode = force_generic_plan; \
+         SET LOCAL jit = off",
+        legacy_zone.name()
+    );
+    if let Some(t) = statement_timeout {
+        sql.push_str(&format!(
+            "; SET LOCAL statement_timeout = {}",
+            t.as_millis()
+        ));
+    }
+    if read_only {
+        sql.push_str("; SET TRANSACTION READ ONLY");
     }
     sql
 }
@@ -145,6 +184,13 @@ mod tests {
             "SET TIME ZONE 'Asia/Shanghai'; SET plan_cache_mode = force_generic_plan; \
              SET jit = off; SET statement_timeout = 7000"
         );
+        let t = transaction_prelude(Some(Duration::from_millis(500)), chrono_tz::UTC, true);
+        assert!(
+            t.starts_with("DEALLOCATE ALL; SET LOCAL TIME ZONE 'UTC'"),
+            "{t}"
+        );
+        assert!(t.contains("SET LOCAL statement_timeout = 500"), "{t}");
+        assert!(t.ends_with("SET TRANSACTION READ ONLY"), "{t}");
         let ro = session_settings(None, chrono_tz::UTC, true);
         assert!(
             ro.ends_with("SET jit = off; SET default_transaction_read_only = on"),

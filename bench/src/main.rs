@@ -13,7 +13,8 @@
 //!   `consume` (`holds`), the usageDetails page with user tokens against
 //!   PostGraphile v5 and raw SQL (`peer`), consumes while a partner's
 //!   6,400 all-users subscriptions never read against none (`stuck`, at
-//!   the highest concurrency given); prints a table
+//!   the highest concurrency given), the consume and the usage page through
+//!   PgBouncer in transaction mode against direct (`pooled`); prints a table
 //!   and writes `bench-results/<engine>-<unix time>.json`.
 //! - `bench cutover --database-url URL [--users 100000 --rows 1000000
 //!   --writers 4 --writes 500]`: on an empty PostgreSQL database, lays out
@@ -81,11 +82,11 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Which scenarios: consume, usage, costs, tasks, replay, holds,
-        /// peer, stuck (default: all).
+        /// peer, pooled, stuck (default: all).
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "consume,usage,costs,tasks,replay,holds,peer,stuck"
+            default_value = "consume,usage,costs,tasks,replay,holds,peer,pooled,stuck"
         )]
         scenarios: Vec<String>,
     },

@@ -100,6 +100,11 @@ pub async fn run(
     } else {
         Vec::new()
     };
+    let pooled_ratios = if wants("pooled") {
+        scenarios::pooled::run(&ctx, concurrency, rounds, &mut rows).await?
+    } else {
+        Vec::new()
+    };
     let stuck_ratio = match (wants("stuck"), concurrency.iter().max()) {
         (true, Some(&c)) => Some(scenarios::stuck::run(&ctx, c, rounds, &mut rows).await?),
         _ => None,
@@ -181,7 +186,7 @@ pub async fn run(
     std::fs::write(
         &path,
         serde_json::to_string_pretty(
-            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "durability": durability, "consume_ratios": ratios, "hold_ratios": hold_ratios, "peer_ratios": peer_ratios, "stuck_ratio": stuck_ratio, "cpu_steal_share": steal }),
+            &json!({ "engine": engine, "ledger_rows": ledger, "idle_rss_mib": idle, "scenarios": rows, "durability": durability, "consume_ratios": ratios, "hold_ratios": hold_ratios, "peer_ratios": peer_ratios, "stuck_ratio": stuck_ratio, "pooled_ratios": pooled_ratios, "cpu_steal_share": steal }),
         )?,
     )?;
     println!("wrote {path}");

@@ -6,6 +6,7 @@ pub mod consume;
 pub mod costs;
 pub mod holds;
 pub mod peer;
+pub mod pooled;
 pub mod replay;
 pub mod stuck;
 pub mod tasks;

@@ -323,6 +323,21 @@ async fn logs_are_json_with_request_ids_and_never_carry_secrets() {
         assert!(v["level"].is_string(), "{line}");
     }
     assert!(logs.contains("request_id"), "request ids in the logs");
+    // Field values are plain JSON strings, not Debug-quoted inside them.
+    let operation = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "graphql operation")
+        .map(|v| v["fields"]["operation"].clone())
+        .expect("an operation line");
+    assert!(
+        operation.as_str().is_some_and(|o| !o.starts_with('"')),
+        "{operation}"
+    );
+    assert!(
+        !logs.contains("\\\""),
+        "escaped quotes inside a field: {logs}"
+    );
     assert!(
         logs.contains("fal usage call failed"),
         "the upstream failure is logged"

@@ -230,6 +230,22 @@ async fn graphiql_works_from_the_gateway_alone() {
     )
     .await;
 
+    // A first visit opens the editor on this API's example (a usage page).
+    // Read before the token's reload: GraphiQL keeps its tabs, so what the
+    // reloaded page shows is whatever the first page had stored by then.
+    let example = page
+        .wait_for(
+            "the example query in the editor",
+            "(() => { const cm = document.querySelector('.graphiql-query-editor .CodeMirror'); \
+             return cm ? cm.CodeMirror.getValue() : ''; })()",
+        )
+        .await;
+    assert!(
+        example.as_str().unwrap().contains("query UsageDetail")
+            && example.as_str().unwrap().contains("usageDetails("),
+        "{example}"
+    );
+
     // The token, entered in the page's own field (the page starts afresh
     // with it, and keeps it in this browser).
     page.eval(&format!(
@@ -244,22 +260,9 @@ async fn graphiql_works_from_the_gateway_alone() {
     )
     .await;
 
-    // The editor opens with this API's example (a usage page), and the
-    // Explorer plugin lists the schema's fields to click queries together.
-    let example = page
-        .wait_for(
-            "the example query in the editor",
-            "(() => { const cm = document.querySelector('.graphiql-query-editor .CodeMirror'); \
-             return cm ? cm.CodeMirror.getValue() : ''; })()",
-        )
-        .await;
-    assert!(
-        example.as_str().unwrap().contains("query UsageDetail")
-            && example.as_str().unwrap().contains("usageDetails("),
-        "{example}"
-    );
-    // Opened by a click, clicked again while it is not open (a click
-    // during the page's reload with the token is lost).
+    // The Explorer plugin lists the schema's fields to click queries
+    // together. Opened by a click, clicked again while it is not open (a
+    // click during the page's reload with the token is lost).
     page.wait_for(
         "the Explorer to list the root fields",
         "(() => { const e = document.querySelector('.graphiql-explorer-root'); \

@@ -12,22 +12,6 @@ use crate::helpers::{spawn_with, Engine};
 use crate::process::{token, Gateway};
 use crate::ws_client::{tcp_from, Got, WsClient, BALANCE_CHANGED};
 
-/// A figure of the gateway's `/metrics` (admin token).
-async fn metric_of(gw: &Gateway, name: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", gw.url))
-        .bearer_auth(token(Role::Admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 fn open_fds(gw: &Gateway) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", gw.child.id()))
         .map(|d| d.count())
@@ -84,7 +68,10 @@ async fn sockets_that_never_authenticate_cannot_keep_a_partner_out() {
         }
     }
     let during = open_fds(&gw);
-    let anonymous = metric_of(&gw, "gateway_websocket_unauthenticated").await;
+    let anonymous = gw
+        .metric("gateway_websocket_unauthenticated")
+        .await
+        .unwrap_or(f64::NAN);
     stop.cancel();
     while attackers.join_next().await.is_some() {}
     assert_eq!(

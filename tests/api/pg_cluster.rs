@@ -10,9 +10,48 @@ use std::process::Command;
 pub struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
-    /// Who runs the server: `Some(user)` when the tests run as root.
-    user: Option<String>,
+    user: ServerUser,
     pub port: u16,
+}
+
+/// Who runs a server process the tests start (PostgreSQL, PgBouncer):
+/// `postgres` when the tests run as root (both refuse root), else the
+/// tests' own user.
+#[derive(Clone)]
+pub struct ServerUser(Option<String>);
+
+impl ServerUser {
+    pub fn detect() -> ServerUser {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        ServerUser(root.then(|| "postgres".to_owned()))
+    }
+
+    /// Hands `path` (recursively) to the server's user.
+    pub fn own(&self, path: &Path) {
+        if let Some(u) = &self.0 {
+            let ok = Command::new("chown")
+                .args(["-R", u])
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown {}", path.display());
+        }
+    }
+
+    /// Runs `script` as the server's user; whether it succeeded.
+    pub fn sh(&self, script: &str) -> bool {
+        match &self.0 {
+            Some(u) => Command::new("su")
+                .args(["-s", "/bin/sh", u, "-c", script])
+                .current_dir("/")
+                .status(),
+            None => Command::new("sh").args(["-c", script]).status(),
+        }
+        .is_ok_and(|s| s.success())
+    }
 }
 
 /// The server binaries: `PG_BIN` (scripts/pg-throwaway.sh exports it), or
@@ -35,18 +74,11 @@ fn pg_bin() -> PathBuf {
         .expect("PostgreSQL server binaries (PG_BIN or /usr/lib/postgresql/*/bin)")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 impl PgCluster {
@@ -56,14 +88,14 @@ impl PgCluster {
             .prefix("pg-own-")
             .tempdir_in("/tmp")
             .unwrap();
-        let user = is_root().then(|| "postgres".to_owned());
+        let user = ServerUser::detect();
         let c = PgCluster {
             dir,
             bin: pg_bin(),
             user,
             port: free_port(),
         };
-        c.chown(c.dir.path());
+        c.user.own(c.dir.path());
         c.run(&format!(
             "'{}' -D '{}' -U gateway --auth=trust -E UTF8 --no-locale >/dev/null",
             c.bin.join("initdb").display(),
@@ -86,7 +118,7 @@ impl PgCluster {
             user: self.user.clone(),
             port: free_port(),
         };
-        r.chown(r.dir.path());
+        r.user.own(r.dir.path());
         r.run(&format!(
             "'{}' -h 127.0.0.1 -p {} -U gateway -D '{}' -R -X stream >/dev/null",
             r.bin.join("pg_basebackup").display(),
@@ -127,37 +159,14 @@ impl PgCluster {
         ));
     }
 
-    fn chown(&self, path: &Path) {
-        if let Some(u) = &self.user {
-            let ok = Command::new("chown")
-                .args(["-R", u])
-                .arg(path)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "chown {}", path.display());
-        }
-    }
-
     fn run(&self, script: &str) {
-        assert!(self.sh(script), "failed: {script}");
-    }
-
-    /// Runs `script` as the cluster's owner; whether it succeeded.
-    fn sh(&self, script: &str) -> bool {
-        match &self.user {
-            Some(u) => Command::new("su")
-                .args(["-s", "/bin/sh", u, "-c", script])
-                .current_dir("/")
-                .status(),
-            None => Command::new("sh").args(["-c", script]).status(),
-        }
-        .is_ok_and(|s| s.success())
+        assert!(self.user.sh(script), "failed: {script}");
     }
 }
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        self.sh(&format!(
+        self.user.sh(&format!(
             "'{}' -D '{}' -m immediate stop >/dev/null 2>&1",
             self.bin.join("pg_ctl").display(),
             self.data().display()

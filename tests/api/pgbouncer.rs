@@ -7,9 +7,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::pg_cluster::{free_port, ServerUser};
+
 pub struct PgBouncer {
     dir: tempfile::TempDir,
-    user: Option<String>,
+    user: ServerUser,
     pub port: u16,
 }
 
@@ -39,13 +41,6 @@ impl PoolMode {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 impl PgBouncer {
     /// One PgBouncer in transaction mode in front of `TEST_DATABASE_URL`'s
     /// server for the whole test binary (`helpers::spawn_pooled`). A static
@@ -72,11 +67,8 @@ impl PgBouncer {
             .prefix("pgbouncer-")
             .tempdir_in("/tmp")
             .unwrap();
-        let user = is_root().then(|| "postgres".to_owned());
-        let listen = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
+        let user = ServerUser::detect();
+        let listen = free_port();
         let d = dir.path().display().to_string();
         std::fs::write(dir.path().join("userlist.txt"), "\"gateway\" \"\"\n").unwrap();
         std::fs::write(
@@ -98,14 +90,7 @@ impl PgBouncer {
             user,
             port: listen,
         };
-        if let Some(u) = &b.user {
-            let ok = Command::new("chown")
-                .args(["-R", u])
-                .arg(b.dir.path())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok);
-        }
+        b.user.own(b.dir.path());
         if let Some(pid) = outlive_not {
             let watcher = format!(
                 "while [ -d /proc/{pid} ]; do sleep 1; done; kill $(cat '{d}/pgbouncer.pid') 2>/dev/null"
@@ -118,7 +103,8 @@ impl PgBouncer {
                 .spawn();
         }
         assert!(
-            b.sh(&format!("/usr/sbin/pgbouncer -d -q '{d}/pgbouncer.ini'")),
+            b.user
+                .sh(&format!("/usr/sbin/pgbouncer -d -q '{d}/pgbouncer.ini'")),
             "pgbouncer (Debian's `pgbouncer` package) did not start: {}",
             std::fs::read_to_string(b.dir.path().join("pgbouncer.log")).unwrap_or_default()
         );
@@ -148,17 +134,6 @@ impl PgBouncer {
 
     fn pidfile(&self) -> PathBuf {
         self.dir.path().join("pgbouncer.pid")
-    }
-
-    fn sh(&self, script: &str) -> bool {
-        match &self.user {
-            Some(u) => Command::new("su")
-                .args(["-s", "/bin/sh", u, "-c", script])
-                .current_dir("/")
-                .status(),
-            None => Command::new("sh").args(["-c", script]).status(),
-        }
-        .is_ok_and(|s| s.success())
     }
 }
 

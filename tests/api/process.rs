@@ -122,6 +122,23 @@ pub fn token(role: Role) -> String {
 }
 
 impl Gateway {
+    /// A figure of its `/metrics` (read with an admin token): `name` with
+    /// its labels as the page writes them (`gateway_reads_total{target="replica"}`);
+    /// `None` while the page has no such line.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(token(Role::Admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// A figure of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
     pub fn status_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -13,21 +13,10 @@ use serde_json::{json, Value};
 use crate::pg_cluster::PgCluster;
 use crate::process::{post, token, Gateway};
 
-/// `gateway_reads_total{target}` from `/metrics`.
-async fn reads(client: &reqwest::Client, url: &str, target: &str) -> f64 {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .bearer_auth(token(Role::Admin))
-        .send()
+/// `gateway_reads_total{target}`: 0 until the first read there.
+async fn reads(gw: &Gateway, target: &str) -> f64 {
+    gw.metric(&format!("gateway_reads_total{{target=\"{target}\"}}"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("gateway_reads_total{{target=\"{target}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
@@ -114,17 +103,17 @@ async fn queries_read_a_fresh_replica_and_skip_a_lagging_or_stopped_one() {
     // the replica has replayed it.
     consume("c1").await;
     until_seen(&client, &gw.url, u, "c1", Duration::from_secs(5)).await;
-    let on_replica = reads(&client, &gw.url, "replica").await;
+    let on_replica = reads(&gw, "replica").await;
     assert!(on_replica >= 1.0, "no read went to the replica");
 
     // Replay paused: the replica falls behind; once past the bound it is
     // skipped and the primary serves the newest row.
     sql(&replica.url(), "SELECT pg_wal_replay_pause()").await;
     consume("c2").await;
-    let primary_before = reads(&client, &gw.url, "primary").await;
+    let primary_before = reads(&gw, "primary").await;
     until_seen(&client, &gw.url, u, "c2", Duration::from_secs(5)).await;
     assert!(
-        reads(&client, &gw.url, "primary").await > primary_before,
+        reads(&gw, "primary").await > primary_before,
         "the lagging replica was not skipped"
     );
 
@@ -132,9 +121,9 @@ async fn queries_read_a_fresh_replica_and_skip_a_lagging_or_stopped_one() {
     sql(&replica.url(), "SELECT pg_wal_replay_resume()").await;
     let started = Instant::now();
     loop {
-        let before = reads(&client, &gw.url, "replica").await;
+        let before = reads(&gw, "replica").await;
         usage(&client, &gw.url, u).await;
-        if reads(&client, &gw.url, "replica").await > before {
+        if reads(&gw, "replica").await > before {
             break;
         }
         assert!(

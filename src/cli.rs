@@ -95,6 +95,21 @@ pub enum Command {
         #[arg(long, default_value = "ts", value_parser = clap::builder::PossibleValuesParser::new(["ts", "mjk"]))]
         joined_to: String,
     },
+    /// Reconcile every fal job of `[--from, --to)` against fal's billing
+    /// events, per account, and publish the lines (what the admin mutation
+    /// `reconcileFalBilling` does, in the foreground); exit 1 if any
+    /// account failed.
+    ReconcileFal {
+        /// Start, inclusive (RFC 3339).
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End, exclusive (RFC 3339); at most 366 days after `--from`.
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Only these `ts_fal_account` ids (repeatable); default all.
+        #[arg(long = "account")]
+        accounts: Vec<i32>,
+    },
     /// Fill the database with realistic demo data (applies migrations).
     SeedDemo {
         #[arg(long, default_value_t = 300)]
@@ -258,6 +273,50 @@ async fn run_command(command: Command, settings: Settings) -> anyhow::Result<Exi
             );
             println!("{}", issued.token);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::ReconcileFal { from, to, accounts } => {
+            let (from, to) = crate::reconcile::window(from, to).map_err(anyhow::Error::msg)?;
+            let store = connect(&settings, 4).await?;
+            store.migrate().await?;
+            let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(store.engine().name())?);
+            let fal = crate::startup::fal_platform(&settings, metrics.clone())?;
+            let reconciler = crate::reconcile::Reconciler::new(
+                store,
+                fal,
+                metrics,
+                crate::startup::reconcile_terms(&settings),
+            );
+            let named = (!accounts.is_empty()).then_some(accounts.as_slice());
+            let runs = reconciler
+                .run(named, from, to, crate::store::billing::RunTrigger::Cli)
+                .await?;
+            let mut failed = false;
+            for r in &runs {
+                match r.status {
+                    crate::store::billing::RunStatus::Done => println!(
+                        "account {}: done: {} pages, {} events, {} lines",
+                        r.account_id, r.pages, r.events, r.lines
+                    ),
+                    _ => {
+                        failed = true;
+                        println!(
+                            "account {}: {}: {} {}",
+                            r.account_id,
+                            r.status.as_str(),
+                            r.error_code.as_deref().unwrap_or(""),
+                            r.error.as_deref().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            if runs.is_empty() {
+                println!("no fal account to reconcile");
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Revoke { id } => {
             let id = crate::auth::TokenId::new(&id).map_err(anyhow::Error::msg)?;

@@ -87,6 +87,15 @@ pub struct Settings {
     pub fal_mismatch_tolerance_usd: f64,
     /// `POINTS_PER_USD`: how many points one US dollar buys, for margins.
     pub points_per_usd: f64,
+    /// `FAL_JOB_TOLERANCE_USD`: per job, how far the platform's
+    /// `cost_money` may be from fal's billed cost before the line is
+    /// flagged `COST_MISMATCH`.
+    pub fal_job_tolerance_usd: f64,
+    /// `FAL_RECONCILE_EVERY_SECS`: interval of the scheduled billing
+    /// reconciliation; 0 (the default) turns it off.
+    pub fal_reconcile_every_secs: u64,
+    /// `FAL_RECONCILE_DAYS`: how many days back each scheduled pull covers.
+    pub fal_reconcile_days: u32,
     /// `LEGACY_TIMEZONE`: the IANA zone the ts platform writes its naive
     /// times in (default `Asia/Shanghai`).
     pub legacy_zone: chrono_tz::Tz,
@@ -197,6 +206,10 @@ impl Settings {
         if !(points_per_usd.is_finite() && points_per_usd > 0.0) {
             bail!("POINTS_PER_USD must be a positive number");
         }
+        let tolerance: f64 = parsed("FAL_JOB_TOLERANCE_USD", 0.001)?;
+        if !(tolerance.is_finite() && (0.0..=1_000_000.0).contains(&tolerance)) {
+            bail!("FAL_JOB_TOLERANCE_USD must be a number of US dollars, 0 or more");
+        }
         Ok(Settings {
             database_url,
             database_listen_url: var("DATABASE_LISTEN_URL"),
@@ -226,6 +239,9 @@ impl Settings {
             fal_cache_secs: parsed("FAL_CACHE_SECS", 60)?,
             fal_mismatch_tolerance_usd: parsed("FAL_MISMATCH_TOLERANCE_USD", 0.01)?,
             points_per_usd,
+            fal_job_tolerance_usd: parsed("FAL_JOB_TOLERANCE_USD", 0.001)?,
+            fal_reconcile_every_secs: parsed("FAL_RECONCILE_EVERY_SECS", 0)?,
+            fal_reconcile_days: parsed("FAL_RECONCILE_DAYS", 3)?,
             legacy_zone,
             expiry_sweep_secs: parsed("EXPIRY_SWEEP_SECS", 60)?,
             db_max_connections: parsed("DB_MAX_CONNECTIONS", 16)?,

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod metrics;
 pub mod places;
+pub mod reconcile;
 pub mod release;
 pub mod seed;
 pub mod startup;

@@ -33,6 +33,7 @@ pub struct Metrics {
     sql_statements: IntCounter,
     reads: IntCounterVec,
     replica_lag: GaugeVec,
+    billing: IntCounterVec,
     operation_names: Mutex<HashSet<String>>,
 }
 
@@ -117,6 +118,13 @@ impl Metrics {
             ),
             &["replica"],
         )?;
+        let billing = IntCounterVec::new(
+            Opts::new(
+                "gateway_fal_billing_total",
+                "fal billing reconciliation: pages and events pulled, lines written, runs by outcome.",
+            ),
+            &["what"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gateway_build_info",
@@ -138,6 +146,7 @@ impl Metrics {
         registry.register(Box::new(sql_statements.clone()))?;
         registry.register(Box::new(reads.clone()))?;
         registry.register(Box::new(replica_lag.clone()))?;
+        registry.register(Box::new(billing.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -155,6 +164,7 @@ impl Metrics {
             sql_statements,
             reads,
             replica_lag,
+            billing,
             operation_names: Mutex::default(),
         })
     }
@@ -218,6 +228,12 @@ impl Metrics {
 
     pub fn fal_call(&self, status: &str) {
         self.fal.with_label_values(&[status]).inc();
+    }
+
+    /// Progress of the billing reconciliation: `what` is `pages`,
+    /// `events`, `lines`, or `runs_done` / `runs_failed`.
+    pub fn billing(&self, what: &'static str, n: u64) {
+        self.billing.with_label_values(&[what]).inc_by(n);
     }
 
     /// The exposition text, with the gauges as of now.

@@ -11,12 +11,14 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::TokenKeys;
 use crate::catalog::SourceTypeCatalog;
 use crate::config::Settings;
+use crate::domain::reconcile::Terms;
 use crate::events::Broker;
 use crate::fal::{CachedFal, FalHttp};
 use crate::graphql::build_schema;
 use crate::http::serve::{serve, Limits};
 use crate::http::HttpState;
 use crate::metrics::Metrics;
+use crate::reconcile::Reconciler;
 use crate::state::{App, AppState};
 use crate::store::{ConnectOptionsSpec, Store};
 
@@ -80,17 +82,7 @@ impl Application {
         );
         let metrics =
             Arc::new(Metrics::new(store.engine().name()).context("cannot register metrics")?);
-        let fal_http = FalHttp::new(
-            &settings.fal_api_base_url,
-            settings.fal_timeout_ms,
-            settings.fal_max_attempts,
-            metrics.clone(),
-        )?;
-        let fal = Arc::new(CachedFal::new(
-            Arc::new(fal_http),
-            settings.fal_concurrency,
-            Duration::from_secs(settings.fal_cache_secs),
-        ));
+        let fal = fal_platform(&settings, metrics.clone())?;
         let shutdown = CancellationToken::new();
         let broker = Broker::new(
             settings.subscriber_queue,
@@ -117,6 +109,12 @@ impl Application {
         let source_types = SourceTypeCatalog::load(&store)
             .await
             .context("cannot read the source types")?;
+        let reconciler = Reconciler::new(
+            store.clone(),
+            fal.clone(),
+            metrics.clone(),
+            reconcile_terms(&settings),
+        );
         let state = AppState(Arc::new(App {
             store,
             replicas,
@@ -127,6 +125,7 @@ impl Application {
             shutdown,
             broker,
             source_types,
+            reconciler,
         }));
         let schema = build_schema(state.clone());
         let metrics_listener = match &state.settings.metrics_bind {
@@ -173,6 +172,12 @@ impl Application {
             .cloned()
             .map(|j| spawn_jwks_refresh(j, state.shutdown.clone()));
         let revocations = spawn_revocation_refresh(state.clone());
+        let billing_schedule = crate::reconcile::spawn_schedule(
+            state.reconciler.clone(),
+            Duration::from_secs(state.settings.fal_reconcile_every_secs),
+            state.settings.fal_reconcile_days,
+            state.shutdown.clone(),
+        );
         let limits = Limits {
             header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
             first_byte_timeout: Duration::from_millis(state.settings.first_byte_timeout_ms),
@@ -212,6 +217,9 @@ impl Application {
             h.abort();
         }
         revocations.abort();
+        if let Some(h) = billing_schedule {
+            h.abort();
+        }
         if let Some(h) = jwks {
             h.abort();
         }
@@ -236,6 +244,33 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
+    }
+}
+
+/// fal's Platform API as configured: the HTTP client behind the
+/// concurrency bound and the usage cache.
+pub fn fal_platform(
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn crate::fal::FalPlatform>> {
+    let http = FalHttp::new(
+        &settings.fal_api_base_url,
+        settings.fal_timeout_ms,
+        settings.fal_max_attempts,
+        metrics,
+    )?;
+    Ok(Arc::new(CachedFal::new(
+        Arc::new(http),
+        settings.fal_concurrency,
+        Duration::from_secs(settings.fal_cache_secs),
+    )))
+}
+
+/// The billing reconciliation's conversion and tolerance, as configured.
+pub fn reconcile_terms(settings: &Settings) -> Terms {
+    Terms {
+        points_per_usd: settings.points_per_usd,
+        tolerance_nano: (settings.fal_job_tolerance_usd * 1e9).round() as i64,
     }
 }
 

@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::events::Broker;
 use crate::fal::FalPlatform;
 use crate::metrics::Metrics;
+use crate::reconcile::Reconciler;
 use crate::store::replicas::Replicas;
 use crate::store::Store;
 
@@ -41,6 +42,9 @@ pub struct App {
     pub broker: Arc<Broker>,
     /// The source types consumes and holds may name.
     pub source_types: SourceTypeCatalog,
+    /// The per-job reconciliation against fal's billing events (the
+    /// admin mutation starts its runs; the schedule uses it too).
+    pub reconciler: Reconciler,
 }
 
 impl std::ops::Deref for AppState {

@@ -21,6 +21,10 @@
 //!   the legacy systems' tables at that scale and runs `adopt --apply`
 //!   while legacy writers keep writing; the adoption's time, the longest
 //!   legacy write, and legacy write latency before and after (absorbed).
+//! - `bench reconcile --database-url URL [--tasks 1000000 --accounts 10]`:
+//!   `points-gateway reconcile-fal` over a month of that many fal tasks
+//!   against as many billing events from a local stand-in; wall time, the
+//!   reconciler's CPU and peak memory, PostgreSQL's CPU.
 //! - `bench subscribe --database-url URL [--subscribers 5000 --all-users 10
 //!   --users 1000 --rate 200 --seconds 30]`: WebSocket subscribers of
 //!   `balanceChanged` while consumes arrive at a steady rate; delivery
@@ -33,6 +37,7 @@ mod gateway;
 mod gen;
 mod load;
 mod pgbench;
+mod reconcile;
 mod run;
 mod scenarios;
 mod subscribe;
@@ -112,6 +117,16 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         rate: u32,
     },
+    /// `points-gateway reconcile-fal` over a month of fal tasks against as
+    /// many billing events from a local stand-in (PostgreSQL).
+    Reconcile {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 10)]
+        accounts: usize,
+    },
     /// Balance subscribers under a steady stream of changes.
     Subscribe {
         #[arg(long, env = "DATABASE_URL")]
@@ -190,6 +205,18 @@ async fn main() -> anyhow::Result<()> {
                 rounds.max(1),
                 &scenarios,
             )
+            .await?;
+        }
+        Command::Reconcile {
+            database_url,
+            tasks,
+            accounts,
+        } => {
+            reconcile::run(reconcile::Options {
+                database_url,
+                tasks: tasks.max(1),
+                accounts,
+            })
             .await?;
         }
         Command::Subscribe {

@@ -21,6 +21,7 @@ mod m20261202_000010_absorb;
 mod m20261202_000011_adoption_window;
 mod m20261203_000012_callers;
 mod m20261203_000013_revoked_tokens;
+mod m20261203_000014_fal_billing;
 mod pg;
 
 pub struct Migrator;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_adoption_window::Migration),
             Box::new(m20261203_000012_callers::Migration),
             Box::new(m20261203_000013_revoked_tokens::Migration),
+            Box::new(m20261203_000014_fal_billing::Migration),
         ]
     }
 }
@@ -69,6 +71,7 @@ pub fn seed_index_statements() -> Vec<&'static str> {
         .chain([
             m20261122_000002_fal_refund_index::INDEX,
             m20261122_000003_fal_cost_cover::INDEX,
+            m20261203_000014_fal_billing::INDEX,
         ])
         .collect()
 }
@@ -91,7 +94,7 @@ mod tests {
     #[test]
     fn every_seed_index_is_named() {
         let names = super::seed_index_names();
-        assert_eq!(names.len(), 9, "{names:?}");
+        assert_eq!(names.len(), 10, "{names:?}");
         assert!(names.contains(&"ix_ledger_source") && names.contains(&"ix_fal_tasks_cost_cover"));
     }
 }

@@ -7,5 +7,6 @@ pub mod adopt;
 pub mod hold_input;
 pub mod input;
 pub mod ledger;
+pub mod reconcile;
 pub mod source;
 pub mod verify;

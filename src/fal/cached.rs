@@ -1,6 +1,6 @@
-//! Bounds concurrent calls to fal and remembers recent answers, so a report
-//! over many accounts neither floods fal nor refetches the same key and
-//! window within a short time.
+//! Bounds concurrent calls to fal and remembers recent usage answers, so a
+//! report over many accounts neither floods fal nor refetches the same key
+//! and window within a short time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::{FalError, FalPlatform, UsageSummary};
+use super::{BillingPage, FalError, FalPlatform, UsageSummary};
 
 /// The cache is keyed by a hash of the API key, never the key itself.
 type CacheKey = ([u8; 32], i64, i64);
@@ -61,5 +61,22 @@ impl FalPlatform for CachedFal {
         cache.retain(|_, (at, _)| at.elapsed() < self.ttl);
         cache.insert(key, (Instant::now(), fresh.clone()));
         Ok(fresh)
+    }
+
+    /// Bounded like usage calls, never cached: a reconciliation pulls each
+    /// page once and stores the result itself.
+    async fn billing_events(
+        &self,
+        api_key: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<BillingPage, FalError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| FalError::Transport("shutting down".into()))?;
+        self.inner.billing_events(api_key, from, to, cursor).await
     }
 }

@@ -1,5 +1,6 @@
-//! The reqwest client for fal's usage API: every page, bounded retries on
-//! 429 (honouring `Retry-After`) and 5xx, a timeout per call.
+//! The reqwest client for fal's Platform API (usage, billing events):
+//! bounded retries on 429 (honouring `Retry-After`) and 5xx, a timeout per
+//! call, a bounded body.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tracing::Instrument;
 
 use std::sync::Arc;
 
+use super::billing::{BillingPage, RawBillingPage, BILLING_PAGE_LIMIT};
 use super::usage::{UsagePage, UsageSummary};
 use super::{FalError, FalPlatform};
 use crate::metrics::Metrics;
@@ -17,6 +19,8 @@ use crate::metrics::Metrics;
 const MAX_PAGES: usize = 1_000;
 /// Longest `Retry-After` honoured; longer waits fail the call instead.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Largest response body read from fal.
+const MAX_BODY: usize = 64 << 20;
 
 pub struct FalHttp {
     client: reqwest::Client,
@@ -48,35 +52,26 @@ impl FalHttp {
         })
     }
 
-    async fn page(
+    /// One GET of a Platform API path with the key, retried on 429
+    /// (honouring `Retry-After`) and 5xx up to `max_attempts`, its body
+    /// read up to [`MAX_BODY`] and parsed as `T`.
+    async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
+        path: &'static str,
         api_key: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        cursor: Option<&str>,
-    ) -> Result<UsagePage, FalError> {
-        let mut query: Vec<(&str, String)> = vec![
-            ("expand", "summary".into()),
-            ("expand", "auth_method".into()),
-            ("start", from.to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("end", to.to_rfc3339_opts(SecondsFormat::Secs, true)),
-            // Exact instants: the local side of the diff uses exactly [from, to).
-            ("bound_to_timeframe", "false".into()),
-        ];
-        if let Some(c) = cursor {
-            query.push(("cursor", c.to_owned()));
-        }
-        let url = format!("{}/v1/models/usage", self.base_url);
+        query: &[(&str, String)],
+    ) -> Result<T, FalError> {
+        let url = format!("{}{path}", self.base_url);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let span = tracing::info_span!("fal GET /v1/models/usage", attempt);
+            let span = tracing::info_span!("fal GET", path, attempt);
             let sent = self
                 .client
                 .get(&url)
                 .headers(span.in_scope(crate::telemetry::outgoing_headers))
                 .header(header::AUTHORIZATION, format!("Key {api_key}"))
-                .query(&query)
+                .query(query)
                 .send()
                 .instrument(span)
                 .await;
@@ -97,16 +92,8 @@ impl FalHttp {
             let status = resp.status();
             self.metrics.fal_call(status.as_str());
             if status.is_success() {
-                let body = resp.bytes().await.map_err(|e| {
-                    if e.is_timeout() {
-                        FalError::Timeout {
-                            ms: self.timeout_ms,
-                        }
-                    } else {
-                        FalError::Transport(e.without_url().to_string())
-                    }
-                })?;
-                return serde_json::from_slice::<UsagePage>(&body)
+                let body = self.body(resp).await?;
+                return serde_json::from_slice::<T>(&body)
                     .map_err(|e| FalError::Malformed(e.to_string()));
             }
             let retry_after = resp
@@ -136,14 +123,64 @@ impl FalHttp {
                 None => self.backoff * 2u32.pow(attempt - 1),
             };
             tracing::debug!(
+                path,
                 status = status.as_u16(),
                 attempt,
                 wait_ms = wait.as_millis() as u64,
-                "fal usage: retrying"
+                "fal: retrying"
             );
             tokio::time::sleep(wait).await;
         }
     }
+
+    /// The body, refused past [`MAX_BODY`]: a page of 10,000 billing
+    /// events is about 3 MB, and nothing fal sends may cost unbounded memory.
+    async fn body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, FalError> {
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                FalError::Timeout {
+                    ms: self.timeout_ms,
+                }
+            } else {
+                FalError::Transport(e.without_url().to_string())
+            }
+        };
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(FalError::Malformed(format!(
+                    "the response is larger than {MAX_BODY} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn usage_page(
+        &self,
+        api_key: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<UsagePage, FalError> {
+        let mut query: Vec<(&str, String)> = vec![
+            ("expand", "summary".into()),
+            ("expand", "auth_method".into()),
+            ("start", instant(from)),
+            ("end", instant(to)),
+            // Exact instants: the local side of the diff uses exactly [from, to).
+            ("bound_to_timeframe", "false".into()),
+        ];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        self.get_json("/v1/models/usage", api_key, &query).await
+    }
+}
+
+fn instant(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 #[async_trait::async_trait]
@@ -157,7 +194,9 @@ impl FalPlatform for FalHttp {
         let mut summary = UsageSummary::default();
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let page = self.page(api_key, from, to, cursor.as_deref()).await?;
+            let page = self
+                .usage_page(api_key, from, to, cursor.as_deref())
+                .await?;
             summary.add(page.summary.unwrap_or_default());
             let more = page.has_more.unwrap_or(page.next_cursor.is_some());
             match (more, page.next_cursor) {
@@ -166,5 +205,26 @@ impl FalPlatform for FalHttp {
             }
         }
         Err(FalError::Malformed(format!("more than {MAX_PAGES} pages")))
+    }
+
+    async fn billing_events(
+        &self,
+        api_key: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<BillingPage, FalError> {
+        let mut query: Vec<(&str, String)> = vec![
+            ("start", instant(from)),
+            ("end", instant(to)),
+            ("limit", BILLING_PAGE_LIMIT.to_string()),
+        ];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        let raw: RawBillingPage = self
+            .get_json("/v1/models/billing-events", api_key, &query)
+            .await?;
+        raw.parse()
     }
 }

@@ -1,14 +1,17 @@
-//! fal's Platform API, as the cost report needs it: per-endpoint usage of
-//! one key over a window (`GET /v1/models/usage`).
+//! fal's Platform API, as the cost reports need it: per-endpoint usage of
+//! one key over a window (`GET /v1/models/usage`) and the per-request
+//! billing events (`GET /v1/models/billing-events`).
 //!
 //! The API key is a secret: it leaves the process only in the
 //! `Authorization: Key …` header towards fal, and never appears in an error,
 //! a log line or a cache key.
 
+mod billing;
 mod cached;
 mod http;
 mod usage;
 
+pub use billing::{billing_windows, BillingEvent, BillingPage, BILLING_MAX_WINDOW_DAYS};
 pub use cached::CachedFal;
 pub use http::FalHttp;
 pub use usage::{EndpointUsage, UsageSummary};
@@ -20,7 +23,7 @@ use chrono::{DateTime, Utc};
 pub enum FalError {
     #[error("fal rejected the API key (401 Unauthorized)")]
     Unauthorized,
-    #[error("fal refused access (403 Forbidden): the usage API needs an ADMIN-scope key, and this key is not one")]
+    #[error("fal refused access (403 Forbidden): the Platform API needs an ADMIN-scope key, and this key is not one")]
     Forbidden,
     #[error("fal kept rate limiting (429) after {attempts} attempts")]
     RateLimited { attempts: u32 },
@@ -30,7 +33,7 @@ pub enum FalError {
     Status { status: u16 },
     #[error("fal did not answer within {ms} ms")]
     Timeout { ms: u64 },
-    #[error("fal returned a response that is not the documented usage JSON: {0}")]
+    #[error("fal returned a response that is not the documented JSON: {0}")]
     Malformed(String),
     #[error("fal could not be reached: {0}")]
     Transport(String),
@@ -60,4 +63,15 @@ pub trait FalPlatform: Send + Sync {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<UsageSummary, FalError>;
+
+    /// One page of the billing events of the key's workspace in
+    /// `[from, to)` (at most [`BILLING_MAX_WINDOW_DAYS`] long), from
+    /// `cursor` on.
+    async fn billing_events(
+        &self,
+        api_key: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<BillingPage, FalError>;
 }

@@ -15,6 +15,7 @@ use crate::domain::ledger::{self, CreateUser};
 use crate::domain::source::SourceType;
 use crate::errors::Coded;
 use crate::errors::GqlResult;
+use crate::store::billing::RunTrigger;
 
 #[derive(InputObject)]
 pub struct ConsumeInput {
@@ -380,5 +381,45 @@ impl MutationRoot {
             .gql()?;
         st.keys.revocations().insert(id.as_str().to_owned());
         Ok(new)
+    }
+
+    /// Reconciles every fal job of `[from, to)` against fal's billing
+    /// events, per account (all when `accountIds` is not given; admins).
+    /// Returns the runs started; they pull and publish in the background
+    /// (`falBillingRuns` shows their progress), and each replaces the
+    /// account's lines of the window when it is done.
+    async fn reconcile_fal_billing(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        account_ids: Option<Vec<i32>>,
+    ) -> async_graphql::Result<Vec<FalBillingRun>> {
+        caller(ctx)?.must_be_admin().gql()?;
+        let (from, to) = crate::reconcile::window(from, to).gql()?;
+        let account_ids = crate::reconcile::account_ids(account_ids).gql()?;
+        let st = state(ctx)?;
+        let reconciler = st.reconciler.clone();
+        let accounts = reconciler.accounts(account_ids.as_deref()).await.gql()?;
+        let runs = reconciler
+            .start(&accounts, from, to, RunTrigger::Api)
+            .await
+            .gql()?;
+        let mut rows = Vec::with_capacity(runs.len());
+        for run in &runs {
+            if let Some(r) = st.store.billing_run(*run).await.gql()? {
+                rows.push(FalBillingRun(r));
+            }
+        }
+        // Side effects after the runs are recorded: the pulls outlive the
+        // request, and stop with the process.
+        let shutdown = st.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = reconciler.drive_all(accounts.into_iter().zip(runs).collect(), from, to) => {}
+            }
+        });
+        Ok(rows)
     }
 }

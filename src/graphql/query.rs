@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use super::context::{caller, read, state};
 use super::types::*;
 use super::{AccountByKeyLoader, DuePointsLoader, LiveBatchesLoader, UserLoader};
-use crate::domain::input::{filter_text, timestamp};
+use crate::domain::input::filter_text;
+use crate::domain::reconcile::Flag;
 use crate::domain::source::TxType;
 use crate::errors::{to_gql, GqlResult, ReadError};
 use crate::store::read::{self as queries, Cursor, Page};
@@ -31,6 +32,45 @@ pub struct FalTaskFilter {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub refunded: Option<bool>,
+}
+
+/// Which reconciled lines (`falBillingLines`, `falBillingTotals`, and the
+/// CSV export's query parameters).
+#[derive(InputObject)]
+pub struct FalBillingFilter {
+    /// Inclusive: the task's creation (fal's billing time for a request
+    /// without a task).
+    pub from: DateTime<Utc>,
+    /// Exclusive; at most 366 days after `from`.
+    pub to: DateTime<Utc>,
+    pub account_ids: Option<Vec<i32>>,
+    pub user_id: Option<i32>,
+    pub endpoint_id: Option<String>,
+    /// Lines raising any of these.
+    pub flags: Option<Vec<FalBillingFlagGql>>,
+}
+
+impl FalBillingFilter {
+    fn parse(self) -> async_graphql::Result<queries::billing::LineFilter> {
+        crate::reconcile::line_filter(
+            self.from,
+            self.to,
+            self.account_ids,
+            self.user_id,
+            self.endpoint_id,
+            self.flags.map(|f| f.into_iter().map(Into::into).collect()),
+        )
+        .gql()
+    }
+}
+
+/// What `falBillingTotals` groups by.
+#[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum FalBillingGroup {
+    Account,
+    Endpoint,
+    /// Lowest margin first.
+    User,
 }
 
 fn check_range(
@@ -363,21 +403,8 @@ impl QueryRoot {
         account_ids: Option<Vec<i32>>,
     ) -> async_graphql::Result<Vec<AccountCost>> {
         caller(ctx)?.must_be_admin().gql()?;
-        timestamp("from", from).gql()?;
-        timestamp("to", to).gql()?;
-        if from >= to {
-            return Err(to_gql(ReadError::BadWindow("`from` must be before `to`")));
-        }
-        if to - from > chrono::Duration::days(366) {
-            return Err(to_gql(ReadError::TooBroad(
-                "the window may span at most 366 days".into(),
-            )));
-        }
-        if account_ids.as_ref().is_some_and(|ids| ids.len() > 1_000) {
-            return Err(to_gql(ReadError::TooBroad(
-                "at most 1000 accountIds".into(),
-            )));
-        }
+        let (from, to) = crate::reconcile::window(from, to).gql()?;
+        let account_ids = crate::reconcile::account_ids(account_ids).gql()?;
         let rows = read(ctx, |db| {
             queries::costs::account_costs(db, from, to, account_ids.as_deref())
         })
@@ -390,6 +417,85 @@ impl QueryRoot {
                 to,
             })
             .collect())
+    }
+
+    /// Reconciled lines, newest first: one per task of the window and per
+    /// request fal billed that no task records, as the last published
+    /// runs left them (`reconcileFalBilling`; admins).
+    async fn fal_billing_lines(
+        &self,
+        ctx: &Context<'_>,
+        filter: FalBillingFilter,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<FalBillingLineConnection> {
+        caller(ctx)?.must_be_admin().gql()?;
+        let filter = filter.parse()?;
+        let page = Page::new(first, after.as_deref()).gql()?;
+        let (rows, more) = read(ctx, |db| queries::billing::line_page(db, &filter, &page)).await?;
+        Ok(connection(
+            rows,
+            more,
+            TotalCount::BillingLines(filter),
+            |r| Cursor {
+                at: r.line.at,
+                id: r.id,
+            },
+            FalBillingLine,
+        ))
+    }
+
+    /// Reconciled lines summed per account, endpoint or user (at most
+    /// `first` groups, default 100, at most 1000; admins). Per account and
+    /// endpoint, task counts and points equal `accountCosts`' for the
+    /// same window.
+    async fn fal_billing_totals(
+        &self,
+        ctx: &Context<'_>,
+        filter: FalBillingFilter,
+        by: FalBillingGroup,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<FalBillingTotal>> {
+        caller(ctx)?.must_be_admin().gql()?;
+        let filter = filter.parse()?;
+        let limit = match first {
+            None => 100,
+            Some(n) if (1..=1_000).contains(&n) => n as u64,
+            Some(_) => {
+                return Err(to_gql(ReadError::TooBroad(
+                    "`first` must be between 1 and 1000".into(),
+                )))
+            }
+        };
+        let by = match by {
+            FalBillingGroup::Account => queries::billing::GroupBy::Account,
+            FalBillingGroup::Endpoint => queries::billing::GroupBy::Endpoint,
+            FalBillingGroup::User => queries::billing::GroupBy::User,
+        };
+        let bits: Vec<i32> = Flag::ALL.iter().map(|f| f.bit()).collect();
+        let rows = read(ctx, |db| {
+            queries::billing::totals(db, &filter, by, &bits, limit)
+        })
+        .await?;
+        Ok(rows.into_iter().map(FalBillingTotal).collect())
+    }
+
+    /// Reconciliation runs, newest first (admins): progress while running,
+    /// the error of a failed account.
+    async fn fal_billing_runs(
+        &self,
+        ctx: &Context<'_>,
+        account_id: Option<i32>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<FalBillingRun>> {
+        caller(ctx)?.must_be_admin().gql()?;
+        let limit = Page::new(first, None).gql()?.first;
+        let rows = state(ctx)?
+            .store
+            .billing_runs(account_id, limit)
+            .await
+            .gql()?;
+        Ok(rows.into_iter().map(FalBillingRun).collect())
     }
 
     /// Jobs run on fal; users see only their own.

@@ -2,6 +2,7 @@
 //! `/healthz`, `/readyz`, `/metrics`; every request gets a request id.
 
 pub mod documents;
+mod export;
 mod graphiql;
 mod graphql;
 pub mod media;
@@ -87,6 +88,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/admin/fal-billing.csv", get(export::fal_billing_csv))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(cors)
         .layer(middleware::from_fn(request_id))

@@ -16,6 +16,7 @@
 
 pub mod adopt;
 pub mod audit;
+pub mod billing;
 pub mod consume_call;
 pub mod db;
 mod error;

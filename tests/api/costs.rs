@@ -43,7 +43,7 @@ struct Task {
     at: chrono::DateTime<chrono::Utc>,
 }
 
-async fn insert_account(app: &TestApp, name: &str, key: &str) -> i32 {
+pub(crate) async fn insert_account(app: &TestApp, name: &str, key: &str) -> i32 {
     let backend = app.db.get_database_backend();
     app.db
         .execute_raw(Statement::from_sql_and_values(
@@ -416,7 +416,7 @@ async fn fal_usage_is_fetched_diffed_and_fails_per_account() {
     expect_err("rl-forever", "429) after 3 attempts", Some(429));
     expect_err("server", "500 (server error) after 3 attempts", Some(500));
     expect_err("slow", "within 500 ms", None);
-    expect_err("badjson", "not the documented usage JSON", None);
+    expect_err("badjson", "not the documented JSON", None);
     assert_eq!(fal.calls(&keys["forbidden"]), 1, "403 is not retried");
     assert_eq!(r["errors"].as_array().unwrap().len(), 6);
 

@@ -1,5 +1,6 @@
-//! A local HTTP server that plays fal's `GET /v1/models/usage` with the
-//! documented shapes (shared/fal-platform-api.md), one scenario per API key.
+//! A local HTTP server that plays fal's `GET /v1/models/usage` and
+//! `GET /v1/models/billing-events` with the documented shapes
+//! (shared/fal-platform-api.md), one scenario per API key.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,9 +37,25 @@ pub struct Recorded {
     pub traceparents: Vec<String>,
 }
 
+/// What billing-events answers for one key.
+#[derive(Clone)]
+pub enum Billing {
+    /// The key's events (any schema generation), served in timestamp order,
+    /// filtered by `[start, end)`, `page` per page; the first `limited`
+    /// calls get 429 with `Retry-After: 1`.
+    Events {
+        events: Vec<Value>,
+        page: usize,
+        limited: u32,
+    },
+    /// Always this status with fal's error body.
+    Status(u16),
+}
+
 pub struct StandIn {
     pub url: String,
     scenarios: Mutex<HashMap<String, Scenario>>,
+    billing: Mutex<HashMap<String, Billing>>,
     pub recorded: Mutex<Recorded>,
     in_flight: AtomicUsize,
     pub peak: AtomicUsize,
@@ -51,15 +68,21 @@ impl StandIn {
         let me = Arc::new(StandIn {
             url: format!("http://127.0.0.1:{port}"),
             scenarios: Mutex::new(HashMap::new()),
+            billing: Mutex::new(HashMap::new()),
             recorded: Mutex::new(Recorded::default()),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/models/usage", get(usage))
+            .route("/v1/models/billing-events", get(billing_events))
             .with_state(me.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         me
+    }
+
+    pub fn set_billing(&self, key: &str, b: Billing) {
+        self.billing.lock().unwrap().insert(key.to_owned(), b);
     }
 
     pub fn set(&self, key: &str, s: Scenario) {
@@ -100,6 +123,15 @@ fn fal_error(status: u16, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// The key of `Authorization: Key …`.
+fn admin_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Key "))
+        .map(str::to_owned)
+}
+
 struct InFlight<'a>(&'a StandIn);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -116,12 +148,7 @@ async fn usage(
     s.peak.fetch_max(now, Ordering::SeqCst);
     let _guard = InFlight(&s);
     let q = q.unwrap_or_default();
-    let Some(key) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Key "))
-        .map(str::to_owned)
-    else {
+    let Some(key) = admin_key(&headers) else {
         return fal_error(401, "authorization_error", "Authentication required");
     };
     if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
@@ -216,6 +243,139 @@ async fn usage(
         )
             .into_response(),
     }
+}
+
+/// A billing event of the current schema; `nano` is the charge.
+pub fn event(request_id: &str, endpoint: &str, at: &str, units: f64, nano: i64) -> Value {
+    let total = nano as f64 / 1e9;
+    json!({
+        "request_id": request_id, "endpoint_id": endpoint, "timestamp": at,
+        "output_units": units, "unit_price": total / units.max(1e-9), "percent_discount": null,
+        "cost_subtotal": total, "cost_discount": 0.0, "cost_total": total,
+        "cost_estimate_nano_usd": nano,
+    })
+}
+
+/// A billing event of the oldest documented schema: no subtotal,
+/// discount or total; the charge only in nano-USD.
+pub fn old_event(request_id: &str, endpoint: &str, at: &str, units: f64, nano: i64) -> Value {
+    json!({
+        "request_id": request_id, "endpoint_id": endpoint, "timestamp": at,
+        "output_units": units, "unit_price": nano as f64 / 1e9 / units.max(1e-9),
+        "percent_discount": null, "cost_estimate_nano_usd": nano,
+    })
+}
+
+/// A billing event of the later generation (`quantity`, `unit`, `tags`),
+/// its charge in `cost_total` only.
+pub fn later_event(request_id: &str, endpoint: &str, at: &str, quantity: f64, usd: f64) -> Value {
+    json!({
+        "request_id": request_id, "endpoint_id": endpoint, "timestamp": at,
+        "quantity": quantity, "unit": "images", "unit_price": usd / quantity.max(1e-9),
+        "percent_discount": null, "cost_subtotal": usd, "cost_discount": 0.0, "cost_total": usd,
+        "tags": { "job": request_id },
+    })
+}
+
+fn instant(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.to_utc())
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .ok()
+                .map(|d| d.and_hms_opt(0, 0, 0).unwrap().and_utc())
+        })
+}
+
+async fn billing_events(
+    State(s): State<Arc<StandIn>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let q = q.unwrap_or_default();
+    let Some(key) = admin_key(&headers) else {
+        return fal_error(401, "authorization_error", "Authentication required");
+    };
+    let Some(scenario) = s.billing.lock().unwrap().get(&key).cloned() else {
+        return fal_error(401, "authorization_error", "Authentication required");
+    };
+    let n = {
+        let mut r = s.recorded.lock().unwrap();
+        r.queries.entry(key.clone()).or_default().push(q.clone());
+        let c = r.calls.entry(key.clone()).or_default();
+        *c += 1;
+        *c
+    };
+    let (events, page_size, limited) = match scenario {
+        Billing::Status(403) => return fal_error(403, "authorization_error", "Access denied"),
+        Billing::Status(code) => {
+            return fal_error(code, "server_error", "An unexpected error occurred")
+        }
+        Billing::Events {
+            events,
+            page,
+            limited,
+        } => (events, page, limited),
+    };
+    if n <= limited {
+        let mut r = fal_error(429, "rate_limited", "Rate limit exceeded");
+        r.headers_mut().insert("retry-after", "1".parse().unwrap());
+        return r;
+    }
+    let params = url_pairs(&q);
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let now = chrono::Utc::now();
+    let end = match param("end") {
+        None => now,
+        Some(v) => match instant(&v) {
+            Some(t) => t,
+            None => return fal_error(400, "validation_error", "Invalid request parameters"),
+        },
+    };
+    let start = match param("start") {
+        None => end - chrono::Duration::days(1),
+        Some(v) => match instant(&v) {
+            Some(t) => t,
+            None => return fal_error(400, "validation_error", "Invalid request parameters"),
+        },
+    };
+    if end - start > chrono::Duration::days(90) || start > end {
+        return fal_error(
+            400,
+            "validation_error",
+            "Date range is capped at 90 days per request",
+        );
+    }
+    let limit = param("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(page_size)
+        .min(page_size)
+        .max(1);
+    let offset = param("cursor")
+        .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut inside: Vec<Value> = events
+        .into_iter()
+        .filter(|e| {
+            instant(e["timestamp"].as_str().unwrap_or("")).is_some_and(|t| t >= start && t < end)
+        })
+        .collect();
+    inside.sort_by_key(|e| instant(e["timestamp"].as_str().unwrap_or("")));
+    let page: Vec<Value> = inside.iter().skip(offset).take(limit).cloned().collect();
+    let more = offset + page.len() < inside.len();
+    let next = more.then(|| {
+        base64::engine::general_purpose::STANDARD.encode((offset + page.len()).to_string())
+    });
+    axum::Json(json!({ "billing_events": page, "next_cursor": next, "has_more": more }))
+        .into_response()
 }
 
 pub fn url_pairs(q: &str) -> Vec<(String, String)> {

@@ -96,6 +96,9 @@ pub fn settings(database_url: &str) -> Settings {
         fal_cache_secs: 60,
         fal_mismatch_tolerance_usd: 0.01,
         points_per_usd: 100.0,
+        fal_job_tolerance_usd: 0.001,
+        fal_reconcile_every_secs: 0,
+        fal_reconcile_days: 3,
         legacy_zone: points_gateway::store::DEFAULT_LEGACY_ZONE,
         expiry_sweep_secs: 0,
         db_max_connections: 10,
@@ -153,10 +156,25 @@ pub async fn spawn_pooled() -> TestApp {
     spawn_pooled_on(fresh_postgres_url().await, dir).await
 }
 
+/// [`spawn_pooled`] with adjusted settings.
+pub async fn spawn_pooled_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    pooled(fresh_postgres_url().await, dir, adjust).await
+}
+
 /// [`spawn_pooled`] on an existing database.
 pub async fn spawn_pooled_on(direct: String, dir: tempfile::TempDir) -> TestApp {
+    pooled(direct, dir, |_| {}).await
+}
+
+async fn pooled(
+    direct: String,
+    dir: tempfile::TempDir,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let bouncer = crate::pgbouncer::PgBouncer::shared();
     let mut s = settings(&bouncer.url_for(&direct));
+    adjust(&mut s);
     s.transaction_pooling = true;
     s.database_listen_url = Some(direct.clone());
     let mut app = start(s, dir).await;

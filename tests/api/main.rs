@@ -10,6 +10,7 @@ mod adopt;
 mod auth;
 mod availability;
 mod bench_gen;
+mod billing;
 mod cli;
 mod coexist;
 mod concurrency;

@@ -1,6 +1,7 @@
 //! GraphQL object types; each wraps a row and resolves only what is asked.
 
 mod balance;
+mod billing;
 mod costs;
 mod enums;
 mod fal;
@@ -10,13 +11,14 @@ mod page;
 mod user;
 
 pub use balance::BalanceChange;
+pub use billing::{FalBillingFlagGql, FalBillingLine, FalBillingRun, FalBillingTotal};
 pub use costs::AccountCost;
 pub use enums::{RechargeKindGql, SourceTypeInfo, SourceTypeName, TransactionTypeGql};
 pub use fal::{FalAccount, FalTask};
 pub use hold::{HoldChange, HoldGql, HoldStatusGql};
 pub use ledger::{ExpireReportGql, FinancialTransaction, PointsDetail, UsageDetail};
 pub use page::{
-    connection, FalTaskConnection, FinancialTransactionConnection, HoldConnection,
-    PointsDetailConnection, TotalCount, UsageDetailConnection, UserConnection,
+    connection, FalBillingLineConnection, FalTaskConnection, FinancialTransactionConnection,
+    HoldConnection, PointsDetailConnection, TotalCount, UsageDetailConnection, UserConnection,
 };
 pub use user::User;

@@ -4,7 +4,9 @@
 use async_graphql::connection::{Connection, CursorType, Edge};
 use async_graphql::{Context, Object, OutputType};
 
-use super::{FalTask, FinancialTransaction, HoldGql, PointsDetail, UsageDetail, User};
+use super::{
+    FalBillingLine, FalTask, FinancialTransaction, HoldGql, PointsDetail, UsageDetail, User,
+};
 use crate::graphql::context::read;
 use crate::store::read::{self as queries, Cursor, CursorError};
 
@@ -28,6 +30,7 @@ pub enum TotalCount {
     Tasks(queries::fal::TaskFilter),
     Users(queries::users::UserSearch),
     Holds(i32, Option<crate::store::holds::HoldStatus>),
+    BillingLines(queries::billing::LineFilter),
 }
 
 #[Object]
@@ -42,6 +45,7 @@ impl TotalCount {
                 TotalCount::Tasks(f) => queries::fal::task_count(db, f).await,
                 TotalCount::Users(q) => queries::users::search_count(db, q).await,
                 TotalCount::Holds(u, status) => db.holds_count(*u, *status).await,
+                TotalCount::BillingLines(f) => queries::billing::line_count(db, f).await,
             }
         })
         .await?;
@@ -55,6 +59,7 @@ pub type PointsDetailConnection = Connection<Cursor, PointsDetail, TotalCount>;
 pub type FinancialTransactionConnection = Connection<Cursor, FinancialTransaction, TotalCount>;
 pub type FalTaskConnection = Connection<Cursor, FalTask, TotalCount>;
 pub type HoldConnection = Connection<Cursor, HoldGql, TotalCount>;
+pub type FalBillingLineConnection = Connection<Cursor, FalBillingLine, TotalCount>;
 
 /// Builds a connection from a fetched page; `key` gives each row's cursor.
 pub fn connection<R, N: OutputType>(

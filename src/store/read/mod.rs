@@ -3,6 +3,7 @@
 //! fetching.
 
 pub mod batches;
+pub mod billing;
 pub mod costs;
 pub mod cursor;
 pub mod fal;

@@ -338,6 +338,58 @@ impl Coded for Refusal {
     }
 }
 
+/// Why one account's billing reconciliation run failed (recorded on the
+/// run with its code; `reconcile`).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Fal(#[from] FalError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("fal's cursor did not advance (page {0})")]
+    CursorLoop(u32),
+    #[error("the run was abandoned before it could publish")]
+    Abandoned,
+}
+
+impl Coded for ReconcileError {
+    fn code(&self) -> Code {
+        match self {
+            ReconcileError::Fal(e) => e.code(),
+            ReconcileError::Store(e) => e.code(),
+            ReconcileError::CursorLoop(_) => Code::UpstreamError,
+            ReconcileError::Abandoned => Code::Internal,
+        }
+    }
+}
+
+/// Why the CSV export (`GET /admin/fal-billing.csv`) refuses a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("an admin token is required")]
+    Unauthenticated,
+    #[error("the export is for admins")]
+    Forbidden,
+    #[error("{0}")]
+    Input(String),
+    #[error("too many requests: retry after {0} s")]
+    RateLimited(u64),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+impl Coded for ExportError {
+    fn code(&self) -> Code {
+        match self {
+            ExportError::Unauthenticated => Code::Unauthenticated,
+            ExportError::Forbidden => Code::Forbidden,
+            ExportError::Input(_) => Code::InvalidInput,
+            ExportError::RateLimited(_) => Code::LimitExceeded,
+            ExportError::Read(e) => e.code(),
+        }
+    }
+}
+
 /// A GraphQL error with `extensions.code`.
 pub fn to_gql<E: Coded>(e: E) -> async_graphql::Error {
     let code = e.code();
@@ -359,7 +411,7 @@ pub fn to_server_error<E: Coded>(e: &E) -> ServerError {
 /// What the client reads: the error's own message, except for failures
 /// inside the gateway or its database, which are logged here and answered
 /// without their details (SQL, hosts, drivers' words).
-fn public_message<E: Coded + ?Sized>(code: Code, e: &E) -> String {
+pub(crate) fn public_message<E: Coded + ?Sized>(code: Code, e: &E) -> String {
     match code {
         Code::Internal => {
             log_internal(e);

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use super::HttpState;
 use crate::auth::Role;
 use crate::domain::reconcile::Flag;
-use crate::errors::{Code, Coded, ReadError};
+use crate::errors::{ExportError, ReadError};
 use crate::store::read::billing::{line_page, LineFilter};
 use crate::store::read::{Cursor, Page};
 
@@ -23,32 +23,6 @@ use crate::store::read::{Cursor, Page};
 const PAGE: u64 = 1_000;
 /// A query string longer than this is refused.
 const MAX_QUERY: usize = 8_192;
-
-#[derive(Debug, thiserror::Error)]
-enum ExportError {
-    #[error("an admin token is required")]
-    Unauthenticated,
-    #[error("the export is for admins")]
-    Forbidden,
-    #[error("{0}")]
-    Input(String),
-    #[error("too many requests: retry after {0} s")]
-    RateLimited(u64),
-    #[error(transparent)]
-    Read(#[from] ReadError),
-}
-
-impl Coded for ExportError {
-    fn code(&self) -> Code {
-        match self {
-            ExportError::Unauthenticated => Code::Unauthenticated,
-            ExportError::Forbidden => Code::Forbidden,
-            ExportError::Input(_) => Code::InvalidInput,
-            ExportError::RateLimited(_) => Code::LimitExceeded,
-            ExportError::Read(e) => e.code(),
-        }
-    }
-}
 
 fn refuse(e: ExportError) -> Response {
     let status = match &e {
@@ -233,6 +207,7 @@ fn parse(q: &str) -> Result<LineFilter, ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::errors::{Code, Coded};
 
     #[test]
     fn parameters_parse_repeated_or_comma_separated() {

@@ -23,7 +23,7 @@ use entity::fal_account;
 use futures_util::StreamExt;
 
 use crate::domain::reconcile::{judge, FalSide, JobSide, Terms};
-use crate::errors::{Code, Coded};
+use crate::errors::{Coded, ReconcileError};
 use crate::fal::{billing_windows, BillingEvent, FalError, FalPlatform};
 use crate::metrics::Metrics;
 use crate::store::billing::{
@@ -43,30 +43,6 @@ const BATCH: u64 = 5_000;
 const MAX_PAGES: u32 = 10_000;
 /// Accounts pulled at once (fal calls are also bounded by `FAL_CONCURRENCY`).
 const ACCOUNTS_AT_ONCE: usize = 4;
-
-/// Why a run failed.
-#[derive(Debug, thiserror::Error)]
-enum RunError {
-    #[error(transparent)]
-    Fal(#[from] FalError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("fal's cursor did not advance (page {0})")]
-    CursorLoop(u32),
-    #[error("the run was abandoned before it could publish")]
-    Abandoned,
-}
-
-impl RunError {
-    fn code(&self) -> Code {
-        match self {
-            RunError::Fal(e) => e.code(),
-            RunError::Store(e) => e.code(),
-            RunError::CursorLoop(_) => Code::UpstreamError,
-            RunError::Abandoned => Code::Internal,
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct Reconciler {
@@ -184,10 +160,11 @@ impl Reconciler {
                 let code = e.code();
                 tracing::warn!(account_id = account.id, run, code = code.as_str(), error = %e, "fal billing: run failed");
                 let status = match e {
-                    RunError::Abandoned => RunStatus::Abandoned,
+                    ReconcileError::Abandoned => RunStatus::Abandoned,
                     _ => RunStatus::Failed,
                 };
-                let message = e.to_string();
+                // Shown to admins: a database failure's details stay in the log.
+                let message = crate::errors::public_message(code, &e);
                 if let Err(e) = self
                     .store
                     .billing_run_end(run, status, Some((code.as_str(), &message)))
@@ -205,7 +182,7 @@ impl Reconciler {
         run: i64,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<i64, RunError> {
+    ) -> Result<i64, ReconcileError> {
         let events_to = to + LATE_EVENTS;
         for (wf, wt) in billing_windows(from, events_to) {
             self.pull_window(account, run, wf, wt).await?;
@@ -247,7 +224,7 @@ impl Reconciler {
             .billing_publish(run, account.id, from, to, events_to, lines)
             .await?
         {
-            return Err(RunError::Abandoned);
+            return Err(ReconcileError::Abandoned);
         }
         Ok(lines)
     }
@@ -259,7 +236,7 @@ impl Reconciler {
         run: i64,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), ReconcileError> {
         let mut cursor: Option<String> = None;
         for page_no in 1..=MAX_PAGES {
             let page = self
@@ -285,12 +262,12 @@ impl Reconciler {
             match page.next_cursor {
                 None => return Ok(()),
                 Some(next) if cursor.as_deref() == Some(next.as_str()) => {
-                    return Err(RunError::CursorLoop(page_no))
+                    return Err(ReconcileError::CursorLoop(page_no))
                 }
                 Some(next) => cursor = Some(next),
             }
         }
-        Err(RunError::Fal(FalError::Malformed(format!(
+        Err(ReconcileError::Fal(FalError::Malformed(format!(
             "more than {MAX_PAGES} pages in one window"
         ))))
     }

@@ -202,6 +202,14 @@ impl Coded for CatalogError {
     }
 }
 
+/// The dataloaders' error (shared by every key of a batch): classified as
+/// the store error it wraps, so a database outage stays `UNAVAILABLE`.
+impl Coded for std::sync::Arc<StoreError> {
+    fn code(&self) -> Code {
+        self.as_ref().code()
+    }
+}
+
 impl Coded for StoreError {
     fn code(&self) -> Code {
         if self.is_unavailable() {

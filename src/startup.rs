@@ -28,7 +28,7 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     http: HttpState,
     /// The PostgreSQL event tail (`gw_events`); stops with `shutdown`.
-    notifications: Option<tokio::task::JoinHandle<()>>,
+    feed_tail: Option<tokio::task::JoinHandle<()>>,
     /// PostgreSQL: the probe behind the outage gate (`store::health`).
     health_watch: Option<tokio::task::JoinHandle<()>>,
     /// The measurement of the read replicas' lag, when there are any.
@@ -91,7 +91,7 @@ impl Application {
         // Budget plus slack: how long before a lost feed connection a
         // transaction may have stamped rows it committed after.
         let catch_up = Duration::from_millis(settings.request_timeout_ms) + Duration::from_secs(5);
-        let (store, listener_task) = store
+        let (store, feed_tail) = store
             .feeding(
                 broker.clone(),
                 catch_up,
@@ -99,7 +99,7 @@ impl Application {
                 shutdown.clone(),
             )
             .await
-            .context("cannot listen for ledger notifications")?;
+            .context("cannot start the balance-event feed")?;
         let health_watch = store
             .health_probe()
             .map(|probe| spawn_health_watch(store.clone(), probe, shutdown.clone()));
@@ -140,7 +140,7 @@ impl Application {
             listener,
             metrics_listener,
             http: HttpState::new(state, schema),
-            notifications: listener_task,
+            feed_tail,
             health_watch,
             replica_watch,
         })
@@ -223,7 +223,7 @@ impl Application {
         if let Some(h) = jwks {
             h.abort();
         }
-        if let Some(h) = self.notifications {
+        if let Some(h) = self.feed_tail {
             h.abort();
         }
         if let Some(h) = self.health_watch {

@@ -11,6 +11,12 @@ use super::source::{DurationRule, RechargeKind, SourceType};
 /// pass it are refused rather than silently wrapped.
 pub const MAX_BALANCE: i64 = i32::MAX as i64;
 
+/// Ids the gateway gives users the ts platform does not know start here,
+/// far above any serial the platform will reach, so the platform's next
+/// `ts_users` rows never take an id the gateway already gave out. Users
+/// created through the API after adoption continue from there.
+pub const FIRST_GATEWAY_ID: i32 = 1_000_000_000;
+
 /// Longest billed duration accepted (one year of seconds): anything larger is
 /// a unit mistake by the caller, not a job.
 pub const MAX_DURATION_SECS: f64 = 31_536_000.0;
@@ -227,13 +233,13 @@ impl UserUuid {
 
 /// A ts platform user id given to `createUser`: a person the platform
 /// registered after the gateway adopted its database. Below the ids the
-/// gateway gives out itself ([`crate::domain::adopt::plan::FIRST_GATEWAY_ID`]).
+/// gateway gives out itself ([`FIRST_GATEWAY_ID`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlatformUserId(i32);
 
 impl PlatformUserId {
     pub fn new(value: i32) -> Result<PlatformUserId, InputError> {
-        let max = crate::domain::adopt::plan::FIRST_GATEWAY_ID - 1;
+        let max = FIRST_GATEWAY_ID - 1;
         if (1..=max).contains(&value) {
             Ok(PlatformUserId(value))
         } else {

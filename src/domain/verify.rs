@@ -43,275 +43,297 @@ pub struct Checked {
 const CHUNK: i64 = 20_000;
 
 pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreError> {
-    let mut v = Vec::new();
-    let mut checked = Checked::default();
-    let push = |v: &mut Vec<Violation>, rule, detail: String| v.push(Violation { rule, detail });
+    let mut audit = Audit {
+        store,
+        v: Vec::new(),
+        checked: Checked::default(),
+    };
+    let last_after = audit.chains().await?;
+    audit.balances(last_after).await?;
+    audit.batches().await?;
+    audit.holds_keys_and_legacy_view().await?;
+    audit.allocations_and_draw_order().await?;
+    audit.refund_caps().await?;
+    audit.mirrors_and_fal_flags().await?;
+    Ok((audit.checked, audit.v))
+}
 
-    // 1. Chains, read in id order per user, a chunk at a time.
-    let mut last_after: HashMap<Uuid, i64> = HashMap::new();
-    let mut last_time: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
-    // The invariants hold from the cutover on (DESIGN.md 3.11): every
-    // user's chain starts at 0 there (an adopted balance is an `opening`
-    // row); history before it is information, not a violation.
-    let cutover = audit::cutover(store).await?;
-    checked.cutover = cutover;
-    let mut last_id: i64 = cutover;
-    loop {
-        let rows = audit::chain_chunk(store, last_id, CHUNK).await?;
-        if rows.is_empty() {
-            break;
-        }
-        for r in rows {
-            let (id, user, amount, before, after) = (r.id, r.user, r.amount, r.before, r.after);
-            if !r.gateway {
-                last_id = id;
-                checked.ledger_rows += 1;
-                push(
-                    &mut v,
-                    "foreign",
-                    format!(
-                        "row {id}: written after the cutover by something other than the gateway \
-                         (user {user}, {} {amount}); not part of any balance",
-                        r.tx_type
-                    ),
-                );
-                continue;
+/// One pass of `verify`: the violations found so far and what was read.
+struct Audit<'a> {
+    store: &'a Store,
+    v: Vec<Violation>,
+    checked: Checked,
+}
+
+impl Audit<'_> {
+    fn push(&mut self, rule: &'static str, detail: String) {
+        self.v.push(Violation { rule, detail });
+    }
+
+    /// Every user's chain from the cutover on; returns each user's last
+    /// `balance_after`.
+    async fn chains(&mut self) -> Result<HashMap<Uuid, i64>, StoreError> {
+        // 1. Chains, read in id order per user, a chunk at a time.
+        let mut last_after: HashMap<Uuid, i64> = HashMap::new();
+        let mut last_time: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+        // The invariants hold from the cutover on (DESIGN.md 3.11): every
+        // user's chain starts at 0 there (an adopted balance is an `opening`
+        // row); history before it is information, not a violation.
+        let cutover = audit::cutover(self.store).await?;
+        self.checked.cutover = cutover;
+        let mut last_id: i64 = cutover;
+        loop {
+            let rows = audit::chain_chunk(self.store, last_id, CHUNK).await?;
+            if rows.is_empty() {
+                break;
             }
-            let ty = r.tx_type;
-            // Ledger order is time order per user (invariant 7): the
-            // UsageDetail page, newest first by time, chains row to row.
-            if let Some(prev) = last_time.insert(user, r.created_at) {
-                if r.created_at < prev {
-                    push(
-                        &mut v,
-                        "time_order",
+            for r in rows {
+                let (id, user, amount, before, after) = (r.id, r.user, r.amount, r.before, r.after);
+                if !r.gateway {
+                    last_id = id;
+                    self.checked.ledger_rows += 1;
+                    self.push("foreign",
                         format!(
-                            "row {id}: stamped {} before the previous row of user {user} ({prev})",
-                            r.created_at
+                            "row {id}: written after the cutover by something other than the gateway \
+                             (user {user}, {} {amount}); not part of any balance",
+                            r.tx_type
                         ),
                     );
-                }
-            }
-            last_id = id;
-            checked.ledger_rows += 1;
-            let sign = match TxType::parse(&ty) {
-                Some(t) => t.sign(),
-                None => {
-                    push(&mut v, "chain", format!("row {id}: unknown type {ty:?}"));
                     continue;
                 }
-            };
-            if amount <= 0 {
-                push(
-                    &mut v,
-                    "chain",
-                    format!("row {id}: amount {amount} is not positive"),
-                );
-            }
-            if after != before + sign * amount {
-                push(
-                    &mut v,
-                    "chain",
-                    format!("row {id}: {before} {ty} {amount} gives {after}"),
-                );
-            }
-            if after < 0 {
-                push(
-                    &mut v,
-                    "chain",
-                    format!("row {id}: balance_after {after} is negative"),
-                );
-            }
-            let prev = last_after.get(&user).copied().unwrap_or(0);
-            if before != prev {
-                push(
-                    &mut v,
-                    "chain",
-                    format!("row {id}: balance_before {before} but the previous row of user {user} ended at {prev}"),
-                );
-            }
-            last_after.insert(user, after);
-        }
-    }
-
-    // 2. Cached balance = last balance_after = what the batches hold
-    // (remaining + reserved); held = open holds = reserved, within balance.
-    for u in audit::users(store).await? {
-        checked.users += 1;
-        let (id, balance, in_batches) = (u.id, u.balance, u.in_batches);
-        if u.held != u.open_holds || u.held != u.reserved || u.held > balance {
-            push(
-                &mut v,
-                "hold",
-                format!(
-                    "user {id}: held {}, open holds {}, batches reserve {}, balance {balance}",
-                    u.held, u.open_holds, u.reserved
-                ),
-            );
-        }
-        let ledger = last_after.remove(&u.uuid).unwrap_or(0);
-        if balance != ledger {
-            push(
-                &mut v,
-                "balance",
-                format!("user {id}: cached balance {balance}, ledger says {ledger}"),
-            );
-        }
-        if balance != in_batches {
-            push(
-                &mut v,
-                "balance",
-                format!("user {id}: cached balance {balance}, batches hold {in_batches}"),
-            );
-        }
-    }
-    for (uuid, _) in last_after {
-        push(
-            &mut v,
-            "balance",
-            format!("ledger rows for unknown user {uuid}"),
-        );
-    }
-
-    // 3. Each batch: remaining + reserved = amount - drawn + returned -
-    // expired, within [0, amount]; reserved = its open holds' parts.
-    for b in audit::batches(store).await? {
-        checked.batches += 1;
-        let (id, amount, remaining, moved, expired) =
-            (b.id, b.amount, b.remaining, b.moved, b.expired);
-        let holds = remaining + b.reserved;
-        if remaining < 0 || b.reserved < 0 || holds > amount {
-            push(
-                &mut v,
-                "batch",
-                format!(
-                    "batch {id}: remaining {remaining} + reserved {} outside [0, {amount}]",
-                    b.reserved
-                ),
-            );
-        }
-        if holds != amount + moved - expired {
-            push(
-                &mut v,
-                "batch",
-                format!("batch {id}: remaining {remaining} + reserved {}, but {amount} {moved:+} moved - {expired} expired", b.reserved),
-            );
-        }
-        if b.reserved != b.held_parts {
-            push(
-                &mut v,
-                "hold",
-                format!(
-                    "batch {id}: reserved {}, open holds' parts {}",
-                    b.reserved, b.held_parts
-                ),
-            );
-        }
-    }
-
-    // 3b. Holds: parts add up, settlements fit their status, captures
-    // wrote the consume row they say from the batches held.
-    for detail in audit::hold_mismatches(store).await? {
-        push(&mut v, "hold", detail);
-    }
-
-    // 3c. One owner per job key: a hold's key holds no other consume row.
-    for detail in audit::shared_job_keys(store).await? {
-        push(&mut v, "key", detail);
-    }
-
-    // 3d. Legacy view: where an adoption keeps ts_users in step, its
-    // columns hold what the user's batches hold of each funds.
-    if let Some(columns) = ts_users::followed(store).await? {
-        for (id, paid, gift, ts_paid, ts_gift) in ts_users::drift(store, &columns).await? {
-            push(
-                &mut v,
-                "legacy_view",
-                format!(
-                    "ts user {id}: batches hold {paid} paid + {gift} gift, \
-                     ts_users {ts_paid} + {ts_gift}"
-                ),
-            );
-        }
-    }
-
-    // 4. Allocations sum to every consume and refund.
-    for (id, ty, amount, allocated) in audit::misallocated(store).await? {
-        push(
-            &mut v,
-            "allocation",
-            format!("{ty} {id}: amount {amount}, allocations {allocated}"),
-        );
-    }
-
-    // 4b. Consumes drew in the published order (invariant 4): each in the
-    // current one, or, for consumes written before gift points came first
-    // (migration 12), in the one of then.
-    let mut after = (0_i64, 0_i64);
-    let mut current: Option<DrawCheck> = None;
-    loop {
-        let steps = audit::draw_steps(store, after, CHUNK).await?;
-        let Some(last) = steps.last() else {
-            break;
-        };
-        after = (last.entry_id, last.allocation_id);
-        for step in steps {
-            let keys = (
-                draw_key(step.expires_at, step.gift, step.batch_id),
-                draw_key_before_gift_first(step.expires_at, step.batch_id),
-            );
-            match current.as_mut() {
-                Some(c) if c.entry == step.entry_id => c.step(keys, step.batch_id),
-                _ => {
-                    if let Some(done) = current.take() {
-                        done.report(&mut v);
+                let ty = r.tx_type;
+                // Ledger order is time order per user (invariant 7): the
+                // UsageDetail page, newest first by time, chains row to row.
+                if let Some(prev) = last_time.insert(user, r.created_at) {
+                    if r.created_at < prev {
+                        self.push("time_order",
+                            format!(
+                                "row {id}: stamped {} before the previous row of user {user} ({prev})",
+                                r.created_at
+                            ),
+                        );
                     }
-                    current = Some(DrawCheck::new(step.entry_id, keys, step.batch_id));
+                }
+                last_id = id;
+                self.checked.ledger_rows += 1;
+                let sign = match TxType::parse(&ty) {
+                    Some(t) => t.sign(),
+                    None => {
+                        self.push("chain", format!("row {id}: unknown type {ty:?}"));
+                        continue;
+                    }
+                };
+                if amount <= 0 {
+                    self.push(
+                        "chain",
+                        format!("row {id}: amount {amount} is not positive"),
+                    );
+                }
+                if after != before + sign * amount {
+                    self.push(
+                        "chain",
+                        format!("row {id}: {before} {ty} {amount} gives {after}"),
+                    );
+                }
+                if after < 0 {
+                    self.push(
+                        "chain",
+                        format!("row {id}: balance_after {after} is negative"),
+                    );
+                }
+                let prev = last_after.get(&user).copied().unwrap_or(0);
+                if before != prev {
+                    self.push("chain",
+                        format!("row {id}: balance_before {before} but the previous row of user {user} ended at {prev}"),
+                    );
+                }
+                last_after.insert(user, after);
+            }
+        }
+        Ok(last_after)
+    }
+
+    async fn balances(&mut self, mut last_after: HashMap<Uuid, i64>) -> Result<(), StoreError> {
+        // 2. Cached balance = last balance_after = what the batches hold
+        // (remaining + reserved); held = open holds = reserved, within balance.
+        for u in audit::users(self.store).await? {
+            self.checked.users += 1;
+            let (id, balance, in_batches) = (u.id, u.balance, u.in_batches);
+            if u.held != u.open_holds || u.held != u.reserved || u.held > balance {
+                self.push(
+                    "hold",
+                    format!(
+                        "user {id}: held {}, open holds {}, batches reserve {}, balance {balance}",
+                        u.held, u.open_holds, u.reserved
+                    ),
+                );
+            }
+            let ledger = last_after.remove(&u.uuid).unwrap_or(0);
+            if balance != ledger {
+                self.push(
+                    "balance",
+                    format!("user {id}: cached balance {balance}, ledger says {ledger}"),
+                );
+            }
+            if balance != in_batches {
+                self.push(
+                    "balance",
+                    format!("user {id}: cached balance {balance}, batches hold {in_batches}"),
+                );
+            }
+        }
+        for (uuid, _) in last_after {
+            self.push("balance", format!("ledger rows for unknown user {uuid}"));
+        }
+        Ok(())
+    }
+
+    async fn batches(&mut self) -> Result<(), StoreError> {
+        // 3. Each batch: remaining + reserved = amount - drawn + returned -
+        // expired, within [0, amount]; reserved = its open holds' parts.
+        for b in audit::batches(self.store).await? {
+            self.checked.batches += 1;
+            let (id, amount, remaining, moved, expired) =
+                (b.id, b.amount, b.remaining, b.moved, b.expired);
+            let holds = remaining + b.reserved;
+            if remaining < 0 || b.reserved < 0 || holds > amount {
+                self.push(
+                    "batch",
+                    format!(
+                        "batch {id}: remaining {remaining} + reserved {} outside [0, {amount}]",
+                        b.reserved
+                    ),
+                );
+            }
+            if holds != amount + moved - expired {
+                self.push(
+                    "batch",
+                    format!("batch {id}: remaining {remaining} + reserved {}, but {amount} {moved:+} moved - {expired} expired", b.reserved),
+                );
+            }
+            if b.reserved != b.held_parts {
+                self.push(
+                    "hold",
+                    format!(
+                        "batch {id}: reserved {}, open holds' parts {}",
+                        b.reserved, b.held_parts
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn holds_keys_and_legacy_view(&mut self) -> Result<(), StoreError> {
+        // 3b. Holds: parts add up, settlements fit their status, captures
+        // wrote the consume row they say from the batches held.
+        for detail in audit::hold_mismatches(self.store).await? {
+            self.push("hold", detail);
+        }
+
+        // 3c. One owner per job key: a hold's key holds no other consume row.
+        for detail in audit::shared_job_keys(self.store).await? {
+            self.push("key", detail);
+        }
+
+        // 3d. Legacy view: where an adoption keeps ts_users in step, its
+        // columns hold what the user's batches hold of each funds.
+        if let Some(columns) = ts_users::followed(self.store).await? {
+            for (id, paid, gift, ts_paid, ts_gift) in ts_users::drift(self.store, &columns).await? {
+                self.push(
+                    "legacy_view",
+                    format!(
+                        "ts user {id}: batches hold {paid} paid + {gift} gift, \
+                         ts_users {ts_paid} + {ts_gift}"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn allocations_and_draw_order(&mut self) -> Result<(), StoreError> {
+        // 4. Allocations sum to every consume and refund.
+        for (id, ty, amount, allocated) in audit::misallocated(self.store).await? {
+            self.push(
+                "allocation",
+                format!("{ty} {id}: amount {amount}, allocations {allocated}"),
+            );
+        }
+
+        // 4b. Consumes drew in the published order (invariant 4): each in the
+        // current one, or, for consumes written before gift points came first
+        // (migration 12), in the one of then.
+        let mut after = (0_i64, 0_i64);
+        let mut current: Option<DrawCheck> = None;
+        loop {
+            let steps = audit::draw_steps(self.store, after, CHUNK).await?;
+            let Some(last) = steps.last() else {
+                break;
+            };
+            after = (last.entry_id, last.allocation_id);
+            for step in steps {
+                let keys = (
+                    draw_key(step.expires_at, step.gift, step.batch_id),
+                    draw_key_before_gift_first(step.expires_at, step.batch_id),
+                );
+                match current.as_mut() {
+                    Some(c) if c.entry == step.entry_id => c.step(keys, step.batch_id),
+                    _ => {
+                        if let Some(done) = current.take() {
+                            done.report(&mut self.v);
+                        }
+                        current = Some(DrawCheck::new(step.entry_id, keys, step.batch_id));
+                    }
                 }
             }
         }
-    }
-    if let Some(done) = current.take() {
-        done.report(&mut v);
+        if let Some(done) = current.take() {
+            done.report(&mut self.v);
+        }
+        Ok(())
     }
 
-    // 5. Refund caps, per consume and per (consume, batch).
-    for (id, amount, refunded) in audit::over_refunded(store, cutover).await? {
-        push(
-            &mut v,
-            "refund_cap",
-            format!("consume {id}: consumed {amount}, refunded {refunded}"),
-        );
-    }
-    for (consume, batch, back, drawn) in audit::refunds_per_batch(store, cutover).await? {
-        if back > drawn {
-            push(
-                &mut v,
+    async fn refund_caps(&mut self) -> Result<(), StoreError> {
+        // 5. Refund caps, per consume and per (consume, batch).
+        for (id, amount, refunded) in audit::over_refunded(self.store, self.checked.cutover).await?
+        {
+            self.push(
                 "refund_cap",
-                format!("consume {consume}: batch {batch} got {back} back but gave {drawn}"),
+                format!("consume {id}: consumed {amount}, refunded {refunded}"),
             );
         }
+        for (consume, batch, back, drawn) in
+            audit::refunds_per_batch(self.store, self.checked.cutover).await?
+        {
+            if back > drawn {
+                self.push(
+                    "refund_cap",
+                    format!("consume {consume}: batch {batch} got {back} back but gave {drawn}"),
+                );
+            }
+        }
+        Ok(())
     }
 
-    // 6. One ts_points_detail mirror per ledger row, with the same figures.
-    for id in audit::unmirrored(store).await? {
-        push(
-            &mut v,
-            "mirror",
-            format!("ledger row {id}: ts_points_detail mirror missing or different"),
-        );
-    }
+    async fn mirrors_and_fal_flags(&mut self) -> Result<(), StoreError> {
+        // 6. One ts_points_detail mirror per ledger row, with the same figures.
+        for id in audit::unmirrored(self.store).await? {
+            self.push(
+                "mirror",
+                format!("ledger row {id}: ts_points_detail mirror missing or different"),
+            );
+        }
 
-    // 7. Refunded fal jobs are flagged on the task.
-    for task in audit::unflagged_fal_refunds(store).await? {
-        push(
-            &mut v,
-            "fal_refund",
-            format!("fal task {task} was refunded but is_refund is not 1"),
-        );
+        // 7. Refunded fal jobs are flagged on the task.
+        for task in audit::unflagged_fal_refunds(self.store).await? {
+            self.push(
+                "fal_refund",
+                format!("fal task {task} was refunded but is_refund is not 1"),
+            );
+        }
+        Ok(())
     }
-
-    Ok((checked, v))
 }
 
 /// One consume's allocations, checked against both draw orders.

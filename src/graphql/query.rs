@@ -97,15 +97,11 @@ async fn prefetch_task_relations(
         la.field("nodes").field(field).exists()
             || la.field("edges").field("node").field(field).exists()
     };
-    let db_err = |e: std::sync::Arc<crate::store::StoreError>| {
-        crate::store::StoreError::custom(e.to_string())
-    };
     if selected("account") {
         let loader = super::context::loader::<AccountByKeyLoader>(ctx)?;
         loader
             .load_many(rows.iter().map(|r| r.api_key.clone()))
             .await
-            .map_err(db_err)
             .gql()?;
     }
     if selected("user") {
@@ -113,7 +109,6 @@ async fn prefetch_task_relations(
         loader
             .load_many(rows.iter().map(|r| r.user_id))
             .await
-            .map_err(db_err)
             .gql()?;
     }
     Ok(())
@@ -137,9 +132,6 @@ async fn prefetch_ledger_user(
                 .field(field)
                 .exists()
     };
-    let db_err = |e: std::sync::Arc<crate::store::StoreError>| {
-        crate::store::StoreError::custom(e.to_string())
-    };
     let Some(first) = rows.first() else {
         return Ok(());
     };
@@ -149,21 +141,18 @@ async fn prefetch_ledger_user(
         super::context::loader::<UserLoader>(ctx)?
             .load_one(first.user_id)
             .await
-            .map_err(db_err)
             .gql()?;
     }
     if user("balance") {
         super::context::loader::<DuePointsLoader>(ctx)?
             .load_one(user_id)
             .await
-            .map_err(db_err)
             .gql()?;
     }
     if user("batches") {
         super::context::loader::<LiveBatchesLoader>(ctx)?
             .load_one(user_id)
             .await
-            .map_err(db_err)
             .gql()?;
     }
     Ok(())
@@ -201,7 +190,6 @@ impl QueryRoot {
         let u = super::context::loader::<UserLoader>(ctx)?
             .load_one(uuid)
             .await
-            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
             .gql()?;
         match u {
             Some(u) => {

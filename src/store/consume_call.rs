@@ -2,45 +2,9 @@
 //! `gw_consume`, migration 7). The domain tries it first and runs the
 //! general path for whatever it declines.
 
-use chrono::{DateTime, Utc};
-use uuid::Uuid;
-
-use super::feed::Entry;
 use super::{postgres, Engine, Store, StoreError};
 
-/// Everything a consume writes that does not depend on the user's state.
-#[derive(Debug, Clone, Copy)]
-pub struct ConsumeCall<'a> {
-    pub user_id: i32,
-    pub source_type: &'a str,
-    pub source_id: &'a str,
-    pub amount: i64,
-    pub duration: Option<f64>,
-    /// The ledger row's description, also the mirror's title (a titled
-    /// consume never comes here: it writes a money-page row the call does
-    /// not know).
-    pub description: &'a str,
-    /// `gw_entries.written_by`.
-    pub written_by: Option<&'a str>,
-    pub request_hash: &'a str,
-    /// The clock when the request was taken; the row is stamped no earlier
-    /// than the user's last row.
-    pub at: DateTime<Utc>,
-}
-
-/// What the one call did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CallOutcome {
-    /// Wrote the consume (committed).
-    Done(Box<Entry>),
-    /// A row already holds the job's key; nothing written. The user's
-    /// ledger uuid, for telling a legacy row of another user.
-    Exists { user_uuid: Uuid },
-    /// Nothing written: a case the general path decides (unknown user, a
-    /// hold under the key, too few points available, a batch due to expire,
-    /// figures the mirror cannot hold).
-    Declined,
-}
+pub use super::rows::{CallOutcome, ConsumeCall};
 
 impl Store {
     /// Runs a consume as one call, when this store has one (PostgreSQL,

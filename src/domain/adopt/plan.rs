@@ -46,11 +46,9 @@ impl FromStr for OpeningBalance {
     }
 }
 
-/// Ids the gateway gives users the ts platform does not know start here,
-/// far above any serial the platform will reach, so the platform's next
-/// `ts_users` rows never take an id the gateway already gave out. Users
-/// created through the API after adoption continue from there.
-pub const FIRST_GATEWAY_ID: i32 = 1_000_000_000;
+/// Where the ids the gateway gives out start (defined with the ids it
+/// checks, in `input`).
+pub use crate::domain::input::FIRST_GATEWAY_ID;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedUser {

@@ -95,20 +95,12 @@ impl FalTask {
             return Err(to_gql(crate::auth::AuthzError::Forbidden(who.role)));
         }
         let loader = crate::graphql::context::loader::<AccountByKeyLoader>(ctx)?;
-        let a = loader
-            .load_one(self.0.api_key.clone())
-            .await
-            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
-            .gql()?;
+        let a = loader.load_one(self.0.api_key.clone()).await.gql()?;
         Ok(a.map(FalAccount))
     }
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
         let loader = crate::graphql::context::loader::<UserLoader>(ctx)?;
-        let u = loader
-            .load_one(self.0.user_id)
-            .await
-            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
-            .gql()?;
+        let u = loader.load_one(self.0.user_id).await.gql()?;
         Ok(u.map(User))
     }
 }

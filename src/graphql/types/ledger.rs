@@ -69,7 +69,6 @@ impl UsageDetail {
         crate::graphql::context::loader::<WriterLoader>(ctx)?
             .load_one(self.0.id)
             .await
-            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
             .gql()
     }
     async fn batch_id(&self) -> Option<ID> {
@@ -80,7 +79,6 @@ impl UsageDetail {
         let u = loader
             .load_one(self.0.user_id)
             .await
-            .map_err(|e| crate::store::StoreError::custom(e.to_string()))
             .gql()?
             .ok_or_else(|| {
                 to_gql(ReadError::Internal(format!(

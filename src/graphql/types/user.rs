@@ -8,7 +8,6 @@ use crate::domain::source::RechargeKind;
 use crate::errors::GqlResult;
 use crate::graphql::context::{int, loader};
 use crate::graphql::{DuePointsLoader, LiveBatchesLoader};
-use crate::store::StoreError;
 
 pub struct User(pub user::Model);
 
@@ -29,7 +28,6 @@ impl User {
         let due = loader::<DuePointsLoader>(ctx)?
             .load_one(self.0.id)
             .await
-            .map_err(|e| StoreError::custom(e.to_string()))
             .gql()?;
         int(self.0.balance - due.unwrap_or(0))
     }
@@ -43,7 +41,6 @@ impl User {
         let due = loader::<DuePointsLoader>(ctx)?
             .load_one(self.0.id)
             .await
-            .map_err(|e| StoreError::custom(e.to_string()))
             .gql()?;
         int(self.0.balance - due.unwrap_or(0) - self.0.held)
     }
@@ -75,7 +72,6 @@ impl User {
         Ok(loader::<LiveBatchesLoader>(ctx)?
             .load_one(self.0.id)
             .await
-            .map_err(|e| StoreError::custom(e.to_string()))
             .gql()?
             .unwrap_or_default())
     }

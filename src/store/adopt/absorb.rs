@@ -42,7 +42,7 @@
 use sea_orm::{ConnectionTrait, Statement};
 
 use super::{quoted, TsBalanceColumns};
-use crate::store::ledger::HISTORY_END;
+use crate::store::sql::HISTORY_END;
 use crate::store::{Engine, StoreError, WriteTx};
 
 /// The ledger side: functions shared by both systems' triggers, and the

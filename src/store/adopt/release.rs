@@ -15,7 +15,7 @@
 use sea_orm::{ConnectionTrait, Statement};
 
 use super::existing_tables;
-use crate::store::ledger::HISTORY_END;
+use crate::store::sql::HISTORY_END;
 use crate::store::{Store, StoreError, WriteTx};
 
 /// Which system keeps a joined user's points after the release.

@@ -4,8 +4,8 @@
 use chrono_tz::Tz;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-use crate::store::consume_call::{CallOutcome, ConsumeCall};
 use crate::store::feed::Entry;
+use crate::store::rows::{CallOutcome, ConsumeCall};
 use crate::store::StoreError;
 
 /// `p_title` (migration 12) is NULL: titled consumes take the general path.

@@ -3,7 +3,8 @@
 use chrono::DateTime;
 use sea_orm::QueryResult;
 
-use crate::store::ledger::{BatchRow, LAST_AT_SQL};
+use crate::store::rows::BatchRow;
+use crate::store::sql::LAST_AT_SQL;
 use crate::store::StoreError;
 
 /// The user's row (the one `filter` selects, e.g. `id = $3`) locked, `probe_sql` (empty or

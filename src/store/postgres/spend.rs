@@ -4,7 +4,8 @@ use chrono_tz::Tz;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 
 use crate::store::feed::Entry;
-use crate::store::ledger::{mirror_values, NewEntry};
+use crate::store::rows::NewEntry;
+use crate::store::sql::mirror_values;
 use crate::store::StoreError;
 
 /// The ledger row, its mirror and its `gw_entries` record; for a spend

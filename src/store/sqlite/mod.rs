@@ -84,7 +84,7 @@ pub async fn begin_immediate(db: &DatabaseConnection) -> Result<DatabaseTransact
 /// The user row. The IMMEDIATE transaction already holds the database's
 /// write lock and its reads are current: nothing to lock or read ahead.
 pub(super) fn lock_user_sql(filter: &str, probe_sql: &str) -> String {
-    let last_at = super::ledger::LAST_AT_SQL.replace("{uuid}", "u.uuid");
+    let last_at = super::sql::LAST_AT_SQL.replace("{uuid}", "u.uuid");
     format!(
         "SELECT u.id, u.uuid, u.balance, u.held, u.hold_seq, {last_at} AS last_at{probe_sql} \
          FROM gw_users u WHERE {filter}"

@@ -83,8 +83,10 @@ pub async fn line_page(
         let a = values.len();
         values.push(id.into());
         let i = values.len();
+        // The bound on `at_us` alone narrows the index range; the OR only
+        // settles ties, so a page reads its own rows, not every row sent.
         sql.push_str(&format!(
-            " AND (l.at_us < ${a} OR (l.at_us = ${a} AND l.id < ${i}))"
+            " AND l.at_us <= ${a} AND (l.at_us < ${a} OR l.id < ${i})"
         ));
     }
     values.push(((page.first + 1) as i64).into());

@@ -33,6 +33,16 @@ impl CachedFal {
     }
 }
 
+impl CachedFal {
+    /// One of the `FAL_CONCURRENCY` places, held for a call.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, FalError> {
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| FalError::Transport("shutting down".into()))
+    }
+}
+
 #[async_trait::async_trait]
 impl FalPlatform for CachedFal {
     async fn usage(
@@ -51,11 +61,7 @@ impl FalPlatform for CachedFal {
                 return Ok(hit.clone());
             }
         }
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| FalError::Transport("shutting down".into()))?;
+        let _permit = self.permit().await?;
         let fresh = self.inner.usage(api_key, from, to).await?;
         let mut cache = self.cache.lock().await;
         cache.retain(|_, (at, _)| at.elapsed() < self.ttl);
@@ -72,11 +78,7 @@ impl FalPlatform for CachedFal {
         to: DateTime<Utc>,
         cursor: Option<&str>,
     ) -> Result<BillingPage, FalError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| FalError::Transport("shutting down".into()))?;
+        let _permit = self.permit().await?;
         self.inner.billing_events(api_key, from, to, cursor).await
     }
 }

@@ -79,7 +79,8 @@ impl Reconciler {
         })
     }
 
-    /// Records a run per account, without pulling anything yet.
+    /// Records a run per account, without pulling anything yet (runs
+    /// that lost their instance are abandoned first).
     pub async fn start(
         &self,
         accounts: &[fal_account::Model],
@@ -87,6 +88,7 @@ impl Reconciler {
         to: DateTime<Utc>,
         trigger: RunTrigger,
     ) -> Result<Vec<i64>, StoreError> {
+        self.store.billing_abandon_stale().await?;
         let mut runs = Vec::with_capacity(accounts.len());
         for a in accounts {
             runs.push(

@@ -442,11 +442,19 @@ impl Store {
 
     /// Begins a transaction that will write ledger rows.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let txn = match self.engine {
+        let txn = self.begin_plain_write().await?;
+        Ok(WriteTx::new(txn, self.engine, self.zone, self.feed.clone()))
+    }
+
+    /// A write transaction without the ledger's bookkeeping (SQLite:
+    /// IMMEDIATE, so it queues behind other writers instead of failing).
+    pub(crate) async fn begin_plain_write(
+        &self,
+    ) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+        Ok(match self.engine {
             Engine::Postgres => self.db.begin().await?,
             Engine::Sqlite => sqlite::begin_immediate(self.db.pool()).await?,
-        };
-        Ok(WriteTx::new(txn, self.engine, self.zone, self.feed.clone()))
+        })
     }
 
     /// A read-only statement in a transaction of its own (one snapshot).

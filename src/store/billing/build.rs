@@ -6,7 +6,7 @@ use entity::legacy_time::LocalTime;
 use sea_orm::{ConnectionTrait, Statement, Value};
 
 use super::{insert_statements, instant, micros};
-use crate::store::{sqlite, Engine, Store, StoreError};
+use crate::store::{Engine, Store, StoreError};
 
 /// One task of the window, with what the ledger and the run's events say
 /// of it.
@@ -202,17 +202,6 @@ impl Store {
         }
         txn.commit().await?;
         Ok(())
-    }
-
-    /// A transaction for writes outside the ledger (SQLite: IMMEDIATE,
-    /// so it queues behind other writers instead of failing).
-    pub(crate) async fn begin_plain_write(
-        &self,
-    ) -> Result<sea_orm::DatabaseTransaction, StoreError> {
-        Ok(match self.engine() {
-            Engine::Postgres => self.conn().begin().await?,
-            Engine::Sqlite => sqlite::begin_immediate(self.conn().pool()).await?,
-        })
     }
 
     /// Stages a page of events under the run.

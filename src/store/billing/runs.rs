@@ -100,8 +100,23 @@ fn run_row(r: &sea_orm::QueryResult) -> Result<RunRow, sea_orm::DbErr> {
 const STALE_AFTER: chrono::Duration = chrono::Duration::hours(6);
 
 impl Store {
-    /// Records a new run of `account_id` over `[from, to)`, first marking
-    /// runs that lost their instance `abandoned` and deleting their staging.
+    /// Marks the runs that lost their instance `abandoned` and deletes
+    /// their staging.
+    pub async fn billing_abandon_stale(&self) -> Result<(), StoreError> {
+        let stale = self
+            .rows(
+                "SELECT id FROM gw_fal_billing_runs WHERE status = 'running' AND started_us < $1",
+                vec![micros(crate::time::now() - STALE_AFTER).into()],
+                |r| r.try_get::<i64>("", "id"),
+            )
+            .await?;
+        for id in stale {
+            self.billing_run_end(id, RunStatus::Abandoned, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a new run of `account_id` over `[from, to)`.
     pub async fn billing_run_start(
         &self,
         account_id: i32,
@@ -110,16 +125,6 @@ impl Store {
         trigger: RunTrigger,
     ) -> Result<i64, StoreError> {
         let now = crate::time::now();
-        let stale = self
-            .rows(
-                "SELECT id FROM gw_fal_billing_runs WHERE status = 'running' AND started_us < $1",
-                vec![micros(now - STALE_AFTER).into()],
-                |r| r.try_get::<i64>("", "id"),
-            )
-            .await?;
-        for id in stale {
-            self.billing_run_end(id, RunStatus::Abandoned, None).await?;
-        }
         let rows = self
             .rows(
                 "INSERT INTO gw_fal_billing_runs \

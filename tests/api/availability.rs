@@ -292,15 +292,22 @@ async fn user_balances_and_batches_cost_a_fixed_number_of_statements(app: TestAp
     let one = |first: usize| {
         format!("{{ usageDetails(userId: {u}, first: {first}) {{ nodes {{ id user {{ balance batches {{ id }} }} }} }} }}")
     };
+    // The store's counter also counts its background statements (the
+    // revocation and source-type refreshes): they only add, so the least
+    // of three tries is the request's own cost.
     let mut cost = Vec::new();
     for first in [1, 100] {
-        let before = app.store.statements();
-        let r = app.gql(&app.admin, &one(first), json!({})).await;
-        assert_eq!(
-            data(&r, "usageDetails")["nodes"].as_array().unwrap().len(),
-            first
-        );
-        cost.push(app.store.statements() - before);
+        let mut least = u64::MAX;
+        for _ in 0..3 {
+            let before = app.store.statements();
+            let r = app.gql(&app.admin, &one(first), json!({})).await;
+            assert_eq!(
+                data(&r, "usageDetails")["nodes"].as_array().unwrap().len(),
+                first
+            );
+            least = least.min(app.store.statements() - before);
+        }
+        cost.push(least);
     }
     assert_eq!(cost[0], cost[1], "statements for 1 vs 100 rows: {cost:?}");
 }

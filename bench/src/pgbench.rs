@@ -1,9 +1,10 @@
 //! Baselines run by pgbench, PostgreSQL's own load client, `-M prepared`:
 //! the consume (one call per transaction of `gw_consume`, the function
 //! migration 7 installs and the gateway calls, so exactly the rows and the
-//! locks of a gateway consume, every call a distinct source id) and the
-//! UsageDetail page as raw SQL. Per-transaction latencies come from
-//! pgbench's own log.
+//! locks of a gateway consume, every call a distinct source id), the
+//! minimal write (`minimal-write.sql`: only the rows a consume needs, on
+//! copies of the tables) and the UsageDetail page as raw SQL.
+//! Per-transaction latencies come from pgbench's own log.
 
 use std::process::Command;
 use std::time::Duration;
@@ -18,25 +19,53 @@ pub fn available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// `total` consumes from `concurrency` pgbench clients on random users in
-/// `lo..=hi`. Blocking (a child process): run it on a blocking thread.
+/// Which consume pgbench runs.
+#[derive(Clone, Copy)]
+pub enum Write {
+    /// `gw_consume`, the function the gateway calls.
+    GwConsume,
+    /// The minimal write (see [`install_minimal`]).
+    Minimal,
+}
+
+/// `total` consumes of one point from `concurrency` pgbench clients on
+/// random users in `lo..=hi`, every one a distinct key. Blocking (a child
+/// process): run it on a blocking thread.
 pub fn consume(
     database_url: &str,
+    write: Write,
     concurrency: usize,
     total: usize,
     lo: i32,
     hi: i32,
 ) -> anyhow::Result<Measured> {
+    let call = match write {
+        Write::GwConsume => {
+            "gw_consume(:u, 'script', 'pgb-' || gen_random_uuid()::text, 1, NULL, \
+             '【脚本生成】', md5(random()::text), NULL, 'Asia/Shanghai', 'bench', NULL)"
+        }
+        Write::Minimal => {
+            "bench_minimal_consume(:u, 'script', 'pgm-' || gen_random_uuid()::text, 1, \
+             '【脚本生成】', md5(random()::text), 'Asia/Shanghai')"
+        }
+    };
     run(
         database_url,
         concurrency,
         total,
-        &format!(
-            "\\set u random({lo}, {hi})\n\
-             SELECT o_outcome FROM gw_consume(:u, 'script', 'pgb-' || gen_random_uuid()::text, 1, NULL, \
-               '【脚本生成】', md5(random()::text), clock_timestamp(), 'Asia/Shanghai');\n"
-        ),
+        &format!("\\set u random({lo}, {hi})\nSELECT o_outcome FROM {call};\n"),
     )
+}
+
+/// Installs the minimal write (`minimal-write.sql`): copies of the five
+/// tables a consume writes, made once per database, and the function.
+pub async fn install_minimal(database_url: &str) -> anyhow::Result<()> {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(database_url).await?;
+    db.execute_unprepared(include_str!("minimal-write.sql"))
+        .await?;
+    db.close().await?;
+    Ok(())
 }
 
 /// `total` first pages of the UsageDetail page (the gateway's columns, 20

@@ -22,6 +22,7 @@ mod m20261202_000011_adoption_window;
 mod m20261203_000012_callers;
 mod m20261203_000013_revoked_tokens;
 mod m20261203_000014_fal_billing;
+mod m20261203_000015_lean_consume;
 mod pg;
 
 pub struct Migrator;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_callers::Migration),
             Box::new(m20261203_000013_revoked_tokens::Migration),
             Box::new(m20261203_000014_fal_billing::Migration),
+            Box::new(m20261203_000015_lean_consume::Migration),
         ]
     }
 }

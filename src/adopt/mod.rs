@@ -224,7 +224,7 @@ fn report(
         seed_indexes: &migration::seed_index_names(),
         trigger: match store.engine() {
             Engine::Postgres => Some(
-                "points_ledger_notify on mjk_point_transactions and points_hold_notify on gw_holds \
+                "points_ledger_event on mjk_point_transactions and points_hold_event on gw_holds \
                  (balance events across instances); function gw_consume (a consume in one round trip); \
                  gw_absorb_* on mjk_point_transactions, ts_points_detail and ts_users (the legacy \
                  systems' writes absorbed from the cutover on) and gw_ts_users_follow on \

@@ -55,6 +55,7 @@ pub async fn verify(store: &Store) -> Result<(Checked, Vec<Violation>), StoreErr
     audit.allocations_and_draw_order().await?;
     audit.refund_caps().await?;
     audit.mirrors_and_fal_flags().await?;
+    audit.orphans().await?;
     Ok((audit.checked, audit.v))
 }
 
@@ -330,6 +331,20 @@ impl Audit<'_> {
             self.push(
                 "fal_refund",
                 format!("fal task {task} was refunded but is_refund is not 1"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Rule 8: every gateway entry has its ledger row and its user, every
+    /// allocation its entry and its batch. No foreign key says so on
+    /// PostgreSQL since migration 15 (each was a query per write on rows
+    /// the writer had just read or written); this is the check instead.
+    async fn orphans(&mut self) -> Result<(), StoreError> {
+        for (what, id) in audit::orphans(self.store).await? {
+            self.push(
+                "orphan",
+                format!("{what} {id}: the row it names is missing"),
             );
         }
         Ok(())

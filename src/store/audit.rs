@@ -243,6 +243,25 @@ pub async fn refunds_per_batch(
         .await
 }
 
+/// Entries without their ledger row or user, allocations without their
+/// entry or batch: `(what, id)`, at most 1,000.
+pub async fn orphans(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
+    store
+        .rows(
+            "SELECT 'entry' AS what, g.ledger_id AS id FROM gw_entries g \
+             WHERE NOT EXISTS (SELECT 1 FROM mjk_point_transactions t WHERE t.id = g.ledger_id) \
+                OR NOT EXISTS (SELECT 1 FROM gw_users u WHERE u.id = g.user_id) \
+             UNION ALL \
+             SELECT 'allocation' AS what, a.id AS id FROM gw_point_allocations a \
+             WHERE NOT EXISTS (SELECT 1 FROM gw_entries g WHERE g.ledger_id = a.entry_id) \
+                OR NOT EXISTS (SELECT 1 FROM gw_point_batches b WHERE b.id = a.batch_id) \
+             LIMIT 1000",
+            Vec::new(),
+            |r| Ok((r.try_get("", "what")?, r.try_get("", "id")?)),
+        )
+        .await
+}
+
 /// Ledger rows whose `ts_points_detail` mirror is missing or differs.
 pub async fn unmirrored(store: &Store) -> Result<Vec<i64>, StoreError> {
     store

@@ -171,6 +171,10 @@ impl WriteTx {
             hold_seq: row.try_get("", "hold_seq")?,
             batches,
             last_at,
+            locked_at: match self.engine {
+                Engine::Postgres => Some(row.try_get("", "locked_at")?),
+                Engine::Sqlite => None,
+            },
             probed,
             hold_probed,
             current,

@@ -66,6 +66,10 @@ pub struct LockedUser {
     /// [`WriteTx::last_row_time`]. New rows are stamped no earlier, so a
     /// user's rows in ledger order are in time order too.
     pub last_at: Option<LastAt>,
+    /// The database's clock once the lock was held (PostgreSQL: one clock
+    /// for every instance, the same one `gw_consume` stamps by); `None`:
+    /// this process's clock, read under SQLite's write lock.
+    pub locked_at: Option<DateTime<Utc>>,
     /// The id of the row under the probed key, as seen by the lock
     /// statement. On PostgreSQL that is the snapshot taken before any wait
     /// for the lock: a row committed meanwhile is not seen, so `None` means
@@ -222,9 +226,6 @@ pub struct ConsumeCall<'a> {
     /// `gw_entries.written_by`.
     pub written_by: Option<&'a str>,
     pub request_hash: &'a str,
-    /// The clock when the request was taken; the row is stamped no earlier
-    /// than the user's last row.
-    pub at: DateTime<Utc>,
 }
 
 /// What the one call did.

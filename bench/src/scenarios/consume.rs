@@ -9,7 +9,9 @@
 //! from wrk (a C load generator), so the client's cost is not this tool's.
 //! On PostgreSQL a fourth leg runs them through a second gateway whose
 //! consumes take the general path (`PG_CONSUME_CALL=false`): the A/B of
-//! the one-call consume in the same run.
+//! the one-call consume in the same run. With pgbench, a fifth leg runs
+//! the minimal write (`minimal-write.sql`: only the rows a consume needs),
+//! and every leg is also reported as a ratio of it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +39,8 @@ enum Leg {
     /// consume through the general path (four round trips): the A/B of
     /// the one-call consume.
     General,
+    /// pgbench: the minimal write, the floor of a consume's database work.
+    Minimal,
 }
 
 /// Adds the HTTP and baseline rows per concurrency level; returns the
@@ -70,10 +74,14 @@ pub async fn run(
     if general.is_some() {
         legs.push(Leg::General);
     }
+    if use_pgbench {
+        crate::pgbench::install_minimal(ctx.database_url).await?;
+        legs.push(Leg::Minimal);
+    }
     let mut ratios = Vec::new();
     for &c in concurrency {
-        let (mut http, mut direct, mut wrk, mut slow) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut http, mut direct, mut wrk, mut slow, mut minimal) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             for k in 0..legs.len() {
                 match legs[(k + round) % legs.len()] {
@@ -96,11 +104,34 @@ pub async fn run(
                             slow.push(http_leg(ctx, gw, c, &tag).await);
                         }
                     }
+                    Leg::Minimal => {
+                        let url = ctx.database_url.to_owned();
+                        minimal.push(
+                            child_leg(ctx, "pgbench", requests, move || {
+                                crate::pgbench::consume(
+                                    &url,
+                                    crate::pgbench::Write::Minimal,
+                                    c,
+                                    requests,
+                                    lo,
+                                    hi,
+                                )
+                            })
+                            .await,
+                        );
+                    }
                     Leg::Baseline if use_pgbench => {
                         let url = ctx.database_url.to_owned();
                         direct.push(
                             child_leg(ctx, "pgbench", requests, move || {
-                                crate::pgbench::consume(&url, c, requests, lo, hi)
+                                crate::pgbench::consume(
+                                    &url,
+                                    crate::pgbench::Write::GwConsume,
+                                    c,
+                                    requests,
+                                    lo,
+                                    hi,
+                                )
                             })
                             .await,
                         );
@@ -126,6 +157,7 @@ pub async fn run(
             }
         }
         let s = gateway_row(ctx.gw, "consume via HTTP", c, &http);
+        let s_throughput = s.throughput_per_s;
         let b = load::summarize(baseline_name, c, &direct);
         let mut ratio = json!({
             "concurrency": c,
@@ -149,6 +181,21 @@ pub async fn run(
             ratio["general_overall"] = json!(g.throughput_per_s / b.throughput_per_s);
             ratio["one_call_over_general_per_round"] = json!(per_round(&http, &slow));
             rows.push(g);
+        }
+        if !minimal.is_empty() {
+            let m = load::summarize(
+                "consume, pgbench -M prepared minimal write (floor)",
+                c,
+                &minimal,
+            );
+            ratio["gw_consume_over_minimal"] = json!(b.throughput_per_s / m.throughput_per_s);
+            ratio["gw_consume_over_minimal_per_round"] = json!(per_round(&direct, &minimal));
+            ratio["http_over_minimal"] = json!(s_throughput / m.throughput_per_s);
+            ratio["http_over_minimal_per_round"] = json!(per_round(&http, &minimal));
+            if !wrk.is_empty() {
+                ratio["wrk_over_minimal_per_round"] = json!(per_round(&wrk, &minimal));
+            }
+            rows.push(m);
         }
         ratios.push(ratio);
         rows.push(b);

@@ -35,7 +35,6 @@ pub async fn consume(store: &Store, req: &ConsumeRequest) -> Result<Applied, Con
         description: &description,
         written_by: req.by.as_ref().map(|a| a.as_str()),
         request_hash: &hash,
-        at: crate::time::now(),
     };
     match store.consume_call(&call).await {
         Ok(Some(CallOutcome::Done(entry))) => {

@@ -83,8 +83,9 @@ impl Writer {
     /// [`crate::store::ledger::LockedUser::probed`] for what its answer
     /// means); `None` when the user does not exist.
     ///
-    /// The rows it writes are stamped at `at`, but never earlier than the
-    /// user's last row: in ledger order a user's rows are in time order,
+    /// The rows it writes are stamped at `at` (`Now`: once the lock is
+    /// held, by the database's clock on PostgreSQL as `gw_consume` does),
+    /// but never earlier than the user's last row: in ledger order a user's rows are in time order,
     /// whatever the clocks of the instances that wrote them.
     pub async fn lock(
         tx: &mut WriteTx,
@@ -100,7 +101,7 @@ impl Writer {
             None => tx.last_row_time(locked.uuid).await?,
         };
         let at = match at {
-            RowTime::Now => crate::time::now(),
+            RowTime::Now => locked.locked_at.unwrap_or_else(crate::time::now),
             RowTime::At(t) => t,
         };
         let w = Writer {

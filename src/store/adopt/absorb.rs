@@ -294,7 +294,7 @@ END $$ LANGUAGE plpgsql SECURITY DEFINER SET search_path = {s}, pg_temp;
 
 CREATE OR REPLACE TRIGGER gw_absorb_before BEFORE INSERT ON {s}.mjk_point_transactions
   FOR EACH ROW WHEN (current_setting('application_name') <> 'points-gateway') EXECUTE FUNCTION {s}.gw_absorb_ledger_before();
--- Named to fire before points_ledger_notify (same event, name order), so
+-- Named to fire before points_ledger_event (same event, name order), so
 -- the event sees the row as absorbed.
 CREATE OR REPLACE TRIGGER gw_absorb_after AFTER INSERT ON {s}.mjk_point_transactions
   FOR EACH ROW WHEN (current_setting('application_name') <> 'points-gateway') EXECUTE FUNCTION {s}.gw_absorb_ledger_after();

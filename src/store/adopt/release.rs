@@ -219,7 +219,7 @@ pub async fn hand_back(
 pub(super) const DROP_FUNCTIONS: &str = "\
     FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_proc p \
               WHERE p.pronamespace = current_schema()::regnamespace \
-                AND (p.proname LIKE 'gw\\_%' OR p.proname IN ('points_ledger_notify', 'points_hold_notify')) LOOP \
+                AND (p.proname LIKE 'gw\\_%' OR p.proname IN ('points_ledger_event', 'points_hold_event', 'points_ledger_notify', 'points_hold_notify')) LOOP \
       EXECUTE 'DROP FUNCTION ' || f.sig || ' CASCADE'; \
     END LOOP;";
 

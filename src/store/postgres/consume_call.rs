@@ -8,9 +8,12 @@ use crate::store::feed::Entry;
 use crate::store::rows::{CallOutcome, ConsumeCall};
 use crate::store::StoreError;
 
-/// `p_title` (migration 12) is NULL: titled consumes take the general path.
+/// `p_title` (migration 12) is NULL: titled consumes take the general
+/// path. `p_at` is NULL: since migration 15 the function stamps the row by
+/// the database's clock once the user's lock is held, as the general path
+/// does.
 const CALL_SQL: &str = "SELECT o_outcome, o_id, o_user, o_balance, o_at, o_batch \
-     FROM gw_consume($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)";
+     FROM gw_consume($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, NULL)";
 
 pub(crate) async fn run(
     db: &crate::store::db::Db,
@@ -29,7 +32,6 @@ pub(crate) async fn run(
                 call.duration.into(),
                 call.description.into(),
                 call.request_hash.into(),
-                call.at.into(),
                 zone.name().into(),
                 call.written_by.into(),
             ],

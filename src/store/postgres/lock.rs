@@ -10,7 +10,9 @@ use crate::store::StoreError;
 /// The user's row (the one `filter` selects, e.g. `id = $3`) locked, `probe_sql` (empty or
 /// `, (…) AS probe`), and in the same round trip the user's batches with
 /// points left as JSON `[[id, remaining, expires_at in µs since the epoch
-/// or null], ...]` and the time of the user's last ledger row.
+/// or null], ...]`, the time of the user's last ledger row, and the
+/// database's clock read once the lock is held (`locked_at`: rows are
+/// stamped then, on this path as in `gw_consume`).
 ///
 /// The batches are read from the statement's snapshot, taken before any
 /// wait for the lock, so they are only used when `fresh`: the locked row
@@ -36,7 +38,7 @@ pub(crate) fn user_sql(filter: &str, probe_sql: &str) -> String {
            (SELECT json_agg(json_build_array(b.id, b.remaining, \
                 (extract(epoch FROM b.expires_at) * 1000000)::bigint, b.funds = 'gift'))::text \
             FROM gw_point_batches b WHERE b.user_id = l.id AND b.remaining > 0) AS batches, \
-           {last_at} AS last_at{probe_sql} \
+           {last_at} AS last_at, clock_timestamp() AS locked_at{probe_sql} \
          FROM l CROSS JOIN s"
     )
 }

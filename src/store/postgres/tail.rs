@@ -31,7 +31,7 @@
 //! subscribers every user whose ledger or holds moved since shortly before
 //! the loss), then carries on from where it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,8 +62,11 @@ const GAP_POLL: Duration = Duration::from_millis(20);
 /// Events read per poll.
 const BATCH: i64 = 1_000;
 
-/// Events older than this are deleted (each instance prunes now and then).
-const RETENTION_SECS: i64 = 600;
+/// Events this instance saw at least this long ago are deleted (each
+/// instance prunes now and then). By id, remembered with the time it was
+/// seen: an index on the events' time would cost every event a second
+/// index entry for a delete that runs once a minute.
+const RETENTION: Duration = Duration::from_secs(600);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// One event with what it is about (a ledger row, or a hold).
@@ -241,6 +244,7 @@ pub async fn start(
             gaps: BTreeMap::new(),
         },
         pruned: Instant::now(),
+        marks: VecDeque::new(),
     };
     tail.poll(Some(last)).await?;
     tail.position.last = last;
@@ -353,6 +357,8 @@ struct Tail {
     stop: CancellationToken,
     position: Position,
     pruned: Instant,
+    /// The last id seen at each pruning tick, oldest first.
+    marks: VecDeque<(Instant, i64)>,
 }
 
 impl Tail {
@@ -399,17 +405,23 @@ impl Tail {
         }
         if self.pruned.elapsed() >= PRUNE_EVERY {
             self.pruned = Instant::now();
-            if let Err(e) = self
-                .store
-                .all(
-                    format!(
-                        "DELETE FROM gw_events WHERE created_at < now() - interval '{RETENTION_SECS} seconds'"
-                    ),
-                    Vec::new(),
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "balance events: pruning failed");
+            self.marks.push_back((self.pruned, self.position.last));
+            let mut cut = None;
+            while let Some(&(at, id)) = self.marks.front() {
+                if at.elapsed() < RETENTION {
+                    break;
+                }
+                cut = Some(id);
+                self.marks.pop_front();
+            }
+            if let Some(id) = cut {
+                if let Err(e) = self
+                    .store
+                    .all("DELETE FROM gw_events WHERE id <= $1", vec![id.into()])
+                    .await
+                {
+                    tracing::warn!(error = %e, "balance events: pruning failed");
+                }
             }
         }
     }

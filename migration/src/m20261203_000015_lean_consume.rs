@@ -15,6 +15,9 @@
 //!   announced by the trigger exactly as before.
 //! - **`ix_events_created`**, an index every event paid for and only the
 //!   pruning read: the tail now prunes by id (`store::postgres::tail`).
+//! - **`ix_entries_user`** (`gw_entries (user_id, ledger_id)`), an index
+//!   every ledger write paid for: no statement reads entries by user, and
+//!   with the foreign key to `gw_users` gone no check does either.
 //! - **Four foreign-key checks per ledger write** (`gw_entries` to the
 //!   ledger row and the user, `gw_point_allocations` to the entry and the
 //!   batch). Each is a query the writer runs on rows it has just read under
@@ -83,6 +86,7 @@ CREATE TRIGGER points_ledger_event AFTER INSERT ON {s}.mjk_point_transactions
   FOR EACH ROW WHEN (current_setting('points_gateway.event', true) IS DISTINCT FROM 'written')
   EXECUTE FUNCTION {s}.points_ledger_event();
 DROP INDEX IF EXISTS {s}.ix_events_created;
+DROP INDEX IF EXISTS {s}.ix_entries_user;
 "#;
 
 const RENAMES_BACK: &str = r#"
@@ -94,6 +98,7 @@ ALTER TRIGGER points_ledger_event ON {s}.mjk_point_transactions RENAME TO points
 ALTER FUNCTION {s}.points_hold_event() RENAME TO points_hold_notify;
 ALTER TRIGGER points_hold_event ON {s}.gw_holds RENAME TO points_hold_notify;
 CREATE INDEX IF NOT EXISTS ix_events_created ON {s}.gw_events (created_at);
+CREATE INDEX IF NOT EXISTS ix_entries_user ON {s}.gw_entries (user_id, ledger_id);
 "#;
 
 /// `gw_consume` with the same arguments and answers as migration 12's.

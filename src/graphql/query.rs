@@ -263,7 +263,7 @@ impl QueryRoot {
                 at: r.created_at,
                 id: r.id,
             },
-            UsageDetail,
+            |r| PageNode(UsageDetail(r)),
         ))
     }
 

@@ -8,6 +8,7 @@ mod fal;
 mod hold;
 mod ledger;
 mod page;
+mod usage_node;
 mod user;
 
 pub use balance::BalanceChange;
@@ -21,4 +22,5 @@ pub use page::{
     connection, FalBillingLineConnection, FalTaskConnection, FinancialTransactionConnection,
     HoldConnection, PointsDetailConnection, TotalCount, UsageDetailConnection, UserConnection,
 };
+pub use usage_node::PageNode;
 pub use user::User;

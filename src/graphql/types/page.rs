@@ -4,9 +4,7 @@
 use async_graphql::connection::{Connection, CursorType, Edge};
 use async_graphql::{Context, Object, OutputType};
 
-use super::{
-    FalBillingLine, FalTask, FinancialTransaction, HoldGql, PointsDetail, UsageDetail, User,
-};
+use super::{FalBillingLine, FalTask, FinancialTransaction, HoldGql, PointsDetail, User};
 use crate::graphql::context::read;
 use crate::store::read::{self as queries, Cursor, CursorError};
 
@@ -53,7 +51,9 @@ impl TotalCount {
     }
 }
 
-pub type UsageDetailConnection = Connection<Cursor, UsageDetail, TotalCount>;
+/// Its nodes are [`super::PageNode`]s: the same GraphQL type, plain
+/// fields answered in one pass.
+pub type UsageDetailConnection = Connection<Cursor, super::PageNode, TotalCount>;
 pub type UserConnection = Connection<Cursor, User, TotalCount>;
 pub type PointsDetailConnection = Connection<Cursor, PointsDetail, TotalCount>;
 pub type FinancialTransactionConnection = Connection<Cursor, FinancialTransaction, TotalCount>;

@@ -309,3 +309,57 @@ async fn seq_scans(txn: &sea_orm::DatabaseTransaction) -> Vec<(String, i64)> {
     })
     .collect()
 }
+
+/// The tail prunes `gw_events` by bisecting its ids on `created_at` (no
+/// index on the time since migration 15): exactly the events older than ten
+/// minutes go, whatever the ids' gaps, and none when none is old.
+#[tokio::test]
+async fn events_older_than_the_retention_are_pruned_and_no_others() {
+    let app = spawn_with(Engine::Postgres, |_| {}).await;
+    let exec = |sql: String| {
+        let db = app.db.clone();
+        async move {
+            db.execute_unprepared(&sql).await.unwrap();
+        }
+    };
+    let count = |sql: &'static str| {
+        let db = app.db.clone();
+        async move {
+            db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<i64>("", "n")
+                .unwrap()
+        }
+    };
+    let prune = || points_gateway::store::postgres::tail::prune(&app.store);
+    exec("DELETE FROM gw_events".into()).await;
+    assert_eq!(prune().await.unwrap(), 0, "an empty table");
+    // 1,000 old events (one every second up to 11 minutes ago) with gaps in
+    // their ids, then 300 recent ones.
+    exec(
+        "INSERT INTO gw_events (id, gateway, created_at) \
+         SELECT 1000 + g * 3, true, now() - interval '11 minutes' - (1000 - g) * interval '1 second' \
+         FROM generate_series(1, 1000) g"
+            .into(),
+    )
+    .await;
+    exec(
+        "INSERT INTO gw_events (id, gateway, created_at) \
+         SELECT 5000 + g, true, now() - interval '9 minutes' + g * interval '1 second' \
+         FROM generate_series(1, 300) g"
+            .into(),
+    )
+    .await;
+    assert_eq!(prune().await.unwrap(), 1000);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) AS n FROM gw_events WHERE created_at < now() - interval '10 minutes'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(count("SELECT COUNT(*) AS n FROM gw_events").await, 300);
+    assert_eq!(prune().await.unwrap(), 0, "nothing old is left");
+}

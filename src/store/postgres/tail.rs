@@ -31,7 +31,7 @@
 //! subscribers every user whose ledger or holds moved since shortly before
 //! the loss), then carries on from where it was.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,11 +62,11 @@ const GAP_POLL: Duration = Duration::from_millis(20);
 /// Events read per poll.
 const BATCH: i64 = 1_000;
 
-/// Events this instance saw at least this long ago are deleted (each
-/// instance prunes now and then). By id, remembered with the time it was
-/// seen: an index on the events' time would cost every event a second
-/// index entry for a delete that runs once a minute.
-const RETENTION: Duration = Duration::from_secs(600);
+/// Events older than this are deleted (each instance prunes now and then).
+/// The oldest are found by bisecting the primary key on `created_at`
+/// ([`prune`]): an index on the time would cost every event a second index
+/// entry for a delete that runs once a minute.
+const RETENTION_SECS: i64 = 600;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// One event with what it is about (a ledger row, or a hold).
@@ -244,7 +244,6 @@ pub async fn start(
             gaps: BTreeMap::new(),
         },
         pruned: Instant::now(),
-        marks: VecDeque::new(),
     };
     tail.poll(Some(last)).await?;
     tail.position.last = last;
@@ -357,8 +356,6 @@ struct Tail {
     stop: CancellationToken,
     position: Position,
     pruned: Instant,
-    /// The last id seen at each pruning tick, oldest first.
-    marks: VecDeque<(Instant, i64)>,
 }
 
 impl Tail {
@@ -405,23 +402,8 @@ impl Tail {
         }
         if self.pruned.elapsed() >= PRUNE_EVERY {
             self.pruned = Instant::now();
-            self.marks.push_back((self.pruned, self.position.last));
-            let mut cut = None;
-            while let Some(&(at, id)) = self.marks.front() {
-                if at.elapsed() < RETENTION {
-                    break;
-                }
-                cut = Some(id);
-                self.marks.pop_front();
-            }
-            if let Some(id) = cut {
-                if let Err(e) = self
-                    .store
-                    .all("DELETE FROM gw_events WHERE id <= $1", vec![id.into()])
-                    .await
-                {
-                    tracing::warn!(error = %e, "balance events: pruning failed");
-                }
+            if let Err(e) = prune(&self.store).await {
+                tracing::warn!(error = %e, "balance events: pruning failed");
             }
         }
     }
@@ -521,6 +503,72 @@ async fn changed_users(store: &Store, since: DateTime<Utc>) -> Result<Vec<i32>, 
     rows.iter()
         .map(|r| Ok(r.try_get::<i32>("", "id")?))
         .collect()
+}
+
+/// Deletes the events older than [`RETENTION_SECS`]. Ids grow with insertion
+/// and `created_at` is the inserting transaction's start, so the old rows are
+/// a prefix of the id order up to the length of a transaction: the end of
+/// that prefix is found by bisecting ids, one primary-key probe per step
+/// (about 20 for a million events), then deleted as one id range.
+pub async fn prune(store: &Store) -> Result<u64, StoreError> {
+    let bounds = store
+        .all(
+            "SELECT MIN(id) AS lo, MAX(id) AS hi FROM gw_events",
+            Vec::new(),
+        )
+        .await?;
+    let Some(row) = bounds.first() else {
+        return Ok(0);
+    };
+    let (Some(mut lo), Some(mut hi)) = (
+        row.try_get::<Option<i64>>("", "lo")?,
+        row.try_get::<Option<i64>>("", "hi")?,
+    ) else {
+        return Ok(0);
+    };
+    // The first event at or after `k`, and whether it is old.
+    let probe = |k: i64| async move {
+        let rows = store
+            .all(
+                format!(
+                    "SELECT id, created_at < now() - interval '{RETENTION_SECS} seconds' AS old \
+                     FROM gw_events WHERE id >= $1 ORDER BY id LIMIT 1"
+                ),
+                vec![k.into()],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok::<_, StoreError>((r.try_get::<i64>("", "id")?, r.try_get::<bool>("", "old")?))
+            })
+            .transpose()
+    };
+    let mut cut = match probe(lo).await? {
+        Some((id, true)) => id,
+        _ => return Ok(0),
+    };
+    lo = cut;
+    while lo < hi {
+        let mid = lo + (hi - lo + 1) / 2;
+        match probe(mid).await? {
+            Some((id, true)) => {
+                cut = id;
+                lo = id.max(mid);
+            }
+            _ => hi = mid - 1,
+        }
+    }
+    let deleted = store
+        .all(
+            "WITH d AS (DELETE FROM gw_events WHERE id <= $1 RETURNING 1) SELECT COUNT(*) AS n FROM d",
+            vec![cut.into()],
+        )
+        .await?;
+    Ok(deleted
+        .first()
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0) as u64)
 }
 
 #[cfg(test)]

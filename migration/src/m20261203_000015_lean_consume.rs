@@ -24,8 +24,7 @@
 //!   the user's lock or written in the same transaction, so it proves
 //!   nothing the writer does not already know; `verify` checks that no
 //!   entry or allocation lacks its row (`orphans`).
-//! - **Two probes and a lookup folded into one statement.** The adoption
-//!   row is read once (the ts lock and the cutover), the job key is probed
+//! - **The key and hold probes in one statement.** The job key is probed
 //!   on `gw_entries`' unique index (the ledger's own index only for rows
 //!   older than the cutover), and the hold probe rides along.
 //!
@@ -101,109 +100,76 @@ CREATE INDEX IF NOT EXISTS ix_events_created ON {s}.gw_events (created_at);
 CREATE INDEX IF NOT EXISTS ix_entries_user ON {s}.gw_entries (user_id, ledger_id);
 "#;
 
-/// `gw_consume` with the same arguments and answers as migration 12's.
-pub(crate) const CONSUME: &str = r#"
-CREATE OR REPLACE FUNCTION {s}.gw_consume(
-  p_user integer, p_source_type text, p_source_id text, p_amount bigint,
-  p_duration double precision, p_description text, p_hash text,
-  p_at timestamptz, p_zone text, p_written_by text, p_title text,
-  OUT o_outcome text, OUT o_id bigint, OUT o_user uuid, OUT o_balance bigint,
-  OUT o_at timestamptz, OUT o_batch bigint)
-LANGUAGE plpgsql AS $$
-DECLARE
-  v_held bigint;
-  v_need bigint := p_amount;
-  v_ids bigint[] := '{}';
-  v_takes bigint[] := '{}';
-  v_detail integer;
-  v_take bigint;
-  v_lock_ts boolean;
-  v_cutover bigint;
-  v_exists boolean;
-  v_taken boolean;
-  b record;
-BEGIN
-  -- One owner per job key (migration 8), before anything is looked at.
-  PERFORM pg_advisory_xact_lock(hashtextextended(p_source_type || chr(31) || p_source_id, 7013));
-  o_outcome := 'other';
-  SELECT coalesce(bool_or(a.absorbing AND a.ts_columns IS NOT NULL), false),
-         coalesce(max(a.ledger_cutover_id), 0)
-    INTO v_lock_ts, v_cutover FROM {s}.gw_adoption a;
-  -- While absorbing, the ts row first, as the ts platform's code does.
-  IF v_lock_ts THEN
-    PERFORM 1 FROM {s}.ts_users t WHERE t.id = p_user FOR UPDATE;
-  END IF;
-  SELECT u.uuid, u.balance, u.held INTO o_user, o_balance, v_held
-    FROM {s}.gw_users u WHERE u.id = p_user FOR UPDATE;
-  IF NOT FOUND THEN
+/// The places in migration 12's `gw_consume` this migration rewrites, each
+/// with what replaces it.
+const PATCHES: [(&str, &str); 5] = [
+    (
+        "  b record;\n",
+        "  v_exists boolean;\n  v_taken boolean;\n  b record;\n",
+    ),
+    // The job key: on `gw_entries`' unique index (a consume the gateway
+    // recorded, absorbed ones included), on the ledger only for the history
+    // before the cutover; the hold key in the same statement.
+    (
+        "  PERFORM 1 FROM {s}.mjk_point_transactions t
+    LEFT JOIN {s}.gw_entries g ON g.ledger_id = t.id
+   WHERE t.source_id = p_source_id AND t.type = 'consume' AND t.source_type = p_source_type
+     AND (g.ledger_id IS NOT NULL
+          OR t.id <= (SELECT MAX(a.ledger_cutover_id) FROM {s}.gw_adoption a));
+  IF FOUND THEN
+    o_outcome := 'exists';
     RETURN;
   END IF;
-  -- The key is taken by a consume the gateway recorded (absorbed ones
-  -- included) or one of the history before the cutover.
-  SELECT EXISTS (SELECT 1 FROM {s}.gw_entries g
+  PERFORM 1 FROM {s}.gw_holds h WHERE h.source_type = p_source_type AND h.source_id = p_source_id;
+  IF FOUND OR ",
+        "  SELECT EXISTS (SELECT 1 FROM {s}.gw_entries g
                   WHERE g.type = 'consume' AND g.source_type = p_source_type AND g.source_id = p_source_id)
-      OR (v_cutover > 0 AND EXISTS (SELECT 1 FROM {s}.mjk_point_transactions t
-                  WHERE t.source_id = p_source_id AND t.type = 'consume'
-                    AND t.source_type = p_source_type AND t.id <= v_cutover)),
+      OR EXISTS (SELECT 1 FROM {s}.mjk_point_transactions t
+                  WHERE t.source_id = p_source_id AND t.type = 'consume' AND t.source_type = p_source_type
+                    AND t.id <= (SELECT coalesce(MAX(a.ledger_cutover_id), 0) FROM {s}.gw_adoption a)),
          EXISTS (SELECT 1 FROM {s}.gw_holds h WHERE h.source_type = p_source_type AND h.source_id = p_source_id)
     INTO v_exists, v_taken;
   IF v_exists THEN
     o_outcome := 'exists';
     RETURN;
   END IF;
-  IF v_taken OR p_amount NOT BETWEEN 1 AND 2147483647 OR o_balance - v_held < p_amount OR o_balance > 2147483647 THEN
-    RETURN;
-  END IF;
-  -- Stamped now that the lock is held, never before the user's last row.
-  o_at := greatest(clock_timestamp(),
-    (SELECT MAX(t.created_at) FROM {s}.mjk_point_transactions t WHERE t.user_id = o_user));
-  -- Due batches sort before every live one that expires, and before the
-  -- never-expiring ones: the first rows decide whether any is due.
-  FOR b IN SELECT pb.id, pb.remaining, pb.expires_at FROM {s}.gw_point_batches pb
-            WHERE pb.user_id = p_user AND pb.remaining > 0
-            ORDER BY pb.expires_at IS NULL, pb.expires_at, pb.funds <> 'gift', pb.id LOOP
-    IF b.expires_at <= o_at THEN
-      RETURN;
-    END IF;
-    EXIT WHEN v_need = 0;
-    v_take := least(b.remaining, v_need);
-    v_ids := v_ids || b.id;
-    v_takes := v_takes || v_take;
-    v_need := v_need - v_take;
-  END LOOP;
-  IF v_need > 0 THEN
-    RETURN;
-  END IF;
-  o_batch := v_ids[1];
-  -- The event is written here, with what the trigger would look up.
-  PERFORM set_config('points_gateway.event', 'written', true);
-  INSERT INTO {s}.mjk_point_transactions (user_id, type, amount, balance_before, balance_after,
-      source_type, source_id, batch_id, duration, description, created_at, updated_at)
-    VALUES (o_user, 'consume', p_amount, o_balance, o_balance - p_amount,
-      p_source_type, p_source_id, o_batch, p_duration, p_description, o_at, o_at)
-    RETURNING id INTO o_id;
+  IF v_taken OR ",
+    ),
+    // The transaction is marked for the trigger before the ledger row.
+    (
+        "  INSERT INTO {s}.mjk_point_transactions (",
+        "  PERFORM set_config('points_gateway.event', 'written', true);\n  INSERT INTO {s}.mjk_point_transactions (",
+    ),
+    // Stamped once the lock is held, as the general path does.
+    ("  o_at := greatest(p_at,\n", "  o_at := greatest(clock_timestamp(),\n"),
+    // The row's event, written here with what the trigger would look up;
+    // the trigger stands aside for this row.
+    (
+        "    RETURNING id INTO o_id;\n",
+        "    RETURNING id INTO o_id;
   PERFORM set_config('points_gateway.event', '', true);
   IF current_setting('points_gateway.notify', true) IS DISTINCT FROM 'off' THEN
     INSERT INTO {s}.gw_events (user_id, ledger_id, balance, held, gateway)
       VALUES (p_user, o_id, o_balance - p_amount, v_held, true);
   END IF;
-  INSERT INTO {s}.ts_points_detail (user_id, points, order_id, title, source_type,
-      balance_before, balance_after, created_at)
-    VALUES (p_user, -p_amount, p_source_id, coalesce(p_title, p_description), 'consume',
-      o_balance, o_balance - p_amount, o_at AT TIME ZONE p_zone)
-    RETURNING id INTO v_detail;
-  INSERT INTO {s}.gw_entries (ledger_id, user_id, type, source_type, source_id, request_hash, detail_id, written_by)
-    VALUES (o_id, p_user, 'consume', p_source_type, p_source_id, p_hash, v_detail, p_written_by);
-  FOR i IN 1 .. array_length(v_ids, 1) LOOP
-    INSERT INTO {s}.gw_point_allocations (entry_id, batch_id, amount)
-      VALUES (o_id, v_ids[i], v_takes[i]);
-    UPDATE {s}.gw_point_batches SET remaining = remaining - v_takes[i] WHERE id = v_ids[i];
-  END LOOP;
-  UPDATE {s}.gw_users SET balance = o_balance - p_amount, updated_at = o_at WHERE id = p_user;
-  o_outcome := 'done';
-END;
-$$
-"#;
+",
+    ),
+];
+
+/// `gw_consume` of migration 12 with [`PATCHES`]: the same arguments and
+/// answers.
+pub(crate) fn consume_function() -> Result<String, DbErr> {
+    let mut f = crate::m20261203_000012_callers::consume_function()?;
+    for (place, with) in PATCHES {
+        if f.matches(place).count() != 1 {
+            return Err(DbErr::Migration(format!(
+                "gw_consume changed shape: {place:?} is not there once"
+            )));
+        }
+        f = f.replacen(place, with, 1);
+    }
+    Ok(f)
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -219,7 +185,7 @@ impl MigrationTrait for Migration {
             .await?;
         }
         crate::pg::in_schema(manager, RENAMES).await?;
-        crate::pg::in_schema(manager, CONSUME).await?;
+        crate::pg::in_schema(manager, &consume_function()?).await?;
         Ok(())
     }
 
@@ -241,5 +207,23 @@ impl MigrationTrait for Migration {
             .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_function_writes_its_event_after_the_ledger_row_and_stamps_after_the_lock() {
+        let f = super::consume_function().expect("migration 12's function has every place");
+        let at = |what: &str| f.find(what).unwrap_or_else(|| panic!("{what} missing"));
+        let mark = at("set_config('points_gateway.event', 'written', true)");
+        let row = at("INSERT INTO {s}.mjk_point_transactions");
+        let unmark = at("set_config('points_gateway.event', '', true)");
+        let event = at("INSERT INTO {s}.gw_events");
+        assert!(mark < row && row < unmark && unmark < event);
+        assert!(at("FOR UPDATE") < at("clock_timestamp()"));
+        assert!(at("pg_advisory_xact_lock") < at("gw_lock_ts(p_user)"));
+        assert!(!f.contains("greatest(p_at"), "p_at is no longer read");
+        assert!(!f.contains("LEFT JOIN"), "the key is probed on gw_entries");
     }
 }

@@ -23,6 +23,7 @@ use async_graphql::{
 
 use super::{TransactionTypeGql, UsageDetail};
 use crate::domain::source::TxType;
+use crate::graphql::context::int;
 
 /// A UsageDetail as a page's node: the same GraphQL type.
 pub struct PageNode(pub UsageDetail);
@@ -44,7 +45,8 @@ impl PageNode {
             {
                 return None;
             }
-            let int = |v: i64| i32::try_from(v).ok().map(Value::from);
+            // Past `Int` is the derived resolver's error: fall back.
+            let int = |v: i64| int(v).ok().map(Value::from);
             let text = |v: &Option<String>| v.as_deref().map_or(Value::Null, Value::from);
             let value = match f.name.node.as_str() {
                 "__typename" => Value::from(UsageDetail::type_name().as_ref()),

@@ -512,36 +512,33 @@ async fn changed_users(store: &Store, since: DateTime<Utc>) -> Result<Vec<i32>, 
 /// (about 20 for a million events), then deleted as one id range.
 pub async fn prune(store: &Store) -> Result<u64, StoreError> {
     let bounds = store
-        .all(
+        .rows(
             "SELECT MIN(id) AS lo, MAX(id) AS hi FROM gw_events",
             Vec::new(),
+            |r| {
+                Ok((
+                    r.try_get::<Option<i64>>("", "lo")?,
+                    r.try_get::<Option<i64>>("", "hi")?,
+                ))
+            },
         )
         .await?;
-    let Some(row) = bounds.first() else {
-        return Ok(0);
-    };
-    let (Some(mut lo), Some(mut hi)) = (
-        row.try_get::<Option<i64>>("", "lo")?,
-        row.try_get::<Option<i64>>("", "hi")?,
-    ) else {
+    let Some((Some(mut lo), Some(mut hi))) = bounds.into_iter().next() else {
         return Ok(0);
     };
     // The first event at or after `k`, and whether it is old.
     let probe = |k: i64| async move {
         let rows = store
-            .all(
+            .rows(
                 format!(
                     "SELECT id, created_at < now() - interval '{RETENTION_SECS} seconds' AS old \
                      FROM gw_events WHERE id >= $1 ORDER BY id LIMIT 1"
                 ),
                 vec![k.into()],
+                |r| Ok((r.try_get::<i64>("", "id")?, r.try_get::<bool>("", "old")?)),
             )
             .await?;
-        rows.first()
-            .map(|r| {
-                Ok::<_, StoreError>((r.try_get::<i64>("", "id")?, r.try_get::<bool>("", "old")?))
-            })
-            .transpose()
+        Ok::<_, StoreError>(rows.into_iter().next())
     };
     let mut cut = match probe(lo).await? {
         Some((id, true)) => id,
@@ -559,16 +556,13 @@ pub async fn prune(store: &Store) -> Result<u64, StoreError> {
         }
     }
     let deleted = store
-        .all(
+        .rows(
             "WITH d AS (DELETE FROM gw_events WHERE id <= $1 RETURNING 1) SELECT COUNT(*) AS n FROM d",
             vec![cut.into()],
+            |r| r.try_get::<i64>("", "n"),
         )
         .await?;
-    Ok(deleted
-        .first()
-        .map(|r| r.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0) as u64)
+    Ok(deleted.into_iter().next().unwrap_or(0) as u64)
 }
 
 #[cfg(test)]

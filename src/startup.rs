@@ -275,7 +275,7 @@ pub fn reconcile_terms(settings: &Settings) -> Terms {
 }
 
 fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    tokio::spawn(crate::store::in_background(async move {
         let mut tick = tokio::time::interval(crate::auth::REVOCATION_REFRESH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = state.shutdown.clone();
@@ -290,7 +290,7 @@ fn spawn_revocation_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
                 Err(e) => tracing::warn!(error = %e, "cannot refresh the revoked tokens"),
             }
         }
-    })
+    }))
 }
 
 /// Keeps the identity provider's key set (`GATEWAY_JWKS_URL`) current:
@@ -468,7 +468,7 @@ fn spawn_expiry_sweep(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
     if secs == 0 {
         return None;
     }
-    Some(tokio::spawn(async move {
+    Some(tokio::spawn(crate::store::in_background(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(secs));
         let stop = state.shutdown.clone();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -503,7 +503,7 @@ fn spawn_expiry_sweep(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
                 Err(e) => tracing::error!(error = %e, "hold sweep failed"),
             }
         }
-    }))
+    })))
 }
 
 async fn shutdown_signal() {

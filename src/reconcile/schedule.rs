@@ -24,7 +24,7 @@ pub fn spawn_schedule(
     if every.is_zero() || days == 0 {
         return None;
     }
-    Some(tokio::spawn(async move {
+    Some(tokio::spawn(crate::store::in_background(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -77,5 +77,5 @@ pub fn spawn_schedule(
                 "fal billing schedule: pulled"
             );
         }
-    }))
+    })))
 }

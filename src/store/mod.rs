@@ -561,7 +561,10 @@ mod tests {
     #[tokio::test]
     async fn timers_statements_are_not_counted_as_requests() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.sqlite").display());
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("c.sqlite").display()
+        );
         let store = super::Store::connect(&url, 2).await.unwrap();
         let before = store.statements();
         store.all("SELECT 1", Vec::new()).await.unwrap();

@@ -102,8 +102,10 @@ impl Metrics {
             ),
             &["state"],
         )?;
-        let sql_statements =
-            IntCounter::new("gateway_sql_statements_total", "SQL statements run.")?;
+        let sql_statements = IntCounter::new(
+            "gateway_sql_statements_total",
+            "SQL statements run for requests (the timers' own are not counted).",
+        )?;
         let reads = IntCounterVec::new(
             Opts::new(
                 "gateway_reads_total",

@@ -105,34 +105,20 @@ pub async fn run(
                         }
                     }
                     Leg::Minimal => {
-                        let url = ctx.database_url.to_owned();
                         minimal.push(
-                            child_leg(ctx, "pgbench", requests, move || {
-                                crate::pgbench::consume(
-                                    &url,
-                                    crate::pgbench::Write::Minimal,
-                                    c,
-                                    requests,
-                                    lo,
-                                    hi,
-                                )
-                            })
-                            .await,
+                            pgbench_leg(ctx, crate::pgbench::Write::Minimal, c, requests, (lo, hi))
+                                .await,
                         );
                     }
                     Leg::Baseline if use_pgbench => {
-                        let url = ctx.database_url.to_owned();
                         direct.push(
-                            child_leg(ctx, "pgbench", requests, move || {
-                                crate::pgbench::consume(
-                                    &url,
-                                    crate::pgbench::Write::GwConsume,
-                                    c,
-                                    requests,
-                                    lo,
-                                    hi,
-                                )
-                            })
+                            pgbench_leg(
+                                ctx,
+                                crate::pgbench::Write::GwConsume,
+                                c,
+                                requests,
+                                (lo, hi),
+                            )
                             .await,
                         );
                     }
@@ -233,6 +219,22 @@ pub(super) fn per_round(legs: &[load::Measured], baseline: &[load::Measured]) ->
         .zip(baseline)
         .map(|(l, b)| l.throughput() / b.throughput())
         .collect()
+}
+
+/// One pgbench leg of `requests` consumes of `write` at concurrency `c`
+/// on users `lo..=hi`.
+async fn pgbench_leg(
+    ctx: &Ctx<'_>,
+    write: crate::pgbench::Write,
+    c: usize,
+    requests: usize,
+    (lo, hi): (i32, i32),
+) -> load::Measured {
+    let url = ctx.database_url.to_owned();
+    child_leg(ctx, "pgbench", requests, move || {
+        crate::pgbench::consume(&url, write, c, requests, lo, hi)
+    })
+    .await
 }
 
 /// A leg run by a load client in a child process (`run` blocks), with the
